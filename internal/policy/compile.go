@@ -1,0 +1,339 @@
+package policy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+type compiler struct {
+	file     string
+	loc      *locator
+	problems []*Problem
+}
+
+func (c *compiler) problem(line int, format string, args ...any) {
+	c.problems = append(c.problems, &Problem{File: c.file, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *compiler) err() error {
+	if len(c.problems) == 0 {
+		return nil
+	}
+	return &LoadError{Problems: c.problems}
+}
+
+// at reports a problem at the line of a key path.
+func (c *compiler) at(path, format string, args ...any) {
+	c.problem(c.loc.line(path), format, args...)
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+func (c *compiler) compile(raw *rawFile) *Policy {
+	p := &Policy{File: c.file, ix: newIndex()}
+	switch strings.ToLower(raw.MTA) {
+	case "postfix":
+		p.MTA = Postfix
+	case "sendmail":
+		p.MTA = Sendmail
+	case "":
+		c.problem(1, `mta is not set: add mta = "postfix" or mta = "sendmail" at the top (it decides which TLS facts tlsgate can check)`)
+	default:
+		c.at("mta", `mta = %q: want "postfix" or "sendmail"`, raw.MTA)
+	}
+	p.PostfixVersion = "3.7"
+	if raw.PostfixVersion != "" {
+		if !regexp.MustCompile(`^3\.[0-9]+(\.[0-9]+)?$`).MatchString(raw.PostfixVersion) {
+			c.at("postfix_version", `postfix_version = %q: want a Postfix 3.x release such as "3.7" (see postconf -h mail_version)`, raw.PostfixVersion)
+		} else {
+			p.PostfixVersion = raw.PostfixVersion
+		}
+	}
+	c.settings(p, raw)
+	names := map[string]int{}
+	for i := range raw.Endpoint {
+		ep := c.endpoint(p, &raw.Endpoint[i], i)
+		if ep == nil {
+			continue
+		}
+		if j, dup := names[strings.ToLower(ep.Name)]; dup {
+			c.at(fmt.Sprintf("endpoint.%d.name", i), "endpoint name %q is already used by the endpoint on line %d; names must be unique", ep.Name, p.Endpoints[j].Line)
+			continue
+		}
+		names[strings.ToLower(ep.Name)] = len(p.Endpoints)
+		idx := int32(len(p.Endpoints))
+		for _, h := range ep.Hosts {
+			if other := p.ix.add(h, idx); other >= 0 {
+				c.problem(c.loc.valueLine(fmt.Sprintf("endpoint.%d.hosts", i), h.Text),
+					"host %q of endpoint %q is already covered by endpoint %q (as %q); a host may belong to one endpoint only",
+					h.Text, ep.Name, p.Endpoints[other].Name, h.Canonical())
+			}
+		}
+		p.Endpoints = append(p.Endpoints, ep)
+	}
+	if p.MTA != "" {
+		for i, ep := range p.Endpoints {
+			c.capabilities(p, ep, endpointPath(p, i))
+			ep.compileAnswers(p)
+		}
+	}
+	return p
+}
+
+// endpointPath finds the locator path of the i-th compiled endpoint.
+func endpointPath(p *Policy, i int) string {
+	return "endpoint." + strconv.Itoa(p.Endpoints[i].index)
+}
+
+func (c *compiler) listener(path, addr, mode, group string) Listener {
+	l := Listener{Addr: addr, Mode: 0o660, Group: group}
+	if addr != "" {
+		if err := checkListen(addr); err != nil {
+			c.at(path+".listen", "%v", err)
+		}
+	}
+	if mode != "" {
+		m, err := strconv.ParseUint(mode, 8, 32)
+		if err != nil || m > 0o777 {
+			c.at(path+".socket_mode", `socket_mode = %q: want an octal permission such as "0660"`, mode)
+		} else {
+			l.Mode = os.FileMode(m)
+		}
+	}
+	return l
+}
+
+// checkListen validates "unix:/abs/path" and "inet:HOST:PORT".
+func checkListen(addr string) error {
+	switch {
+	case strings.HasPrefix(addr, "unix:"):
+		if !filepath.IsAbs(addr[5:]) {
+			return fmt.Errorf("listen = %q: a unix socket needs an absolute path, like unix:/var/spool/postfix/tlsgate/milter.sock", addr)
+		}
+		return nil
+	case strings.HasPrefix(addr, "inet:"):
+		hp := addr[5:]
+		i := strings.LastIndexByte(hp, ':')
+		if i <= 0 {
+			return fmt.Errorf("listen = %q: want inet:HOST:PORT, like inet:127.0.0.1:10031", addr)
+		}
+		if n, err := strconv.Atoi(hp[i+1:]); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("listen = %q: %q is not a port number", addr, hp[i+1:])
+		}
+		return nil
+	}
+	return fmt.Errorf("listen = %q: want unix:/path or inet:HOST:PORT", addr)
+}
+
+func (c *compiler) settings(p *Policy, raw *rawFile) {
+	s := &p.Settings
+	s.Milter = c.listener("milter", raw.Milter.Listen, raw.Milter.SocketMode, raw.Milter.SocketGroup)
+	s.AuthservID = raw.Milter.AuthservID
+	if strings.ContainsAny(s.AuthservID, " \t;()\"\\\r\n") {
+		c.at("milter.authserv_id", "authserv_id = %q must be a single token such as the host name", s.AuthservID)
+	}
+	s.Socketmap = c.listener("policyd", raw.Policyd.Listen, raw.Policyd.SocketMode, raw.Policyd.SocketGroup)
+	s.Delegation = c.listener("policyd", raw.Policyd.DelegationListen, raw.Policyd.SocketMode, raw.Policyd.SocketGroup)
+	s.MapName = raw.Policyd.MapName
+	if s.MapName == "" {
+		s.MapName = "tlspolicy"
+	} else if strings.ContainsAny(s.MapName, " :,\t") {
+		c.at("policyd.map_name", "map_name = %q must not contain spaces, colons or commas", s.MapName)
+	}
+	s.CAStore = raw.Certs.CAStore
+	s.CABundle = raw.Certs.CABundle
+	s.TrustAnchorDir = raw.Certs.TrustAnchorDir
+	s.ServerCert, s.ServerKey = raw.Certs.ServerCert, raw.Certs.ServerKey
+	for k, v := range map[string]string{"ca_store": s.CAStore, "ca_bundle": s.CABundle, "trust_anchor_dir": s.TrustAnchorDir, "server_cert": s.ServerCert, "server_key": s.ServerKey} {
+		if v != "" && !filepath.IsAbs(v) {
+			c.at("certs."+k, "%s = %q must be an absolute path", k, v)
+		}
+	}
+	s.LogLevel = strings.ToLower(raw.Log.Level)
+	switch s.LogLevel {
+	case "":
+		s.LogLevel = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		c.at("log.level", `level = %q: want "debug", "info", "warn" or "error"`, raw.Log.Level)
+	}
+	s.Syslog = strings.ToLower(raw.Log.Syslog)
+	switch s.Syslog {
+	case "":
+		s.Syslog = "auto"
+	case "auto", "yes", "no":
+	default:
+		c.at("log.syslog", `syslog = %q: want "auto", "yes" or "no"`, raw.Log.Syslog)
+	}
+	s.MetricsListen = raw.Metrics.Listen
+	if s.MetricsListen != "" {
+		if err := checkListen(s.MetricsListen); err != nil {
+			c.at("metrics.listen", "%v", err)
+		}
+	}
+}
+
+func (c *compiler) endpoint(p *Policy, r *rawEndpoint, i int) *Endpoint {
+	path := "endpoint." + strconv.Itoa(i)
+	n0 := len(c.problems)
+	ep := &Endpoint{Name: r.Name, Notes: r.Notes, Line: c.loc.line(path), index: i}
+	if r.Name == "" {
+		c.at(path, "endpoint has no name: add name = \"...\" (letters, digits, '.', '_' or '-'); it appears in logs and headers")
+	} else if !nameRE.MatchString(r.Name) {
+		c.at(path+".name", "name = %q: use letters, digits, '.', '_' or '-' (at most 64), starting with a letter or digit", r.Name)
+	}
+	label := r.Name
+	if label == "" {
+		label = fmt.Sprintf("#%d", i+1)
+	}
+	if len(r.Hosts) == 0 {
+		c.at(path, "endpoint %q has no hosts: add hosts = [\"example.com\", \".example.com\", \"192.0.2.0/24\"]", label)
+	}
+	for _, h := range r.Hosts {
+		pat, err := ParsePattern(h)
+		if err != nil {
+			c.problem(c.loc.valueLine(path+".hosts", h), "endpoint %q: %v", label, err)
+			continue
+		}
+		ep.Hosts = append(ep.Hosts, pat)
+	}
+	switch strings.ToLower(r.Mode) {
+	case "", "enforce":
+		ep.Mode = Enforce
+	case "monitor":
+		ep.Mode = Monitor
+	default:
+		c.at(path+".mode", `mode = %q: want "enforce" or "monitor"`, r.Mode)
+	}
+	switch strings.ToLower(r.Action) {
+	case "", "defer":
+		ep.Action = Defer
+	case "reject":
+		ep.Action = Reject
+	default:
+		c.at(path+".action", `action = %q: want "defer" (4xx, the sender retries) or "reject" (5xx, the sender bounces)`, r.Action)
+	}
+	if r.Inbound == nil && r.Outbound == nil {
+		c.at(path, "endpoint %q demands nothing: add an [endpoint.inbound] and/or [endpoint.outbound] table", label)
+	}
+	if r.Inbound != nil {
+		ep.Inbound = c.requirements(path+".inbound", label, "inbound", r.Inbound)
+	}
+	if r.Outbound != nil {
+		ep.Outbound = c.requirements(path+".outbound", label, "outbound", r.Outbound)
+	}
+	if len(c.problems) > n0 {
+		return nil
+	}
+	return ep
+}
+
+func (c *compiler) requirements(path, label, dir string, r *rawReq) Requirements {
+	var q Requirements
+	at := func(key, format string, args ...any) {
+		c.at(path+"."+key, "endpoint %q %s: "+format, append([]any{label, dir}, args...)...)
+	}
+	explicit := func(b *bool) (val, set bool) {
+		if b == nil {
+			return false, false
+		}
+		return *b, true
+	}
+	if r.CN != nil {
+		q.CN = strings.TrimSpace(*r.CN)
+	}
+	if r.IssuerCN != nil {
+		q.IssuerCN = strings.TrimSpace(*r.IssuerCN)
+	}
+	if r.SubjectDN != nil && strings.TrimSpace(*r.SubjectDN) != "" {
+		dn, err := ParseDN(*r.SubjectDN)
+		if err != nil {
+			at("subject_dn", "%v", err)
+		}
+		q.SubjectDN = dn
+	}
+	if r.IssuerDN != nil && strings.TrimSpace(*r.IssuerDN) != "" {
+		dn, err := ParseDN(*r.IssuerDN)
+		if err != nil {
+			at("issuer_dn", "%v", err)
+		}
+		q.IssuerDN = dn
+	}
+	for _, s := range r.Fingerprints {
+		f, err := ParseFingerprint(s)
+		if err != nil {
+			c.problem(c.loc.valueLine(path+".fingerprints", s), "endpoint %q %s: %v", label, dir, err)
+			continue
+		}
+		q.Fingerprints = append(q.Fingerprints, f)
+	}
+
+	matchCN, matchSet := explicit(r.MatchCN)
+	if q.CN != "" {
+		if matchSet && !matchCN {
+			at("match_cn", "cn = %q is set but match_cn = false; remove one of them", q.CN)
+		}
+		matchCN = true
+	}
+	q.MatchCN = matchCN
+
+	// Name, DN and issuer checks need a validated certificate; a pin may
+	// stand alone (validate_cert = false says so explicitly).
+	var needsValid []string
+	if q.MatchCN {
+		needsValid = append(needsValid, "match_cn")
+	}
+	if q.SubjectDN != nil {
+		needsValid = append(needsValid, "subject_dn")
+	}
+	if q.IssuerDN != nil {
+		needsValid = append(needsValid, "issuer_dn")
+	}
+	if q.IssuerCN != "" {
+		needsValid = append(needsValid, "issuer_cn")
+	}
+	valid, validSet := explicit(r.ValidateCert)
+	if validSet && !valid && len(needsValid) > 0 {
+		at("validate_cert", "%s need validate_cert = true: names in an unvalidated certificate prove nothing (only fingerprints may pin an unvalidated certificate)", strings.Join(needsValid, ", "))
+	}
+	if len(needsValid) > 0 || (len(q.Fingerprints) > 0 && !validSet) {
+		valid = true
+	}
+	q.ValidateCert = valid
+
+	if dir == "outbound" && r.RequestCert != nil {
+		at("request_cert", "request_cert applies to inbound only (a server always presents its certificate)")
+	}
+	req, reqSet := explicit(r.RequestCert)
+	if reqSet && !req && (q.ValidateCert || len(q.Fingerprints) > 0) && dir == "inbound" {
+		at("request_cert", "request_cert = false, but validate_cert or fingerprints need the client's certificate")
+	}
+	if dir == "inbound" && (req || q.ValidateCert || len(q.Fingerprints) > 0) {
+		q.RequestCert = true
+	}
+
+	enc, encSet := explicit(r.Encryption)
+	if encSet && !enc && (q.RequestCert || q.ValidateCert || len(q.Fingerprints) > 0) {
+		at("encryption", "encryption = false, but certificate checks need TLS; set encryption = true")
+	}
+	if r.MinBits != nil {
+		q.MinBits = *r.MinBits
+		if q.MinBits < 40 || q.MinBits > 256 {
+			at("min_bits", "min_bits = %d is out of range: give 40..256 (the cipher strength actually used, e.g. 128 or 256)", q.MinBits)
+		}
+		if encSet && !enc {
+			at("min_bits", "min_bits needs encryption = true")
+		} else if !encSet && !q.ValidateCert && len(q.Fingerprints) == 0 {
+			at("min_bits", "min_bits needs encryption = true; add it so that a plaintext session cannot pass")
+		}
+	}
+	q.Encryption = enc || q.RequestCert || q.ValidateCert || len(q.Fingerprints) > 0
+	if !q.Encryption && !q.Active() {
+		at("encryption", "the %s table demands nothing; set encryption = true or remove the table", dir)
+	}
+	return q
+}

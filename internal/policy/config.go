@@ -1,0 +1,337 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// MTA names the mail server whose facts and policy grammar tlsgate uses.
+type MTA string
+
+// The supported MTAs.
+const (
+	Postfix  MTA = "postfix"
+	Sendmail MTA = "sendmail"
+)
+
+// Mode says whether an endpoint refuses mail or only reports.
+type Mode string
+
+// Endpoint modes.
+const (
+	// Enforce refuses mail that misses the requirements.
+	Enforce Mode = "enforce"
+	// Monitor judges, logs and stamps, but never refuses.
+	Monitor Mode = "monitor"
+)
+
+// Action is what an enforced inbound failure answers.
+type Action string
+
+// Inbound failure actions.
+const (
+	// Defer answers 4xx: the sender keeps the mail and retries.
+	Defer Action = "defer"
+	// Reject answers 5xx: the sender bounces the mail.
+	Reject Action = "reject"
+)
+
+// Requirements are the TLS demands on one direction of an endpoint.
+// A zero value demands nothing.
+type Requirements struct {
+	// Encryption requires TLS.
+	Encryption bool
+	// MinBits is the minimum cipher strength actually used (0: any).
+	MinBits int
+	// RequestCert asks the client for a certificate (inbound only). It is
+	// a request to the MTA; absence of a certificate fails only through
+	// ValidateCert or Fingerprints.
+	RequestCert bool
+	// ValidateCert requires a certificate that chains to the trust store.
+	ValidateCert bool
+	// MatchCN requires the certificate's subject CN to equal CN, or if CN
+	// is empty the peer's host name (inbound: the client's verified host
+	// name; outbound: the host name the MTA connects to).
+	MatchCN bool
+	// CN is the expected subject common name, if given.
+	CN string
+	// SubjectDN is the expected subject, or nil.
+	SubjectDN DN
+	// IssuerDN is the expected issuer, or nil.
+	IssuerDN DN
+	// IssuerCN is the expected issuer common name, or "".
+	IssuerCN string
+	// Fingerprints pins certificates or public keys; any one must match.
+	Fingerprints []Fingerprint
+	// TrustAnchorFile is the file of CA certificates used for issuer
+	// pinning on Postfix outbound (tafile=), or "".
+	TrustAnchorFile string
+}
+
+// Active reports whether any requirement is set.
+func (r *Requirements) Active() bool {
+	return r != nil && (r.Encryption || r.RequestCert || r.ValidateCert || len(r.Fingerprints) > 0)
+}
+
+// Endpoint is one named partner with its hosts and requirements.
+type Endpoint struct {
+	// Name identifies the endpoint in logs, headers and metrics.
+	Name string
+	// Notes is free text for the administrator.
+	Notes string
+	// Hosts are the compiled host patterns.
+	Hosts []Pattern
+	// Mode is Enforce (default) or Monitor.
+	Mode Mode
+	// Action is Defer (default) or Reject, for inbound failures.
+	Action Action
+	// Inbound holds the requirements when they connect to us.
+	Inbound Requirements
+	// Outbound holds the requirements when we connect to them.
+	Outbound Requirements
+	// Line is where the endpoint starts in the file.
+	Line int
+
+	index       int    // position among the file's [[endpoint]] tables
+	postfixOut  string // Postfix TLS policy table entry, "" if none
+	sendmailOut string // Sendmail access-map RHS for tls_srv/tls_rcpt, "" if none
+}
+
+// Listener describes a socket tlsgate listens on.
+type Listener struct {
+	// Addr is "unix:/path" or "inet:HOST:PORT" ("" = disabled).
+	Addr string
+	// Mode is the permission of a unix socket (default 0660).
+	Mode os.FileMode
+	// Group owns a unix socket when set.
+	Group string
+}
+
+// Settings are the daemon sections of the file.
+type Settings struct {
+	// Milter is the milter listener ([milter] listen).
+	Milter Listener
+	// AuthservID is the authserv-id of Authentication-Results headers
+	// ([milter] authserv_id; default: the MTA's host name).
+	AuthservID string
+	// Socketmap is the socketmap listener ([policyd] listen).
+	Socketmap Listener
+	// MapName is the socketmap table name Postfix sends (default
+	// "tlspolicy"); Sendmail's access map always sends "access".
+	MapName string
+	// Delegation is the Postfix policy-delegation listener
+	// ([policyd] delegation_listen), needed for inbound fingerprints.
+	Delegation Listener
+	// CAStore is the directory of trusted CA certificates ([certs] ca_store).
+	CAStore string
+	// CABundle is the file the MTA reads trust anchors from ([certs] ca_bundle).
+	CABundle string
+	// TrustAnchorDir is where per-endpoint tafile= files are written
+	// ([certs] trust_anchor_dir).
+	TrustAnchorDir string
+	// ServerCert and ServerKey are our MTA's certificate and key
+	// ([certs] server_cert, server_key), used by `mta-config` and expiry checks.
+	ServerCert, ServerKey string
+	// LogLevel is "debug", "info" (default), "warn" or "error".
+	LogLevel string
+	// Syslog selects the syslog writer: "auto" (default), "yes" or "no".
+	Syslog string
+	// MetricsListen is the Prometheus listener ("" = off).
+	MetricsListen string
+}
+
+// Policy is a loaded, validated and immutable configuration.
+type Policy struct {
+	// File is the path the policy was loaded from.
+	File string
+	// MTA is the mail server the policy is written for.
+	MTA MTA
+	// PostfixVersion is the target Postfix release ("3.7" by default);
+	// nothing newer than it is ever emitted.
+	PostfixVersion string
+	// Endpoints in file order.
+	Endpoints []*Endpoint
+	// Settings of the daemons.
+	Settings Settings
+
+	ix *index
+}
+
+type rawFile struct {
+	MTA            string        `toml:"mta"`
+	PostfixVersion string        `toml:"postfix_version"`
+	Milter         rawMilter     `toml:"milter"`
+	Policyd        rawPolicyd    `toml:"policyd"`
+	Certs          rawCerts      `toml:"certs"`
+	Log            rawLog        `toml:"log"`
+	Metrics        rawMetrics    `toml:"metrics"`
+	Endpoint       []rawEndpoint `toml:"endpoint"`
+}
+
+type rawMilter struct {
+	Listen      string `toml:"listen"`
+	SocketMode  string `toml:"socket_mode"`
+	SocketGroup string `toml:"socket_group"`
+	AuthservID  string `toml:"authserv_id"`
+}
+
+type rawPolicyd struct {
+	Listen           string `toml:"listen"`
+	SocketMode       string `toml:"socket_mode"`
+	SocketGroup      string `toml:"socket_group"`
+	MapName          string `toml:"map_name"`
+	DelegationListen string `toml:"delegation_listen"`
+}
+
+type rawCerts struct {
+	CAStore        string `toml:"ca_store"`
+	CABundle       string `toml:"ca_bundle"`
+	TrustAnchorDir string `toml:"trust_anchor_dir"`
+	ServerCert     string `toml:"server_cert"`
+	ServerKey      string `toml:"server_key"`
+}
+
+type rawLog struct {
+	Level  string `toml:"level"`
+	Syslog string `toml:"syslog"`
+}
+
+type rawMetrics struct {
+	Listen string `toml:"listen"`
+}
+
+type rawEndpoint struct {
+	Name     string  `toml:"name"`
+	Notes    string  `toml:"notes"`
+	Hosts    []string `toml:"hosts"`
+	Mode     string  `toml:"mode"`
+	Action   string  `toml:"action"`
+	Inbound  *rawReq `toml:"inbound"`
+	Outbound *rawReq `toml:"outbound"`
+}
+
+type rawReq struct {
+	Encryption   *bool    `toml:"encryption"`
+	MinBits      *int     `toml:"min_bits"`
+	RequestCert  *bool    `toml:"request_cert"`
+	ValidateCert *bool    `toml:"validate_cert"`
+	MatchCN      *bool    `toml:"match_cn"`
+	CN           *string  `toml:"cn"`
+	SubjectDN    *string  `toml:"subject_dn"`
+	IssuerDN     *string  `toml:"issuer_dn"`
+	IssuerCN     *string  `toml:"issuer_cn"`
+	Fingerprints []string `toml:"fingerprints"`
+}
+
+// MaxFileSize bounds the configuration file tlsgate reads.
+const MaxFileSize = 64 << 20
+
+// Load reads and compiles the configuration file at path. On failure the
+// error is a *LoadError listing every problem with its line.
+func Load(path string) (*Policy, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &LoadError{Problems: []*Problem{{File: path, Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}}}
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(io.LimitReader(f, MaxFileSize+1)); err != nil {
+		return nil, &LoadError{Problems: []*Problem{{File: path, Msg: fmt.Sprintf("cannot read: %v", err)}}}
+	}
+	if buf.Len() > MaxFileSize {
+		return nil, &LoadError{Problems: []*Problem{{File: path, Msg: fmt.Sprintf("file is larger than %d bytes", MaxFileSize)}}}
+	}
+	return Parse(path, buf.Bytes())
+}
+
+// Parse compiles configuration text; name is used in error messages.
+func Parse(name string, data []byte) (*Policy, error) {
+	c := &compiler{file: name, loc: newLocator(data)}
+	var raw rawFile
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
+	if err != nil {
+		c.tomlError(err)
+		return nil, c.err()
+	}
+	for _, k := range md.Undecoded() {
+		c.problem(c.loc.undecoded(k), "unknown key %q%s", k.String(), suggest(k))
+	}
+	p := c.compile(&raw)
+	if e := c.err(); e != nil {
+		return nil, e
+	}
+	return p, nil
+}
+
+func (c *compiler) tomlError(err error) {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Message
+		if pe.Usage != "" {
+			msg += " (" + strings.TrimSpace(strings.SplitN(pe.Usage, "\n", 2)[0]) + ")"
+		}
+		c.problem(pe.Position.Line, "%s", msg)
+		return
+	}
+	// Type mismatches come back as "toml: line N (last key "k"): ...".
+	msg := strings.TrimPrefix(err.Error(), "toml: ")
+	line := 0
+	if strings.HasPrefix(msg, "line ") {
+		rest := msg[len("line "):]
+		if sp := strings.IndexByte(rest, ' '); sp > 0 {
+			if n, e := strconv.Atoi(rest[:sp]); e == nil {
+				line = n
+				msg = strings.TrimSpace(rest[sp:])
+			}
+		}
+	}
+	c.problem(line, "%s", msg)
+}
+
+var knownKeys = []string{"mta", "postfix_version", "milter", "policyd", "certs", "log", "metrics", "endpoint",
+	"listen", "socket_mode", "socket_group", "authserv_id", "map_name", "delegation_listen", "ca_store", "ca_bundle",
+	"trust_anchor_dir", "server_cert", "server_key", "level", "syslog", "name", "notes", "hosts", "mode", "action",
+	"inbound", "outbound", "encryption", "min_bits", "request_cert", "validate_cert", "match_cn", "cn", "subject_dn",
+	"issuer_dn", "issuer_cn", "fingerprints"}
+
+// suggest names a known key close to an unknown one.
+func suggest(k toml.Key) string {
+	last := strings.ToLower(k[len(k)-1])
+	best, bestD := "", 3
+	for _, cand := range knownKeys {
+		if d := editDistance(last, cand); d < bestD {
+			best, bestD = cand, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

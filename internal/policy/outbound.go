@@ -1,0 +1,297 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Answer is the outcome of an outbound lookup.
+type Answer struct {
+	// Found is true when the MTA must apply Text.
+	Found bool
+	// Text is the policy for the MTA: a Postfix TLS policy table entry
+	// ("secure match=mx.example.com ciphers=high") or a Sendmail
+	// access-map right-hand side ("TEMP+VERIFY:128+CN:mx.example.com").
+	Text string
+	// Endpoint covers the key, also when it is in monitor mode (then
+	// Found is false and the MTA default applies). Nil if not covered.
+	Endpoint *Endpoint
+}
+
+// Outbound answers a lookup key in the grammar of the configured MTA:
+// a Postfix smtp_tls_policy_maps key, or a Sendmail access-map key with
+// its tag. A Postfix key that is not a next hop Postfix could send is an
+// error (the caller answers TEMP); Sendmail keys with foreign tags are
+// simply not found.
+func (p *Policy) Outbound(key string) (Answer, error) {
+	if p.MTA == Sendmail {
+		return p.SendmailAccess(key), nil
+	}
+	return p.PostfixPolicy(key)
+}
+
+// PostfixPolicy answers an smtp_tls_policy_maps key: a domain
+// ("example.com"), Postfix's parent-domain key (".example.com"), or a
+// next hop with brackets and/or port ("[mx.example.com]:587",
+// "[192.0.2.1]", "[IPv6:2001:db8::1]", "host:25"), in any case.
+func (p *Policy) PostfixPolicy(key string) (Answer, error) {
+	i, ok, err := p.lookupNexthop(key)
+	if err != nil || !ok {
+		return Answer{}, err
+	}
+	return p.answer(i, p.Endpoints[i].postfixOut), nil
+}
+
+func (p *Policy) answer(i int32, text string) Answer {
+	ep := p.Endpoints[i]
+	if ep.Mode == Monitor || text == "" {
+		return Answer{Endpoint: ep}
+	}
+	return Answer{Found: true, Text: text, Endpoint: ep}
+}
+
+func (p *Policy) lookupNexthop(key string) (int32, bool, error) {
+	k := strings.TrimSpace(key)
+	if k == "" {
+		return 0, false, fmt.Errorf("policy: empty next-hop key")
+	}
+	if strings.HasPrefix(k, "[") {
+		end := strings.IndexByte(k, ']')
+		if end < 0 {
+			return 0, false, fmt.Errorf("policy: next hop %q: missing ']'", key)
+		}
+		if rest := k[end+1:]; rest != "" && !validPort(rest) {
+			return 0, false, fmt.Errorf("policy: next hop %q: %q after ']' is not :PORT", key, rest)
+		}
+		return p.lookupHost(k[1:end], key)
+	}
+	if strings.HasPrefix(k, ".") {
+		n, err := NormalizeName(k[1:])
+		if err != nil {
+			return 0, false, fmt.Errorf("policy: parent-domain key %q: %v", key, err)
+		}
+		i, ok := p.ix.parent(n)
+		return i, ok, nil
+	}
+	if a, err := netip.ParseAddr(k); err == nil {
+		i, ok := p.ix.addr(a)
+		return i, ok, nil
+	}
+	if c := strings.LastIndexByte(k, ':'); c >= 0 {
+		if !validPort(k[c:]) {
+			return 0, false, fmt.Errorf("policy: next hop %q: %q is not :PORT", key, k[c:])
+		}
+		k = k[:c]
+	}
+	return p.lookupHost(k, key)
+}
+
+func validPort(s string) bool {
+	if len(s) < 2 || s[0] != ':' {
+		return false
+	}
+	n, err := strconv.Atoi(s[1:])
+	return err == nil && n > 0 && n < 65536
+}
+
+// lookupHost matches a bare host: an address literal (with or without the
+// "IPv6:" tag) or a name.
+func (p *Policy) lookupHost(h, key string) (int32, bool, error) {
+	lit := h
+	if len(lit) > 5 && strings.EqualFold(lit[:5], "ipv6:") {
+		lit = lit[5:]
+	}
+	if a, err := netip.ParseAddr(lit); err == nil {
+		i, ok := p.ix.addr(a)
+		return i, ok, nil
+	}
+	n, err := NormalizeName(h)
+	if err != nil {
+		return 0, false, fmt.Errorf("policy: next hop %q: %v", key, err)
+	}
+	i, ok := p.ix.name(n)
+	return i, ok, nil
+}
+
+// SendmailAccess answers a Sendmail access-map key (lower-cased, with its
+// tag). tls_rcpt: is decided on the full recipient address (Sendmail asks
+// it first, so the later user@ and parent-domain keys are not found);
+// tls_srv: on the server's name or address; srv_features: answers "v"
+// (request a client certificate) for peers whose endpoint requests one.
+// Every other tag (connect:, from:, to:, tls_clt:, ...) is not found, so
+// Sendmail's own defaults apply; inbound requirements are enforced by the
+// milter.
+func (p *Policy) SendmailAccess(key string) Answer {
+	tag, val, ok := strings.Cut(key, ":")
+	if !ok {
+		return Answer{}
+	}
+	switch strings.ToLower(tag) {
+	case "tls_rcpt":
+		at := strings.LastIndexByte(val, '@')
+		if at < 0 || at == len(val)-1 {
+			return Answer{}
+		}
+		n, err := NormalizeName(val[at+1:])
+		if err != nil {
+			return Answer{}
+		}
+		if i, ok := p.ix.name(n); ok {
+			return p.answer(i, p.Endpoints[i].sendmailOut)
+		}
+	case "tls_srv":
+		if i, ok := p.sendmailHost(val); ok {
+			return p.answer(i, p.Endpoints[i].sendmailOut)
+		}
+	case "srv_features":
+		if i, ok := p.sendmailHost(val); ok && p.Endpoints[i].Inbound.RequestCert {
+			return p.answer(i, "v")
+		}
+	}
+	return Answer{}
+}
+
+func (p *Policy) sendmailHost(v string) (int32, bool) {
+	v = strings.TrimSuffix(strings.TrimPrefix(v, "["), "]")
+	if v == "" {
+		return 0, false
+	}
+	if len(v) > 5 && strings.EqualFold(v[:5], "ipv6:") {
+		v = v[5:]
+	}
+	if a, err := netip.ParseAddr(v); err == nil {
+		return p.ix.addr(a)
+	}
+	n, err := NormalizeName(v)
+	if err != nil {
+		return 0, false
+	}
+	return p.ix.name(n)
+}
+
+// compileAnswers renders the outbound policy text once at load time.
+func (ep *Endpoint) compileAnswers(p *Policy) {
+	o := &ep.Outbound
+	if !o.Active() {
+		return
+	}
+	if o.IssuerDN != nil || o.IssuerCN != "" {
+		if p.Settings.TrustAnchorDir != "" {
+			o.TrustAnchorFile = filepath.Join(p.Settings.TrustAnchorDir, ep.Name+".pem")
+		}
+	}
+	ep.postfixOut = postfixEntry(o)
+	ep.sendmailOut = sendmailRHS(o)
+}
+
+// postfixEntry renders an smtp_tls_policy_maps entry using only what
+// Postfix 3.4 and later accept.
+func postfixEntry(o *Requirements) string {
+	var b strings.Builder
+	switch {
+	case len(o.Fingerprints) > 0:
+		b.WriteString("fingerprint")
+		for _, f := range o.Fingerprints {
+			b.WriteString(" match=")
+			b.WriteString(f.String())
+		}
+	case o.ValidateCert && o.CN != "":
+		b.WriteString("secure match=")
+		b.WriteString(strings.ToLower(o.CN))
+	case o.ValidateCert:
+		b.WriteString("verify match=hostname")
+	default:
+		b.WriteString("encrypt")
+	}
+	if o.TrustAnchorFile != "" && o.ValidateCert && len(o.Fingerprints) == 0 {
+		b.WriteString(" tafile=")
+		b.WriteString(o.TrustAnchorFile)
+	}
+	// Postfix's mandatory default grade (medium) already excludes ciphers
+	// under 112 bits; HIGH excludes everything under 128 (TLS <= 1.2).
+	if o.MinBits > 112 {
+		b.WriteString(" ciphers=high")
+	}
+	return b.String()
+}
+
+// sendmailRHS renders a TLS_Srv/TLS_Rcpt right-hand side. TEMP+ keeps a
+// failed delivery queued instead of bouncing it.
+func sendmailRHS(o *Requirements) string {
+	var b strings.Builder
+	b.WriteString("TEMP+")
+	bits := o.MinBits
+	if o.ValidateCert {
+		b.WriteString("VERIFY")
+		if bits > 0 {
+			b.WriteString(":" + strconv.Itoa(bits))
+		}
+	} else {
+		if bits == 0 {
+			bits = 40
+		}
+		b.WriteString("ENCR:" + strconv.Itoa(bits))
+	}
+	var ext []string
+	if o.MatchCN {
+		if o.CN != "" {
+			ext = append(ext, "CN:"+Xtext(o.CN))
+		} else {
+			ext = append(ext, "CN")
+		}
+	}
+	if o.SubjectDN != nil {
+		ext = append(ext, "CS:"+Xtext(o.SubjectDN.OpenSSL()))
+	}
+	if o.IssuerDN != nil {
+		ext = append(ext, "CI:"+Xtext(o.IssuerDN.OpenSSL()))
+	}
+	if len(ext) > 0 {
+		b.WriteString("+")
+		b.WriteString(strings.Join(ext, "++"))
+	}
+	return b.String()
+}
+
+// Xtext encodes s the way Sendmail's xtextify does for certificate macros:
+// bytes outside '!'..'~' and the characters + \ ( ) < > " become +XX.
+func Xtext(s string) string {
+	const hexdig = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '!' || c > '~' || strings.IndexByte(`+\()<>"`, c) >= 0 {
+			b.WriteByte('+')
+			b.WriteByte(hexdig[c>>4])
+			b.WriteByte(hexdig[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// DecodeXtext reverses xtext (+XX) encoding as used by Sendmail macros and
+// Postfix's ccert_subject/ccert_issuer policy attributes.
+func DecodeXtext(s string) (string, error) {
+	if strings.IndexByte(s, '+') < 0 {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '+' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+			return "", fmt.Errorf("bad xtext escape at byte %d of %q", i, s)
+		}
+		n, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		b.WriteByte(byte(n))
+		i += 2
+	}
+	return b.String(), nil
+}

@@ -1,0 +1,265 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"golang.org/x/net/idna"
+)
+
+// PatternKind says what a host pattern matches.
+type PatternKind int
+
+const (
+	// PatternName matches one host or domain name exactly.
+	PatternName PatternKind = iota
+	// PatternSubdomains matches any name below a domain (".example.com").
+	PatternSubdomains
+	// PatternAddr matches one IP address.
+	PatternAddr
+	// PatternPrefix matches an IP address range (CIDR).
+	PatternPrefix
+)
+
+// Pattern is one compiled entry of an endpoint's hosts list.
+type Pattern struct {
+	// Text is the pattern as written in the file.
+	Text string
+	// Kind says what it matches.
+	Kind PatternKind
+	// Name is the normalised A-label name; for PatternSubdomains the
+	// domain without the leading dot.
+	Name string
+	// Prefix is the address or range for PatternAddr and PatternPrefix.
+	Prefix netip.Prefix
+}
+
+// Canonical returns the normalised form used to detect duplicates.
+func (p Pattern) Canonical() string {
+	switch p.Kind {
+	case PatternName:
+		return p.Name
+	case PatternSubdomains:
+		return "." + p.Name
+	case PatternAddr:
+		return p.Prefix.Addr().String()
+	default:
+		return p.Prefix.String()
+	}
+}
+
+var idnaProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.StrictDomainName(false))
+
+// NormalizeName lower-cases a host or domain name, removes one trailing
+// dot, converts internationalised labels to A-labels and checks that the
+// result is a syntactically valid DNS name (letters, digits, hyphens and,
+// for SRV-like labels, underscores).
+func NormalizeName(s string) (string, error) {
+	s = strings.TrimSuffix(strings.TrimSpace(s), ".")
+	if s == "" {
+		return "", fmt.Errorf("empty host name")
+	}
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		s = strings.ToLower(s)
+	} else {
+		a, err := idnaProfile.ToASCII(s)
+		if err != nil {
+			return "", fmt.Errorf("%q is not a valid internationalised domain name: %v", s, err)
+		}
+		s = a
+	}
+	if len(s) > 253 {
+		return "", fmt.Errorf("%q is longer than 253 characters", s)
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" {
+			return "", fmt.Errorf("%q has an empty label", s)
+		}
+		if len(label) > 63 {
+			return "", fmt.Errorf("%q has a label longer than 63 characters", s)
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return "", fmt.Errorf("%q has a label that starts or ends with '-'", s)
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return "", fmt.Errorf("%q contains %q, which is not allowed in a host name", s, string(c))
+			}
+		}
+	}
+	return s, nil
+}
+
+// ParsePattern compiles one hosts entry.
+func ParsePattern(s string) (Pattern, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return Pattern{}, fmt.Errorf("empty host pattern")
+	}
+	if strings.Contains(t, "/") {
+		pfx, err := netip.ParsePrefix(t)
+		if err != nil {
+			return Pattern{}, fmt.Errorf("%q is not a CIDR range (like 198.51.100.0/24 or 2001:db8::/32)", s)
+		}
+		if pfx.Masked() != pfx {
+			return Pattern{}, fmt.Errorf("%q has host bits set; write %s", s, pfx.Masked())
+		}
+		pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-unmapBits(pfx.Addr()))
+		return Pattern{Text: s, Kind: PatternPrefix, Prefix: pfx}, nil
+	}
+	if a, err := netip.ParseAddr(strings.Trim(t, "[]")); err == nil {
+		if a.Zone() != "" {
+			return Pattern{}, fmt.Errorf("%q: zoned addresses are not supported", s)
+		}
+		a = a.Unmap()
+		return Pattern{Text: s, Kind: PatternAddr, Prefix: netip.PrefixFrom(a, a.BitLen())}, nil
+	}
+	if strings.HasPrefix(t, ".") {
+		n, err := NormalizeName(t[1:])
+		if err != nil {
+			return Pattern{}, err
+		}
+		return Pattern{Text: s, Kind: PatternSubdomains, Name: n}, nil
+	}
+	if strings.HasPrefix(t, "*.") {
+		return Pattern{}, fmt.Errorf("%q: write subdomain patterns as %q", s, t[1:])
+	}
+	n, err := NormalizeName(t)
+	if err != nil {
+		return Pattern{}, err
+	}
+	if _, err := netip.ParseAddr(n); err == nil {
+		return Pattern{}, fmt.Errorf("%q is neither a name nor an address", s)
+	}
+	return Pattern{Text: s, Kind: PatternName, Name: n}, nil
+}
+
+func unmapBits(a netip.Addr) int {
+	if a.Is4In6() {
+		return 96
+	}
+	return 0
+}
+
+// index maps normalised names and addresses to endpoint positions.
+type index struct {
+	names    map[string]int32
+	suffixes map[string]int32
+	addrs    map[netip.Addr]int32
+	prefixes map[netip.Prefix]int32
+	bits4    []int // distinct prefix lengths of IPv4 ranges, longest first
+	bits6    []int
+}
+
+func newIndex() *index {
+	return &index{
+		names:    map[string]int32{},
+		suffixes: map[string]int32{},
+		addrs:    map[netip.Addr]int32{},
+		prefixes: map[netip.Prefix]int32{},
+	}
+}
+
+// add records p for endpoint i; it returns the endpoint that already owns
+// the same pattern, or -1.
+func (ix *index) add(p Pattern, i int32) int32 {
+	var m map[string]int32
+	switch p.Kind {
+	case PatternName:
+		m = ix.names
+	case PatternSubdomains:
+		m = ix.suffixes
+	case PatternAddr:
+		if j, ok := ix.addrs[p.Prefix.Addr()]; ok {
+			return j
+		}
+		ix.addrs[p.Prefix.Addr()] = i
+		return -1
+	case PatternPrefix:
+		if j, ok := ix.prefixes[p.Prefix]; ok {
+			return j
+		}
+		ix.prefixes[p.Prefix] = i
+		bits := &ix.bits6
+		if p.Prefix.Addr().Is4() {
+			bits = &ix.bits4
+		}
+		if !slices.Contains(*bits, p.Prefix.Bits()) {
+			*bits = append(*bits, p.Prefix.Bits())
+			slices.SortFunc(*bits, func(a, b int) int { return b - a })
+		}
+		return -1
+	}
+	if j, ok := m[p.Name]; ok {
+		return j
+	}
+	m[p.Name] = i
+	return -1
+}
+
+// name finds the endpoint for a normalised host name: the exact name, else
+// the longest subdomain pattern above it.
+func (ix *index) name(n string) (int32, bool) {
+	if i, ok := ix.names[n]; ok {
+		return i, true
+	}
+	return ix.below(n)
+}
+
+// below finds the longest subdomain pattern strictly above name n.
+func (ix *index) below(n string) (int32, bool) {
+	if len(ix.suffixes) == 0 {
+		return 0, false
+	}
+	for {
+		dot := strings.IndexByte(n, '.')
+		if dot < 0 {
+			return 0, false
+		}
+		n = n[dot+1:]
+		if i, ok := ix.suffixes[n]; ok {
+			return i, true
+		}
+	}
+}
+
+// parent finds the endpoint for Postfix's parent-domain key ".d": names
+// below d, i.e. a subdomain pattern for d or any domain above it.
+func (ix *index) parent(d string) (int32, bool) {
+	if i, ok := ix.suffixes[d]; ok {
+		return i, true
+	}
+	return ix.below(d)
+}
+
+// addr finds the endpoint for an address: exact, else the longest range.
+func (ix *index) addr(a netip.Addr) (int32, bool) {
+	a = a.Unmap()
+	if i, ok := ix.addrs[a]; ok {
+		return i, true
+	}
+	bits := ix.bits6
+	if a.Is4() {
+		bits = ix.bits4
+	}
+	for _, b := range bits {
+		p, err := a.Prefix(b)
+		if err != nil {
+			continue
+		}
+		if i, ok := ix.prefixes[p]; ok {
+			return i, true
+		}
+	}
+	return 0, false
+}
