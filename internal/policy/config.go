@@ -208,13 +208,13 @@ type rawMetrics struct {
 }
 
 type rawEndpoint struct {
-	Name     string  `toml:"name"`
-	Notes    string  `toml:"notes"`
+	Name     string   `toml:"name"`
+	Notes    string   `toml:"notes"`
 	Hosts    []string `toml:"hosts"`
-	Mode     string  `toml:"mode"`
-	Action   string  `toml:"action"`
-	Inbound  *rawReq `toml:"inbound"`
-	Outbound *rawReq `toml:"outbound"`
+	Mode     string   `toml:"mode"`
+	Action   string   `toml:"action"`
+	Inbound  *rawReq  `toml:"inbound"`
+	Outbound *rawReq  `toml:"outbound"`
 }
 
 type rawReq struct {
