@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# install-test-deps.sh: install what tlsgate's real-MTA tests need on Debian 12.
+#
+# Idempotent. Must run as root. It installs Postfix (with no system
+# instance: "No configuration"), swaks (with TLS support), openssl, m4,
+# ca-certificates and make with apt, then downloads Sendmail's .debs into
+# the cache directory that internal/mtalab uses and extracts them there.
+# Sendmail is NOT installed as a package: the tests run the extracted
+# binary (see internal/mtalab/sendmail.go).
+#
+# Environment:
+#   TLSGATE_LAB_CACHE  cache directory (default /var/cache/tlsgate-lab);
+#                      must match what mtalab uses (same variable).
+set -euo pipefail
+
+cache="${TLSGATE_LAB_CACHE:-/var/cache/tlsgate-lab}"
+debs="$cache/debs"
+root="$cache/sendmail-root"
+sm_pkgs=(sendmail-bin sendmail-cf sendmail-base libwrap0)
+apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make)
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-test-deps.sh: must run as root (apt-get, dpkg -x into $cache)" >&2
+	exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+
+missing=()
+for p in "${apt_pkgs[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+		missing+=("$p")
+	fi
+done
+
+have_debs=1
+for p in "${sm_pkgs[@]}"; do
+	compgen -G "$debs/${p}_*.deb" >/dev/null || have_debs=0
+done
+
+updated=0
+apt_update_once() {
+	if [ "$updated" -eq 0 ]; then
+		apt-get update
+		updated=1
+	fi
+}
+
+if [ "${#missing[@]}" -gt 0 ]; then
+	# No system Postfix instance: no /etc/postfix/main.cf is written and
+	# nothing listens on port 25.
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	apt_update_once
+	apt-get install -y --no-install-recommends "${missing[@]}"
+else
+	echo "install-test-deps.sh: apt packages already installed: ${apt_pkgs[*]}"
+fi
+
+if [ "$have_debs" -eq 0 ]; then
+	mkdir -p "$debs"
+	# apt-get download runs the fetch as user _apt; let it write here.
+	if id _apt >/dev/null 2>&1; then chown _apt "$debs"; fi
+	apt_update_once
+	(cd "$debs" && apt-get download "${sm_pkgs[@]}")
+else
+	echo "install-test-deps.sh: Sendmail .debs already in $debs"
+fi
+
+if [ ! -x "$root/usr/sbin/sendmail-mta" ] || [ ! -f "$root/.complete" ]; then
+	rm -rf "$root.tmp"
+	mkdir -p "$root.tmp"
+	for d in "$debs"/*.deb; do
+		dpkg -x "$d" "$root.tmp"
+	done
+	rm -rf "$root"
+	mv "$root.tmp" "$root"
+	touch "$root/.complete"
+fi
+# The packaged binary is setgid mail; the dynamic loader then ignores
+# LD_LIBRARY_PATH (secure-exec) and libwrap.so.0 from the extracted
+# libwrap0 would not be found.
+chmod g-s "$root/usr/libexec/sendmail/sendmail" 2>/dev/null || true
+find "$root" -type f -name 'sendmail*' -perm -2000 -exec chmod g-s {} +
+
+echo "install-test-deps.sh: ok (postfix $(postconf -d -h mail_version 2>/dev/null || echo '?'), sendmail root $root)"
