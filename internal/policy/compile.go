@@ -67,7 +67,10 @@ func (c *compiler) compile(raw *rawFile) *Policy {
 		names[strings.ToLower(ep.Name)] = len(p.Endpoints)
 		idx := int32(len(p.Endpoints))
 		for _, h := range ep.Hosts {
-			if other := p.ix.add(h, idx); other >= 0 {
+			if other := p.ix.add(h, idx); other == idx {
+				c.problem(c.loc.valueLine(fmt.Sprintf("endpoint.%d.hosts", i), h.Text),
+					"host %q is listed twice in endpoint %q (as %q)", h.Text, ep.Name, h.Canonical())
+			} else if other >= 0 {
 				c.problem(c.loc.valueLine(fmt.Sprintf("endpoint.%d.hosts", i), h.Text),
 					"host %q of endpoint %q is already covered by endpoint %q (as %q); a host may belong to one endpoint only",
 					h.Text, ep.Name, p.Endpoints[other].Name, h.Canonical())
@@ -332,7 +335,7 @@ func (c *compiler) requirements(path, label, dir string, r *rawReq) Requirements
 		}
 	}
 	q.Encryption = enc || q.RequestCert || q.ValidateCert || len(q.Fingerprints) > 0
-	if !q.Encryption && !q.Active() {
+	if !q.Encryption && !q.Active() && len(r.Fingerprints) == 0 {
 		at("encryption", "the %s table demands nothing; set encryption = true or remove the table", dir)
 	}
 	return q

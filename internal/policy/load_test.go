@@ -1,0 +1,123 @@
+package policy
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestBadConfigs loads every testdata/bad file and checks that each
+// "# want: LINE: text" comment is reported at that line.
+func TestBadConfigs(t *testing.T) {
+	files, _ := filepath.Glob("testdata/bad/*.toml")
+	if len(files) < 20 {
+		t.Fatalf("only %d bad configs found", len(files))
+	}
+	wantRE := regexp.MustCompile(`(?m)^# want: (\d+): (.*)$`)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wants := wantRE.FindAllStringSubmatch(string(data), -1)
+			if len(wants) == 0 {
+				t.Fatal("no '# want:' line")
+			}
+			_, err = Load(f)
+			var le *LoadError
+			if !errors.As(err, &le) {
+				t.Fatalf("Load = %v, want *LoadError", err)
+			}
+			for _, w := range wants {
+				line, _ := strconv.Atoi(w[1])
+				found := false
+				for _, p := range le.Problems {
+					if p.Line == line && strings.Contains(p.Msg, w[2]) && p.File == f {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("want line %d: %q; got:\n%v", line, w[2], err)
+				}
+			}
+		})
+	}
+}
+
+func TestGoodConfigs(t *testing.T) {
+	files, _ := filepath.Glob("testdata/good/*.toml")
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			p, err := Load(f)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if p.File != f {
+				t.Errorf("File = %q", p.File)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("testdata/does-not-exist.toml")
+	if err == nil || !strings.Contains(err.Error(), "testdata/does-not-exist.toml: cannot read") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestImplications(t *testing.T) {
+	p := mustParse(t, `mta = "sendmail"
+[[endpoint]]
+name = "a"
+hosts = ["a.example"]
+  [endpoint.inbound]
+  cn = "x.a.example"
+  [endpoint.outbound]
+  issuer_dn = "C=DE, CN=CA"
+`)
+	in, out := p.Endpoints[0].Inbound, p.Endpoints[0].Outbound
+	if !in.MatchCN || !in.ValidateCert || !in.RequestCert || !in.Encryption {
+		t.Errorf("inbound cn should imply match_cn, validate_cert, request_cert, encryption: %+v", in)
+	}
+	if !out.ValidateCert || !out.Encryption || out.RequestCert {
+		t.Errorf("outbound issuer_dn should imply validate_cert and encryption only: %+v", out)
+	}
+	if p.Endpoints[0].Mode != Enforce || p.Endpoints[0].Action != Defer {
+		t.Errorf("defaults: mode %q action %q", p.Endpoints[0].Mode, p.Endpoints[0].Action)
+	}
+	p = mustParse(t, `mta = "sendmail"
+[[endpoint]]
+name = "a"
+hosts = ["a.example"]
+  [endpoint.inbound]
+  validate_cert = false
+  fingerprints = ["000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F"]
+`)
+	in = p.Endpoints[0].Inbound
+	if in.ValidateCert || !in.RequestCert || !in.Encryption {
+		t.Errorf("pin without validation: %+v", in)
+	}
+}
+
+func TestSettingsDefaults(t *testing.T) {
+	p := mustParse(t, `mta = "postfix"`)
+	s := p.Settings
+	if s.MapName != "tlspolicy" || s.LogLevel != "info" || s.Syslog != "auto" || s.Milter.Mode != 0o660 || p.PostfixVersion != "3.7" {
+		t.Errorf("defaults: %+v version %q", s, p.PostfixVersion)
+	}
+}
+
+func mustParse(t testing.TB, src string) *Policy {
+	t.Helper()
+	p, err := Parse("test.toml", []byte(src))
+	if err != nil {
+		t.Fatalf("Parse:\n%v", err)
+	}
+	return p
+}

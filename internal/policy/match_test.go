@@ -1,0 +1,278 @@
+package policy
+
+import (
+	"net/netip"
+	"testing"
+)
+
+const matchConf = `mta = "postfix"
+[certs]
+ca_store = "/etc/tlsgate/ca"
+trust_anchor_dir = "/etc/tlsgate/ta"
+[[endpoint]]
+name = "exact"
+hosts = ["example.com", "192.0.2.10", "2001:db8::1"]
+  [endpoint.outbound]
+  encryption = true
+[[endpoint]]
+name = "subs"
+hosts = [".example.com", "198.51.100.0/24", "2001:db8::/32"]
+  [endpoint.outbound]
+  validate_cert = true
+  min_bits = 128
+[[endpoint]]
+name = "deeper"
+hosts = [".b.example.com", "198.51.100.128/25", "mx.a.example.com", "BÜCHER.example."]
+  [endpoint.outbound]
+  cn = "mx.deeper.example"
+[[endpoint]]
+name = "pinned"
+hosts = ["pin.example"]
+  [endpoint.outbound]
+  validate_cert = false
+  fingerprints = ["000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F",
+                  "sha256:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff:ff"]
+[[endpoint]]
+name = "issuer"
+hosts = ["issuer.example"]
+  [endpoint.outbound]
+  issuer_cn = "Partner CA"
+  cn = "mx.issuer.example"
+[[endpoint]]
+name = "watch"
+hosts = ["watch.example"]
+mode = "monitor"
+  [endpoint.outbound]
+  encryption = true
+`
+
+func TestPostfixKeys(t *testing.T) {
+	p := mustParse(t, matchConf)
+	const (
+		exact  = "encrypt"
+		subs   = "verify match=hostname ciphers=high"
+		deeper = "secure match=mx.deeper.example"
+	)
+	tests := []struct {
+		key, want string // want "" = not found
+	}{
+		{"example.com", exact},
+		{"EXAMPLE.COM", exact},
+		{"example.com.", exact},
+		{"a.example.com", subs},
+		{".example.com", subs},                // Postfix's parent walk
+		{".com", ""},                          // nothing covers all of .com
+		{"x.b.example.com", deeper},           // longer suffix wins
+		{".b.example.com", deeper},            // parent key for below b.example.com
+		{"b.example.com", subs},               // .b.example.com does not cover b.example.com itself
+		{"mx.a.example.com", deeper},          // exact name beats suffix
+		{"[mx.a.example.com]", deeper},        // bracketed
+		{"[mx.a.example.com]:587", deeper},    // bracketed with port
+		{"mx.a.example.com:2525", deeper},     // host:port
+		{"[Example.COM]:25", exact},           // mixed case
+		{"[192.0.2.10]", exact},               // address literal
+		{"[192.0.2.10]:10026", exact},         // with port
+		{"192.0.2.10:25", exact},              // unbracketed
+		{"[192.0.2.11]", ""},                  // not covered
+		{"[198.51.100.7]", subs},              // CIDR
+		{"[198.51.100.200]", deeper},          // longer prefix wins
+		{"[IPv6:2001:db8::1]", exact},         // exact v6
+		{"[ipv6:2001:DB8::2]:25", subs},       // v6 in range, any case
+		{"[IPv6:2001:db9::1]", ""},            // outside
+		{"[::ffff:192.0.2.10]", exact},        // v4-mapped
+		{"xn--bcher-kva.example", deeper},     // IDN stored as A-label
+		{"bücher.example", deeper},            // U-label key (SMTPUTF8)
+		{"pin.example", "fingerprint match=00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:1B:1C:1D:1E:1F match=FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF"},
+		{"issuer.example", "secure match=mx.issuer.example tafile=/etc/tlsgate/ta/issuer.pem"},
+		{"watch.example", ""}, // monitor: MTA default applies
+		{"other.example", ""},
+		{"localhost:10028", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.key, func(t *testing.T) {
+			a, err := p.PostfixPolicy(tc.key)
+			if err != nil {
+				t.Fatalf("error: %v", err)
+			}
+			if a.Found != (tc.want != "") || a.Text != tc.want {
+				t.Errorf("PostfixPolicy(%q) = %v %q, want %q", tc.key, a.Found, a.Text, tc.want)
+			}
+		})
+	}
+	a, _ := p.PostfixPolicy("watch.example")
+	if a.Endpoint == nil || a.Endpoint.Name != "watch" {
+		t.Errorf("monitor endpoint not reported: %+v", a)
+	}
+}
+
+func TestPostfixBadKeys(t *testing.T) {
+	p := mustParse(t, matchConf)
+	for _, k := range []string{"", "[example.com", "[example.com]x", "example.com:0", "example.com:port", "exa mple.com", "[192.0.2.10]:99999", ".."} {
+		if _, err := p.PostfixPolicy(k); err == nil {
+			t.Errorf("PostfixPolicy(%q): no error", k)
+		}
+	}
+}
+
+const sendmailConf = `mta = "sendmail"
+[[endpoint]]
+name = "b"
+hosts = ["company-b.example", ".company-b.example", "127.0.0.1", "10.1.0.0/16"]
+  [endpoint.inbound]
+  request_cert = true
+  encryption = true
+  [endpoint.outbound]
+  min_bits = 128
+  cn = "sink.partner.test"
+  subject_dn = "C=DE, O=Lab Test, CN=sink.partner.test"
+  issuer_dn = "CN=Lab Test CA, O=Lab Test, C=DE"
+[[endpoint]]
+name = "enc"
+hosts = ["enc.example"]
+  [endpoint.outbound]
+  encryption = true
+[[endpoint]]
+name = "bits"
+hosts = ["bits.example"]
+  [endpoint.outbound]
+  encryption = true
+  min_bits = 256
+  validate_cert = true
+  match_cn = true
+`
+
+func TestSendmailKeys(t *testing.T) {
+	p := mustParse(t, sendmailConf)
+	const b = "TEMP+VERIFY:128+CN:sink.partner.test++CS:/C=DE/O=Lab+20Test/CN=sink.partner.test++CI:/C=DE/O=Lab+20Test/CN=Lab+20Test+20CA"
+	tests := []struct{ key, want string }{
+		{"tls_rcpt:user@company-b.example", b},
+		{"tls_rcpt:user@mx.company-b.example", b},
+		{"tls_rcpt:user@", ""},
+		{"tls_rcpt:company-b.example", ""}, // decided on the full address
+		{"tls_rcpt:user@other.example", ""},
+		{"tls_rcpt:u@enc.example", "TEMP+ENCR:40"},
+		{"tls_rcpt:u@bits.example", "TEMP+VERIFY:256+CN"},
+		{"tls_srv:[127.0.0.1]", b},
+		{"tls_srv:127.0.0.1", b},
+		{"tls_srv:[127.0.0]", ""},
+		{"tls_srv:10.1.2.3", b},
+		{"tls_srv:mx.company-b.example", b},
+		{"tls_srv:", ""},
+		{"srv_features:127.0.0.1", "v"},
+		{"srv_features:localhost", ""},
+		{"srv_features:enc.example", ""}, // no inbound cert request
+		{"tls_clt:127.0.0.1", ""},        // the milter enforces inbound
+		{"connect:127.0.0.1", ""},
+		{"from:a@company-b.example", ""},
+		{"company-b.example", ""},
+		{"", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.key, func(t *testing.T) {
+			a, err := p.Outbound(tc.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Found != (tc.want != "") || a.Text != tc.want {
+				t.Errorf("Outbound(%q) = %v %q, want %q", tc.key, a.Found, a.Text, tc.want)
+			}
+		})
+	}
+}
+
+func TestCoveringAndJudge(t *testing.T) {
+	p := mustParse(t, `mta = "sendmail"
+[[endpoint]]
+name = "by-addr"
+hosts = ["192.0.2.0/24"]
+action = "reject"
+  [endpoint.inbound]
+  encryption = true
+  min_bits = 256
+[[endpoint]]
+name = "by-name"
+hosts = [".partner.example"]
+  [endpoint.inbound]
+  cn = "mx.partner.example"
+  issuer_dn = "C=DE, O=Lab, CN=Lab CA"
+  subject_dn = "CN=mx.partner.example, O=Partner, C=DE"
+[[endpoint]]
+name = "by-sender"
+hosts = ["sender.example"]
+mode = "monitor"
+  [endpoint.inbound]
+  encryption = true
+[[endpoint]]
+name = "host-cn"
+hosts = ["peer.example"]
+  [endpoint.inbound]
+  match_cn = true
+[[endpoint]]
+name = "pin"
+hosts = ["pin.example"]
+  [endpoint.inbound]
+  validate_cert = false
+  fingerprints = ["000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F"]
+`)
+	subj, _ := ParseDN("/C=DE/O=Partner/CN=mx.partner.example")
+	iss, _ := ParseDN("/C=DE/O=Lab/CN=Lab CA")
+	otherIss, _ := ParseDN("/C=DE/O=Other/CN=Other CA")
+	pin, _ := ParseFingerprint("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
+	good := Facts{TLSVersion: "TLSv1.3", Cipher: "TLS_AES_256_GCM_SHA384", Bits: 256, Verify: VerifyTrusted,
+		SubjectCN: "mx.partner.example", IssuerCN: "Lab CA", SubjectDN: subj, IssuerDN: iss}
+	addr := netip.MustParseAddr
+	tests := []struct {
+		name      string
+		f         Facts
+		result    Result
+		endpoints string
+		checks    []Check
+		refuse    bool
+		action    Action
+	}{
+		{"uncovered", Facts{ClientAddr: addr("203.0.113.1"), ClientName: "x.other.example", Sender: "a@other.example"}, NotCovered, "", nil, false, ""},
+		{"addr plaintext", Facts{ClientAddr: addr("192.0.2.5")}, Fail, "by-addr", []Check{CheckEncryption}, true, Reject},
+		{"addr weak", Facts{ClientAddr: addr("192.0.2.5"), TLSVersion: "TLSv1.2", Bits: 128}, Fail, "by-addr", []Check{CheckMinBits}, true, Reject},
+		{"addr ok", Facts{ClientAddr: addr("192.0.2.5"), TLSVersion: "TLSv1.3", Bits: 256}, Pass, "by-addr", nil, false, ""},
+		{"name good", withName(good, "mx.partner.example"), Pass, "by-name", nil, false, ""},
+		{"name unknown is not covered", withName(Facts{}, "unknown"), NotCovered, "", nil, false, ""},
+		{"name no cert", withName(Facts{TLSVersion: "TLSv1.3", Bits: 256, Verify: VerifyNone}, "mx.partner.example"), Fail, "by-name", []Check{CheckCert}, true, Defer},
+		{"name untrusted", withName(Facts{TLSVersion: "TLSv1.3", Bits: 256, Verify: VerifyUntrusted, SubjectCN: "mx.partner.example"}, "a.partner.example"), Fail, "by-name", []Check{CheckCert}, true, Defer},
+		{"name wrong issuer", withIssuer(withName(good, "mx.partner.example"), otherIss), Fail, "by-name", []Check{CheckIssuerDN}, true, Defer},
+		{"name wrong cn", withCN(withName(good, "mx.partner.example"), "evil.example"), Fail, "by-name", []Check{CheckCN}, true, Defer},
+		{"addr and name both judged", withAddr(withName(good, "mx.partner.example"), "192.0.2.9"), Pass, "by-addr,by-name", nil, false, ""},
+		{"strictest wins", withAddr(withName(Facts{TLSVersion: "TLSv1.2", Bits: 128}, "mx.partner.example"), "192.0.2.9"), Fail, "by-addr,by-name", []Check{CheckMinBits, CheckCert}, true, Reject},
+		{"sender monitor", Facts{Sender: "someone@Sender.Example"}, Fail, "by-sender", []Check{CheckEncryption}, false, ""},
+		{"host cn ok", withCN(withName(Facts{TLSVersion: "TLSv1.3", Bits: 256, Verify: VerifyTrusted}, "peer.example"), "PEER.example"), Pass, "host-cn", nil, false, ""},
+		{"host cn mismatch", withCN(withName(Facts{TLSVersion: "TLSv1.3", Bits: 256, Verify: VerifyTrusted}, "peer.example"), "other.example"), Fail, "host-cn", []Check{CheckCN}, true, Defer},
+		{"postfix unknown verify", withName(Facts{TLSVersion: "TLSv1.3", Bits: 256, Verify: VerifyUnknown}, "peer.example"), Fail, "host-cn", []Check{CheckCert}, true, Defer},
+		{"pin ok", Facts{Sender: "x@pin.example", TLSVersion: "TLSv1.3", Bits: 256, Verify: VerifyUntrusted, Fingerprints: []Fingerprint{{9}, pin}, FingerprintsKnown: true}, Pass, "pin", nil, false, ""},
+		{"pin wrong", Facts{Sender: "x@pin.example", TLSVersion: "TLSv1.3", Bits: 256, Verify: VerifyUntrusted, Fingerprints: []Fingerprint{{9}}, FingerprintsKnown: true}, Fail, "pin", []Check{CheckFingerprint}, true, Defer},
+		{"pin unseen", Facts{Sender: "x@pin.example", TLSVersion: "TLSv1.3", Bits: 256}, Pass, "pin", nil, false, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := p.Judge(&tc.f)
+			if v.Result != tc.result || v.Names() != tc.endpoints || v.Refuse != tc.refuse || (tc.refuse && v.Action != tc.action) {
+				t.Fatalf("Judge = %v endpoints=%q refuse=%v action=%v (%s)", v.Result, v.Names(), v.Refuse, v.Action, v.Reason())
+			}
+			if len(v.Failures) != len(tc.checks) {
+				t.Fatalf("failures %s, want %v", v.Reason(), tc.checks)
+			}
+			for i, c := range tc.checks {
+				if v.Failures[i].Check != c {
+					t.Errorf("failure %d = %s, want %s", i, v.Failures[i].Check, c)
+				}
+			}
+		})
+	}
+	v := p.Judge(&Facts{Sender: "x@pin.example", TLSVersion: "TLSv1.3", Bits: 256})
+	if len(v.Unchecked) != 1 || v.Unchecked[0].Check != CheckFingerprint {
+		t.Errorf("unseen fingerprints should be listed as unchecked: %+v", v.Unchecked)
+	}
+}
+
+func withName(f Facts, n string) Facts { f.ClientName = n; return f }
+func withCN(f Facts, n string) Facts   { f.SubjectCN = n; return f }
+func withIssuer(f Facts, d DN) Facts   { f.IssuerDN = d; return f }
+func withAddr(f Facts, a string) Facts { f.ClientAddr = netip.MustParseAddr(a); return f }
