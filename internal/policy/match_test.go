@@ -60,28 +60,28 @@ func TestPostfixKeys(t *testing.T) {
 		{"EXAMPLE.COM", exact},
 		{"example.com.", exact},
 		{"a.example.com", subs},
-		{".example.com", subs},                // Postfix's parent walk
-		{".com", ""},                          // nothing covers all of .com
-		{"x.b.example.com", deeper},           // longer suffix wins
-		{".b.example.com", deeper},            // parent key for below b.example.com
-		{"b.example.com", subs},               // .b.example.com does not cover b.example.com itself
-		{"mx.a.example.com", deeper},          // exact name beats suffix
-		{"[mx.a.example.com]", deeper},        // bracketed
-		{"[mx.a.example.com]:587", deeper},    // bracketed with port
-		{"mx.a.example.com:2525", deeper},     // host:port
-		{"[Example.COM]:25", exact},           // mixed case
-		{"[192.0.2.10]", exact},               // address literal
-		{"[192.0.2.10]:10026", exact},         // with port
-		{"192.0.2.10:25", exact},              // unbracketed
-		{"[192.0.2.11]", ""},                  // not covered
-		{"[198.51.100.7]", subs},              // CIDR
-		{"[198.51.100.200]", deeper},          // longer prefix wins
-		{"[IPv6:2001:db8::1]", exact},         // exact v6
-		{"[ipv6:2001:DB8::2]:25", subs},       // v6 in range, any case
-		{"[IPv6:2001:db9::1]", ""},            // outside
-		{"[::ffff:192.0.2.10]", exact},        // v4-mapped
-		{"xn--bcher-kva.example", deeper},     // IDN stored as A-label
-		{"bücher.example", deeper},            // U-label key (SMTPUTF8)
+		{".example.com", subs},             // Postfix's parent walk
+		{".com", ""},                       // nothing covers all of .com
+		{"x.b.example.com", deeper},        // longer suffix wins
+		{".b.example.com", deeper},         // parent key for below b.example.com
+		{"b.example.com", subs},            // .b.example.com does not cover b.example.com itself
+		{"mx.a.example.com", deeper},       // exact name beats suffix
+		{"[mx.a.example.com]", deeper},     // bracketed
+		{"[mx.a.example.com]:587", deeper}, // bracketed with port
+		{"mx.a.example.com:2525", deeper},  // host:port
+		{"[Example.COM]:25", exact},        // mixed case
+		{"[192.0.2.10]", exact},            // address literal
+		{"[192.0.2.10]:10026", exact},      // with port
+		{"192.0.2.10:25", exact},           // unbracketed
+		{"[192.0.2.11]", ""},               // not covered
+		{"[198.51.100.7]", subs},           // CIDR
+		{"[198.51.100.200]", deeper},       // longer prefix wins
+		{"[IPv6:2001:db8::1]", exact},      // exact v6
+		{"[ipv6:2001:DB8::2]:25", subs},    // v6 in range, any case
+		{"[IPv6:2001:db9::1]", ""},         // outside
+		{"[::ffff:192.0.2.10]", exact},     // v4-mapped
+		{"xn--bcher-kva.example", deeper},  // IDN stored as A-label
+		{"bücher.example", deeper},         // U-label key (SMTPUTF8)
 		{"pin.example", "fingerprint match=00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:1B:1C:1D:1E:1F match=FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF"},
 		{"issuer.example", "secure match=mx.issuer.example tafile=/etc/tlsgate/ta/issuer.pem"},
 		{"watch.example", ""}, // monitor: MTA default applies
