@@ -1,0 +1,89 @@
+package certs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// writeFileAtomic writes data to path with the given permission bits so that
+// readers see either the old file or the complete new one, never a partial
+// write: it writes a temporary file in the same directory, syncs it, and
+// renames (force) or hard-links (no force) it into place. Without force an
+// existing path is never replaced, even if it appears concurrently.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode, force bool) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	if !force {
+		if _, err := os.Lstat(path); err == nil {
+			return existsError(path)
+		}
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("certs: write %s: %w", path, err)
+	}
+	tmpName := tmp.Name()
+	defer func() {
+		if tmp != nil {
+			tmp.Close()
+		}
+		os.Remove(tmpName) // no-op after a successful rename
+	}()
+	// Set the mode explicitly: CreateTemp uses 0600 and the umask must not
+	// matter for a file whose permissions are part of its meaning.
+	if err := tmp.Chmod(perm); err != nil {
+		return fmt.Errorf("certs: write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("certs: write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("certs: write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		tmp = nil
+		return fmt.Errorf("certs: write %s: %w", path, err)
+	}
+	tmp = nil
+	if force {
+		if err := os.Rename(tmpName, path); err != nil {
+			return fmt.Errorf("certs: write %s: %w", path, err)
+		}
+	} else {
+		// link(2) fails with EEXIST instead of replacing: no window in which
+		// a file created by someone else could be clobbered.
+		if err := os.Link(tmpName, path); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return existsError(path)
+			}
+			return fmt.Errorf("certs: write %s: %w", path, err)
+		}
+	}
+	syncDir(dir)
+	return nil
+}
+
+// existsError reports a refused overwrite; errors.Is(err, fs.ErrExist) holds.
+func existsError(path string) error { return &existsErr{path} }
+
+type existsErr struct{ path string }
+
+func (e *existsErr) Error() string {
+	return "certs: " + e.path + " already exists, not overwriting it (use --force to replace it)"
+}
+
+func (e *existsErr) Unwrap() error { return fs.ErrExist }
+
+// syncDir makes a rename durable; errors are ignored because not every file
+// system supports fsync on directories and the data itself is already synced.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
