@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, strings.NewReader(""), &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+const example = "../../deploy/tlsgate.example.toml"
+
+func TestCheck(t *testing.T) {
+	out, errs, code := runCLI(t, "check", "-c", example, "--no-detect")
+	if code != 0 || !strings.Contains(out, "OK: mta=postfix 3.7 endpoints=3") {
+		t.Fatalf("check example: code %d\n%s%s", code, out, errs)
+	}
+	bad, _ := filepath.Glob("../../internal/policy/testdata/bad/*.toml")
+	for _, f := range bad {
+		out, errs, code := runCLI(t, "check", "-c", f, "--no-detect")
+		if code != exitUsage || out != "" || !strings.Contains(errs, f+":") || !strings.Contains(errs, "nothing was changed") {
+			t.Errorf("check %s: code %d stdout %q stderr %q", f, code, out, errs)
+		}
+	}
+}
+
+func TestCheckDetectsOlderPostfix(t *testing.T) {
+	dir := t.TempDir()
+	// A fake postconf on PATH stands in for an old installed Postfix; the
+	// real one is exercised by the harness tests.
+	script := "#!/bin/sh\necho 3.5.18\n"
+	if err := os.WriteFile(filepath.Join(dir, "postconf"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	_, errs, code := runCLI(t, "check", "-c", example)
+	if code != exitUsage || !strings.Contains(errs, `installed Postfix is 3.5.18: set postfix_version = "3.5"`) {
+		t.Fatalf("code %d stderr %q", code, errs)
+	}
+}
+
+func TestQueryOutbound(t *testing.T) {
+	tests := []struct {
+		key, want string
+		code      int
+	}{
+		{"[MX1.Company-B.example]:25", "OK secure match=mx1.company-b.example ciphers=high\n", 0},
+		{".company-b.example", "OK secure match=mx1.company-b.example ciphers=high\n", 0},
+		{"company-c.example", "NOTFOUND \n", 1}, // monitor
+		{"unrelated.example", "NOTFOUND \n", 1},
+		{"[broken", "TEMP cannot decide key: policy: next hop \"[broken\": missing ']'\n", 3},
+	}
+	for _, tc := range tests {
+		out, errs, code := runCLI(t, "query", "-c", example, "outbound", tc.key)
+		if out != tc.want || code != tc.code {
+			t.Errorf("query %q = %q (%d), want %q (%d); stderr %q", tc.key, out, code, tc.want, tc.code, errs)
+		}
+	}
+	_, errs, _ := runCLI(t, "query", "-c", example, "outbound", "company-c.example")
+	if !strings.Contains(errs, "monitor mode") {
+		t.Errorf("monitor note missing: %q", errs)
+	}
+}
+
+func TestQueryInbound(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+		code int
+	}{
+		{[]string{"--client-addr", "203.0.113.9", "--sender", "a@elsewhere.example"}, []string{"result: none"}, 0},
+		{[]string{"--client-addr", "192.0.2.10"}, []string{"endpoints: company-b", "deferred", "check=encryption want=TLS got=plaintext"}, 1},
+		{[]string{"--client-addr", "198.51.100.7", "--client-name", "mx1.company-b.example", "--tls-version", "TLSv1.3", "--cipher", "TLS_AES_256_GCM_SHA384",
+			"--cipher-bits", "256", "--verify", "trusted", "--cert-subject", "mx1.company-b.example", "--cert-issuer", "Example Issuing CA 2"}, []string{"result: pass"}, 0},
+		{[]string{"--client-addr", "198.51.100.7", "--tls-version", "TLSv1.2", "--cipher-bits", "56", "--verify", "trusted", "--cert-subject", "mx1.company-b.example", "--cert-issuer", "Other CA"},
+			[]string{`check=min_bits want=">=128" got=56`, `check=issuer_cn want="Example Issuing CA 2" got="Other CA"`}, 1},
+		{[]string{"--sender", "x@mx.company-c.example"}, []string{"monitor mode"}, 1},
+	}
+	for _, tc := range tests {
+		args := append([]string{"query", "-c", example, "inbound"}, tc.args...)
+		out, errs, code := runCLI(t, args...)
+		if code != tc.code {
+			t.Errorf("%v: code %d, want %d\n%s%s", tc.args, code, tc.code, out, errs)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v: output lacks %q:\n%s", tc.args, w, out)
+			}
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{{}, {"nope"}, {"query", "-c", example}, {"query", "-c", example, "sideways"}, {"check", "extra"}, {"query", "-c", example, "inbound", "--verify", "maybe", "--tls-version", "TLSv1.3"}} {
+		if _, _, code := runCLI(t, args...); code != exitUsage {
+			t.Errorf("%v: code %d, want %d", args, code, exitUsage)
+		}
+	}
+	for _, cmd := range []string{"check", "query"} {
+		out, _, code := runCLI(t, cmd, "-h")
+		if code != 0 || !strings.Contains(out, "Usage: tlsgate "+cmd) {
+			t.Errorf("%s -h: code %d output %q", cmd, code, out)
+		}
+	}
+}
