@@ -1,0 +1,236 @@
+// Package logx formats tlsgate's log lines the way Postfix administrators
+// grep them: one line per event, starting with the queue ID (or NOQUEUE),
+// then the event name and key=value pairs, quoted only when needed:
+//
+//	4BC3D1E2F: tls-policy: client=mx1.b.example[192.0.2.10] endpoint=b result=fail action=defer reason="..."
+//
+// Lines go to syslog (facility mail, tag tlsgate) or, without a syslog
+// socket, to stderr with a "<N>" severity prefix that journald and
+// systemd's SyslogLevelPrefix understand. No timestamp is written: syslog
+// and journald add their own.
+package logx
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"log/syslog"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
+)
+
+// QueueIDKey is the attribute that, when present, opens the line instead
+// of NOQUEUE.
+const QueueIDKey = "queue_id"
+
+// Handler is a slog.Handler writing Postfix-style lines.
+type Handler struct {
+	mu     *sync.Mutex
+	out    io.Writer      // stderr-style output, or nil
+	sys    *syslog.Writer // syslog output, or nil
+	level  slog.Leveler
+	prefix []slog.Attr // from WithAttrs
+	group  string
+}
+
+// Options configure New.
+type Options struct {
+	// Level is the minimum level (default info).
+	Level slog.Leveler
+	// Syslog is "yes", "no" or "auto" (default: syslog when /dev/log
+	// accepts a connection, else Stderr).
+	Syslog string
+	// Tag is the syslog tag (default "tlsgate").
+	Tag string
+	// Stderr is the fallback writer (required unless Syslog is "yes").
+	Stderr io.Writer
+}
+
+// New returns a handler per opts. With Syslog "yes" an unreachable syslog
+// is an error; with "auto" it falls back to Stderr.
+func New(opts Options) (*Handler, error) {
+	h := &Handler{mu: &sync.Mutex{}, level: opts.Level}
+	if h.level == nil {
+		h.level = slog.LevelInfo
+	}
+	tag := opts.Tag
+	if tag == "" {
+		tag = "tlsgate"
+	}
+	if opts.Syslog != "no" {
+		w, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, tag)
+		switch {
+		case err == nil:
+			h.sys = w
+			return h, nil
+		case opts.Syslog == "yes":
+			return nil, fmt.Errorf("logx: syslog: %w", err)
+		}
+	}
+	if opts.Stderr == nil {
+		return nil, fmt.Errorf("logx: no syslog and no stderr writer")
+	}
+	h.out = opts.Stderr
+	return h, nil
+}
+
+// NewWriter returns a handler writing lines to w without severity prefixes
+// (for tests and tools).
+func NewWriter(w io.Writer, level slog.Leveler) *Handler {
+	if level == nil {
+		level = slog.LevelInfo
+	}
+	return &Handler{mu: &sync.Mutex{}, out: w, level: level}
+}
+
+// Enabled implements slog.Handler.
+func (h *Handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
+
+// WithAttrs implements slog.Handler.
+func (h *Handler) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *h
+	c.prefix = append(append([]slog.Attr(nil), h.prefix...), qualify(h.group, as)...)
+	return &c
+}
+
+// WithGroup implements slog.Handler; groups prefix keys with "group.".
+func (h *Handler) WithGroup(name string) slog.Handler {
+	c := *h
+	if c.group != "" {
+		name = c.group + "." + name
+	}
+	c.group = name
+	return &c
+}
+
+func qualify(group string, as []slog.Attr) []slog.Attr {
+	if group == "" {
+		return as
+	}
+	out := make([]slog.Attr, len(as))
+	for i, a := range as {
+		out[i] = slog.Attr{Key: group + "." + a.Key, Value: a.Value}
+	}
+	return out
+}
+
+// Handle implements slog.Handler.
+func (h *Handler) Handle(_ context.Context, r slog.Record) error {
+	line := Format(r.Message, h.attrs(r))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sys != nil {
+		switch {
+		case r.Level >= slog.LevelError:
+			return h.sys.Err(line)
+		case r.Level >= slog.LevelWarn:
+			return h.sys.Warning(line)
+		case r.Level >= slog.LevelInfo:
+			return h.sys.Info(line)
+		default:
+			return h.sys.Debug(line)
+		}
+	}
+	_, err := io.WriteString(h.out, severityPrefix(r.Level)+line+"\n")
+	return err
+}
+
+func (h *Handler) attrs(r slog.Record) []slog.Attr {
+	as := make([]slog.Attr, 0, len(h.prefix)+r.NumAttrs())
+	as = append(as, h.prefix...)
+	var rec []slog.Attr
+	r.Attrs(func(a slog.Attr) bool {
+		rec = append(rec, a)
+		return true
+	})
+	return append(as, qualify(h.group, rec)...)
+}
+
+// severityPrefix is the sd-daemon(3) "<N>" prefix; empty for plain writers.
+func severityPrefix(l slog.Level) string {
+	switch {
+	case l >= slog.LevelError:
+		return "<3>"
+	case l >= slog.LevelWarn:
+		return "<4>"
+	case l >= slog.LevelInfo:
+		return "<6>"
+	}
+	return "<7>"
+}
+
+// Format renders one line: "QUEUEID: msg k=v k2=v2". The queue_id
+// attribute (or NOQUEUE) opens the line; other attributes follow in order.
+func Format(msg string, as []slog.Attr) string {
+	var b strings.Builder
+	qid := "NOQUEUE"
+	for _, a := range as {
+		if a.Key == QueueIDKey {
+			if s := a.Value.String(); s != "" {
+				qid = s
+			}
+		}
+	}
+	b.WriteString(qid)
+	b.WriteString(": ")
+	b.WriteString(msg)
+	for _, a := range as {
+		if a.Key == QueueIDKey {
+			continue
+		}
+		appendAttr(&b, "", a)
+	}
+	return b.String()
+}
+
+func appendAttr(b *strings.Builder, prefix string, a slog.Attr) {
+	a.Value = a.Value.Resolve()
+	if a.Equal(slog.Attr{}) {
+		return
+	}
+	key := a.Key
+	if prefix != "" {
+		key = prefix + "." + key
+	}
+	if a.Value.Kind() == slog.KindGroup {
+		for _, g := range a.Value.Group() {
+			appendAttr(b, key, g)
+		}
+		return
+	}
+	b.WriteByte(' ')
+	b.WriteString(key)
+	b.WriteByte('=')
+	b.WriteString(Quote(a.Value.String()))
+}
+
+// Quote returns s unchanged when it is a plain token, else a Go-quoted
+// string: values with spaces, quotes, '=', control characters or invalid
+// UTF-8 can never break a line or forge a key.
+func Quote(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f {
+			if c >= 0x80 && utf8.ValidString(s) && !strings.ContainsAny(s, " \"=\\") && printable(s) {
+				return s
+			}
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
+			return false
+		}
+	}
+	return true
+}
