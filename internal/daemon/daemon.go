@@ -1,0 +1,79 @@
+// Package daemon holds the policy in force for tlsgate's long-running
+// servers and replaces it on reload: the new file is compiled completely
+// before it is swapped in atomically, so a bad file leaves the old policy
+// in force, and lookups in flight finish on the policy they started with.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tlsgate/tlsgate/internal/policy"
+)
+
+// Holder owns the current policy.
+type Holder struct {
+	path string
+	log  *slog.Logger
+	cur  atomic.Pointer[policy.Policy]
+	gen  atomic.Uint64
+	mu   sync.Mutex // serialises reloads
+
+	// OnReload, if set, is called after every reload attempt with the
+	// outcome ("ok" or "failed") and the generation now in force.
+	OnReload func(result string, generation uint64)
+}
+
+// New loads path; the error lists every problem of the file.
+func New(path string, log *slog.Logger) (*Holder, error) {
+	p, err := policy.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	h := &Holder{path: path, log: log}
+	h.cur.Store(p)
+	h.gen.Store(1)
+	return h, nil
+}
+
+// Policy returns the policy in force. It never returns nil after New.
+func (h *Holder) Policy() *policy.Policy { return h.cur.Load() }
+
+// Generation counts successful loads, starting at 1.
+func (h *Holder) Generation() uint64 { return h.gen.Load() }
+
+// Reload re-reads the file. On success the new policy replaces the old one
+// atomically; on failure the old one stays in force and every problem is
+// logged.
+func (h *Holder) Reload() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p, err := policy.Load(h.path)
+	if err != nil {
+		var le *policy.LoadError
+		if h.log != nil {
+			if errors.As(err, &le) {
+				for _, pr := range le.Problems {
+					h.log.Error("reload-problem", "file", pr.File, "line", pr.Line, "problem", pr.Msg)
+				}
+			}
+			h.log.Error("reload", "result", "failed", "file", h.path, "generation", h.gen.Load(), "reason", "keeping the previous policy")
+		}
+		if h.OnReload != nil {
+			h.OnReload("failed", h.gen.Load())
+		}
+		return fmt.Errorf("reload %s: %w", h.path, err)
+	}
+	h.cur.Store(p)
+	g := h.gen.Add(1)
+	if h.log != nil {
+		h.log.Info("reload", "result", "ok", "file", h.path, "generation", g, "endpoints", len(p.Endpoints))
+	}
+	if h.OnReload != nil {
+		h.OnReload("ok", g)
+	}
+	return nil
+}
