@@ -347,3 +347,30 @@ func isPrintableASCII(s string) bool {
 	}
 	return true
 }
+
+// SMTP replies for refused sessions, shared by the milter and the policy
+// delegation server. The text is deliberately generic; the precise reason
+// belongs in the log.
+const (
+	// DeferCode and DeferText: an enforced endpoint with action "defer"
+	// failed; the client keeps the mail and retries.
+	DeferCode = 451
+	DeferText = "4.7.1 TLS required by local policy for this peer"
+	// RejectCode and RejectText: an enforced endpoint with action
+	// "reject" failed; the client bounces the mail.
+	RejectCode = 550
+	RejectText = "5.7.1 TLS required by local policy for this peer"
+	// TempFailCode and TempFailText: tlsgate could not decide (internal
+	// error); nothing is accepted unjudged.
+	TempFailCode = 451
+	TempFailText = "4.3.0 TLS policy check failed temporarily, try again later"
+)
+
+// Reply returns the SMTP reply code and text (with its enhanced status
+// code) for a verdict that refuses mail.
+func (v *Verdict) Reply() (int, string) {
+	if v.Action == Reject {
+		return RejectCode, RejectText
+	}
+	return DeferCode, DeferText
+}
