@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+
+	tdaemon "github.com/tlsgate/tlsgate/internal/daemon"
+	"github.com/tlsgate/tlsgate/internal/logx"
+	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/milter"
+	"github.com/tlsgate/tlsgate/policyd"
+)
+
+const serveHelp = `
+Runs the parts the configuration enables, each on its own listener:
+  [milter]  listen             the milter (inbound checks, trace headers)
+  [policyd] listen             the socketmap daemon (outbound TLS policy)
+  [policyd] delegation_listen  Postfix policy delegation (inbound pins)
+
+SIGHUP re-reads the configuration; a file with mistakes is logged and the
+previous policy stays in force. SIGTERM or SIGINT stop accepting, let the
+work in flight finish (at most --grace) and exit 0. Under systemd, READY=1,
+RELOADING=1 and STOPPING=1 are sent (Type=notify).
+
+Exit status: 0 after a clean stop, 2 for a bad configuration at start,
+3 when a listener cannot be opened.
+`
+
+// server is what serve runs: the milter and the two policyd servers share
+// Serve and Shutdown.
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+}
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("serve", "tlsgate serve [-c FILE] [--grace DURATION]", serveHelp, stdout, stderr)
+	file := fs.String("c", defaultConfig, "configuration `file`")
+	grace := fs.Duration("grace", 30*time.Second, "how long in-flight work may take after SIGTERM")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return flagExit(err)
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "tlsgate serve: unexpected argument %q\n", pos[0])
+		return exitUsage
+	}
+	p, err := policy.Load(*file)
+	if err != nil {
+		printLoadError(stderr, err)
+		return exitUsage
+	}
+	log, err := newLogger(p, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tlsgate serve: %v\n", err)
+		return exitUsage
+	}
+	holder, err := tdaemon.New(*file, log)
+	if err != nil {
+		printLoadError(stderr, err)
+		return exitUsage
+	}
+	return serve(holder, log, *grace, stderr)
+}
+
+func newLogger(p *policy.Policy, stderr io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(p.Settings.LogLevel)); err != nil {
+		return nil, err
+	}
+	h, err := logx.New(logx.Options{Level: lvl, Syslog: p.Settings.Syslog, Stderr: stderr})
+	if err != nil {
+		return nil, err
+	}
+	return slog.New(h), nil
+}
+
+type running struct {
+	name, addr string
+	srv        server
+	ln         net.Listener
+}
+
+func serve(h *tdaemon.Holder, log *slog.Logger, grace time.Duration, stderr io.Writer) int {
+	p := h.Policy()
+	s := p.Settings
+	var parts []running
+	closeAll := func() {
+		for _, r := range parts {
+			r.ln.Close()
+		}
+	}
+	open := func(name string, l policy.Listener, srv server) bool {
+		if l.Addr == "" {
+			return true
+		}
+		ln, err := policyd.Listen(l.Addr, l.Mode, l.Group)
+		if err != nil {
+			fmt.Fprintf(stderr, "tlsgate serve: %s: %v\n", name, err)
+			log.Error("start", "part", name, "listen", l.Addr, "error", err.Error())
+			return false
+		}
+		parts = append(parts, running{name, l.Addr, srv, ln})
+		return true
+	}
+	if s.Milter.Addr != "" {
+		m, err := milter.New(milter.Options{Policy: h.Policy, Logger: log})
+		if err != nil || !open("milter", s.Milter, m) {
+			closeAll()
+			return exitRuntime
+		}
+	}
+	if s.Socketmap.Addr != "" {
+		sm, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: &policyd.TLSMap{Policy: h.Policy, Logger: log}, Logger: log})
+		if err != nil || !open("socketmap", s.Socketmap, sm) {
+			closeAll()
+			return exitRuntime
+		}
+	}
+	if s.Delegation.Addr != "" {
+		ds, err := policyd.NewDelegationServer(policyd.DelegationOptions{Decider: &policyd.InboundPolicy{Policy: h.Policy, Logger: log}, Logger: log})
+		if err != nil || !open("delegation", s.Delegation, ds) {
+			closeAll()
+			return exitRuntime
+		}
+	}
+	if len(parts) == 0 {
+		fmt.Fprintln(stderr, "tlsgate serve: nothing to serve: set [milter] listen, [policyd] listen or [policyd] delegation_listen")
+		return exitUsage
+	}
+
+	errc := make(chan error, len(parts))
+	var wg sync.WaitGroup
+	for _, r := range parts {
+		wg.Add(1)
+		go func(r running) {
+			defer wg.Done()
+			if err := r.srv.Serve(r.ln); err != nil && !errors.Is(err, policyd.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("%s: %w", r.name, err)
+			}
+		}(r)
+		log.Info("listening", "part", r.name, "listen", r.addr)
+	}
+	log.Info("start", "file", p.File, "mta", string(p.MTA), "endpoints", len(p.Endpoints), "pid", os.Getpid())
+	daemon.SdNotify(false, daemon.SdNotifyReady)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	code := exitOK
+loop:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				daemon.SdNotify(false, "RELOADING=1\nMONOTONIC_USEC="+strconv.FormatInt(monotonicUsec(), 10))
+				h.Reload() // logs its outcome; a failure keeps the old policy
+				daemon.SdNotify(false, daemon.SdNotifyReady)
+				continue
+			}
+			log.Info("stop", "signal", sig.String())
+			break loop
+		case err := <-errc:
+			log.Error("stop", "error", err.Error())
+			code = exitRuntime
+			break loop
+		}
+	}
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	for _, r := range parts {
+		if err := r.srv.Shutdown(ctx); err != nil {
+			log.Warn("stop", "part", r.name, "error", err.Error())
+		}
+	}
+	wg.Wait()
+	return code
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, as sd_notify's
+// MONOTONIC_USEC wants it.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Sec*1e6 + ts.Nsec/1e3
+}
