@@ -66,7 +66,7 @@ else
 	echo "install-test-deps.sh: Sendmail .debs already in $debs"
 fi
 
-if [ ! -x "$root/usr/sbin/sendmail-mta" ] || [ ! -f "$root/.complete" ]; then
+if [ ! -x "$root/usr/libexec/sendmail/sendmail" ] || [ ! -f "$root/.complete" ]; then
 	rm -rf "$root.tmp"
 	mkdir -p "$root.tmp"
 	for d in "$debs"/*.deb; do
@@ -79,7 +79,6 @@ fi
 # The packaged binary is setgid mail; the dynamic loader then ignores
 # LD_LIBRARY_PATH (secure-exec) and libwrap.so.0 from the extracted
 # libwrap0 would not be found.
-chmod g-s "$root/usr/libexec/sendmail/sendmail" 2>/dev/null || true
-find "$root" -type f -name 'sendmail*' -perm -2000 -exec chmod g-s {} +
+chmod g-s "$root/usr/libexec/sendmail/sendmail"
 
 echo "install-test-deps.sh: ok (postfix $(postconf -d -h mail_version 2>/dev/null || echo '?'), sendmail root $root)"
