@@ -104,8 +104,14 @@ func newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(cmdPrefix+" "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
+	if onNewFlagSet != nil {
+		onNewFlagSet(fs)
+	}
 	return fs
 }
+
+// onNewFlagSet lets tests check that every flag is documented.
+var onNewFlagSet func(*flag.FlagSet)
 
 // parse parses flags anywhere among the arguments ("verify CERT --name X"
 // works as admins expect); "--" ends flag parsing. On -h it prints usage to

@@ -108,7 +108,7 @@ func runPFX(e *env, args []string) int {
 		if err := writeFileAtomic(o.path, o.data, o.perm, *force); err != nil {
 			return e.fail(ExitUsage, err)
 		}
-		fmt.Fprintf(e.stdout, "wrote %-28s %s\n", o.path, o.what)
+		fmt.Fprintf(e.stdout, "wrote %s: %s\n", o.path, o.what)
 	}
 	if b.Chain == nil {
 		fmt.Fprintln(e.stdout, "note: the file had no CA certificates; partners may need the intermediate certificate from your CA in the fullchain file")

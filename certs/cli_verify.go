@@ -17,7 +17,8 @@ CAs, as a server would send them along.
 
 Options:
   --ca STORE         the CA store directory (see "tlsgate certs store"), or
-                     a PEM bundle file such as the one in smtp_tls_CAfile
+                     a PEM bundle file such as the one in smtp_tls_CAfile;
+                     --store STORE is the same
   --name HOST        the host name the certificate must be valid for: a
                      partner's MX host name, or your own server's name.
                      Without it, names are not checked.

@@ -70,7 +70,7 @@ func escapeDNValue(s string) string {
 	var b strings.Builder
 	for i, r := range s {
 		switch {
-		case r == ',' || r == '+' || r == '"' || r == '\\' || r == '<' || r == '>' || r == ';' || r == '=':
+		case r == ',' || r == '+' || r == '"' || r == '\\' || r == '<' || r == '>' || r == ';':
 			b.WriteByte('\\')
 			b.WriteRune(r)
 		case r == ' ' && (i == 0 || i == len(s)-1):

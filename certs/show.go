@@ -53,7 +53,10 @@ func Describe(c *x509.Certificate) CertInfo {
 }
 
 func isSelfSigned(c *x509.Certificate) bool {
-	return string(c.RawSubject) == string(c.RawIssuer) && c.CheckSignatureFrom(c) == nil
+	// CheckSignatureFrom would insist on CA:TRUE; a self-signed server
+	// certificate is still self-signed.
+	return string(c.RawSubject) == string(c.RawIssuer) &&
+		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 // purposes names the certificate's extended key usages; nil means the
