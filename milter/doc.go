@@ -1,0 +1,66 @@
+// Package milter is tlsgate's inbound enforcement point: a milter for
+// Postfix 3.7 and Sendmail 8.17 that judges every message of an SMTP
+// session against the endpoint model of package policy and stamps trace
+// headers on what it accepts.
+//
+// # What it reads
+//
+// At connect, HELO and MAIL the milter asks the MTA (SMFIF_SETSYMLIST) for
+// the macros listed in [ConnectMacros], [HeloMacros] and [MailMacros]; a
+// requested list replaces the MTA's own list for that stage, so the lists
+// repeat what the MTAs send by default ("i", "{mail_addr}", ...). The TLS
+// macros are requested at HELO and again at MAIL because a client may skip
+// the EHLO after STARTTLS. The session's TLS facts are copied into the
+// milter's own per-connection state whenever the MTA reports them, because
+// go-milter v0.10.1 forgets HELO-stage macros on ABORT, which Postfix sends
+// after every message, and Postfix sends no TLS macros at EOH/EOM.
+//
+// [FactsFromMacros] turns the macros into [policy.Facts]: Postfix reports
+// the subject and issuer common names of a trusted certificate only and
+// omits unset macros, so "trusted" is the presence of {cert_issuer} (and
+// {cert_subject}); "no certificate" and "untrusted certificate" look alike
+// (policy.VerifyUnknown). Sendmail reports full DNs in OpenSSL's
+// /C=../CN=.. form, CNs and {verify}, all xtext-encoded, and sends unset
+// macros as empty strings. Fingerprints: on Postfix the policy-delegation
+// server judges them (FingerprintsKnown is false); on Sendmail {cert_fp} is
+// compared when it is a SHA-256 digest (CertFingerprintAlgorithm=sha256),
+// while an MD5 {cert_md5} (Sendmail's default) cannot be compared with a
+// SHA-256 pin, so a pinned endpoint then fails closed and the log says why.
+//
+// # What it decides
+//
+// Every MAIL FROM is judged with [policy.Policy.Judge] on the model that
+// was current when the SMTP session connected. A refused message gets
+//
+//	451 4.7.1 TLS required by local policy for this peer   (action = "defer")
+//	550 5.7.1 TLS required by local policy for this peer   (action = "reject")
+//
+// and the precise reason goes to the log. Endpoints in monitor mode never
+// refuse; uncovered peers pass. Any internal error or panic answers
+//
+//	451 4.3.0 TLS policy check failed temporarily, try again later
+//
+// so that nothing is accepted unjudged; for a dead milter the MTA must be
+// configured to temp-fail (Postfix milter_default_action = tempfail,
+// Sendmail F=T).
+//
+// # What it writes
+//
+// At end of message forged copies are removed first: every
+// Authentication-Results header whose authserv-id is ours, and every
+// Received header whose by-clause reads "by HOST (tlsgate)" with our host
+// name. Then a Received trace line and an Authentication-Results header are
+// inserted at the top, see [ReceivedHeader] and [AuthResultsHeader].
+// Nothing taken from a certificate or from the client reaches a header
+// unescaped ([HeaderText]).
+//
+// If mail passes through the same MTA twice (for example a content filter
+// re-injecting into a listener that also runs this milter), the second pass
+// replaces the first stamp; attach the milter only to the listener that
+// receives mail from the Internet. Run tlsgate before other milters that
+// write Authentication-Results with the same authserv-id.
+//
+// # What it logs
+//
+// One line per decision, see [FormatDecision].
+package milter

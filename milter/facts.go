@@ -1,0 +1,272 @@
+package milter
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/tlsgate/tlsgate/internal/policy"
+)
+
+// Macro names the milter reads. Several have no constant in go-milter.
+const (
+	macroQueueID       = "i"
+	macroMTAHost       = "j"
+	macroTLSVersion    = "{tls_version}"
+	macroCipher        = "{cipher}"
+	macroCipherBits    = "{cipher_bits}"
+	macroAlgBits       = "{alg_bits}"
+	macroCertSubject   = "{cert_subject}"
+	macroCertIssuer    = "{cert_issuer}"
+	macroCNSubject     = "{cn_subject}"
+	macroCNIssuer      = "{cn_issuer}"
+	macroVerify        = "{verify}"
+	macroCertMD5       = "{cert_md5}"
+	macroCertFP        = "{cert_fp}"
+	macroClientAddr    = "{client_addr}"
+	macroClientName    = "{client_name}"
+	macroClientPTR     = "{client_ptr}"
+	macroClientResolve = "{client_resolve}"
+	macroMailAddr      = "{mail_addr}"
+)
+
+// ConnectMacros are requested at the connect stage: Postfix's default list
+// (j {daemon_name} {daemon_addr} v _), Sendmail's ({if_name} {if_addr}) and
+// the client's address and verified name.
+var ConnectMacros = []string{
+	"j", "{daemon_name}", "{daemon_addr}", "{daemon_port}", "v", "_",
+	"{if_name}", "{if_addr}",
+	macroClientAddr, macroClientName, macroClientPTR, macroClientResolve,
+}
+
+// TLSMacros are the TLS facts of a session. Postfix knows the first five;
+// the others only Sendmail reports.
+var TLSMacros = []string{
+	macroTLSVersion, macroCipher, macroCipherBits, macroCertSubject, macroCertIssuer,
+	macroVerify, macroCNSubject, macroCNIssuer, macroCertMD5, macroCertFP, macroAlgBits,
+}
+
+// HeloMacros are requested at HELO/EHLO: the TLS facts (the MTAs' default
+// HELO list plus Sendmail's extra certificate macros).
+var HeloMacros = TLSMacros
+
+// MailMacros are requested at MAIL FROM: both MTAs' default MAIL lists plus
+// the TLS facts again, because a client may send MAIL without repeating
+// EHLO after STARTTLS.
+var MailMacros = append([]string{
+	macroQueueID, "{auth_type}", "{auth_authen}", "{auth_author}", "{auth_ssf}",
+	macroMailAddr, "{mail_host}", "{mail_mailer}",
+}, TLSMacros...)
+
+// EOMMacros are requested at end of message: the queue ID (Postfix's
+// default; Sendmail reports it at MAIL already).
+var EOMMacros = []string{macroQueueID, "{msg_id}"}
+
+// Sendmail's {cn_subject}/{cn_issuer} stand-ins for unusable names.
+var sendmailBadCN = map[string]bool{
+	"BadCertificateUnknown":     true,
+	"BadCertificateTooLong":     true,
+	"BadCertificateContainsNUL": true,
+}
+
+// Observation is what an MTA reported about an SMTP session, normalised
+// for policy.Judge, plus the details needed for logs and headers.
+type Observation struct {
+	// Facts are the judged facts. Sender is taken from {mail_addr}; the
+	// milter overrides it with the MAIL FROM argument.
+	Facts policy.Facts
+	// Verify is the certificate state as logs and headers show it: on
+	// Sendmail its own {verify} word (OK, FAIL, NO, NOT, ...); on Postfix
+	// OK for a trusted certificate and UNVERIFIED otherwise (no certificate
+	// or one that did not verify: Postfix does not tell a milter which);
+	// "" for a plaintext session.
+	Verify string
+	// FingerprintProblem says why the certificate's fingerprint cannot be
+	// compared with SHA-256 pins although the MTA reports fingerprints
+	// (Sendmail's default {cert_md5}, another {cert_fp} digest, or none
+	// reported for a presented certificate); "" otherwise. Facts then has
+	// FingerprintsKnown set and no fingerprints, so a pinned endpoint
+	// fails closed.
+	FingerprintProblem string
+	// Notes lists values that could not be decoded (bad xtext, unparsable
+	// DNs); they were treated as absent.
+	Notes []string
+}
+
+// FactsFromMacros normalises the macros of one session as reported by mta.
+// get returns a macro's value and whether the MTA sent it at all.
+//
+// Postfix: {cert_subject}/{cert_issuer} are plain common names sent only
+// for a trusted certificate, so the pair's presence means VerifyTrusted and
+// its absence in a TLS session VerifyUnknown; no DNs, no fingerprints
+// (FingerprintsKnown false: the policy-delegation server checks pins).
+//
+// Sendmail: xtext values are decoded; {cert_subject}/{cert_issuer} are
+// OpenSSL one-line DNs, {cn_subject}/{cn_issuer} the CNs; {verify} OK or
+// TRUSTED means VerifyTrusted, NO, NOT, NONE or CLEAR VerifyNone, anything
+// else non-empty VerifyUntrusted, absent or empty VerifyUnknown.
+// Fingerprints are known: {cert_fp} is used when it holds a SHA-256 digest;
+// an MD5 {cert_md5} or any other digest is not comparable and is reported in
+// FingerprintProblem.
+//
+// Both: an empty or absent {tls_version} is a plaintext session
+// (VerifyNone); {client_addr} may carry "IPv6:"; a {client_name} of
+// "unknown" or "[addr]", or a {client_resolve} other than OK, is no
+// verified name.
+func FactsFromMacros(mta policy.MTA, get func(name string) (string, bool)) Observation {
+	var o Observation
+	f := &o.Facts
+	val := func(name string) string {
+		v, _ := get(name)
+		return v
+	}
+	sendmail := mta == policy.Sendmail
+	decode := func(name string) (string, bool) {
+		v, ok := get(name)
+		if !ok || !sendmail {
+			return v, ok
+		}
+		d, err := policy.DecodeXtext(v)
+		if err != nil {
+			o.Notes = append(o.Notes, name+": "+err.Error())
+			return "", false
+		}
+		return d, true
+	}
+
+	f.ClientAddr = ParseClientAddr(val(macroClientAddr))
+	f.ClientName = verifiedName(val(macroClientName))
+	if r, ok := get(macroClientResolve); ok && r != "" && !strings.EqualFold(r, "OK") {
+		f.ClientName = ""
+	}
+	f.Sender = strings.Trim(val(macroMailAddr), "<>")
+
+	f.TLSVersion = strings.TrimSpace(val(macroTLSVersion))
+	if f.TLSVersion == "" {
+		// Plaintext: nothing else can be true, whatever stale macros say.
+		f.Verify = policy.VerifyNone
+		f.FingerprintsKnown = sendmail
+		return o
+	}
+	f.Cipher = strings.TrimSpace(val(macroCipher))
+	f.Bits, _ = strconv.Atoi(strings.TrimSpace(val(macroCipherBits)))
+
+	if !sendmail {
+		subject, sok := get(macroCertSubject)
+		issuer, iok := get(macroCertIssuer)
+		if sok && iok {
+			f.Verify = policy.VerifyTrusted
+			f.SubjectCN, f.IssuerCN = subject, issuer
+			o.Verify = "OK"
+		} else {
+			f.Verify = policy.VerifyUnknown
+			o.Verify = "UNVERIFIED"
+		}
+		return o
+	}
+
+	verify := strings.TrimSpace(val(macroVerify))
+	o.Verify = verify
+	switch strings.ToUpper(verify) {
+	case "OK", "TRUSTED":
+		f.Verify = policy.VerifyTrusted
+	case "NO", "NOT", "NONE", "CLEAR":
+		f.Verify = policy.VerifyNone
+	case "":
+		f.Verify = policy.VerifyUnknown
+		o.Verify = "UNKNOWN"
+	default:
+		f.Verify = policy.VerifyUntrusted
+	}
+	if s, ok := decode(macroCertSubject); ok && s != "" {
+		if dn, err := policy.ParseDN(s); err == nil {
+			f.SubjectDN = dn
+		} else {
+			o.Notes = append(o.Notes, macroCertSubject+": "+err.Error())
+		}
+	}
+	if s, ok := decode(macroCertIssuer); ok && s != "" {
+		if dn, err := policy.ParseDN(s); err == nil {
+			f.IssuerDN = dn
+		} else {
+			o.Notes = append(o.Notes, macroCertIssuer+": "+err.Error())
+		}
+	}
+	if s, ok := decode(macroCNSubject); ok {
+		if !sendmailBadCN[s] {
+			f.SubjectCN = s
+		}
+	} else {
+		f.SubjectCN = f.SubjectDN.CN()
+	}
+	if s, ok := decode(macroCNIssuer); ok {
+		if !sendmailBadCN[s] {
+			f.IssuerCN = s
+		}
+	} else {
+		f.IssuerCN = f.IssuerDN.CN()
+	}
+
+	f.FingerprintsKnown = true
+	fp := strings.TrimSpace(val(macroCertFP))
+	md5 := strings.TrimSpace(val(macroCertMD5))
+	presented := f.Verify == policy.VerifyTrusted || f.Verify == policy.VerifyUntrusted
+	switch {
+	case fp != "":
+		if d, err := policy.ParseFingerprint(fp); err == nil {
+			f.Fingerprints = []policy.Fingerprint{d}
+		} else {
+			o.FingerprintProblem = "Sendmail reported {cert_fp} with a digest other than SHA-256 (" + digestName(fp) + "); set O CertFingerprintAlgorithm=sha256"
+		}
+	case md5 != "":
+		o.FingerprintProblem = "Sendmail reported only an MD5 fingerprint ({cert_md5}), which cannot be compared with SHA-256 pins; set O CertFingerprintAlgorithm=sha256"
+	case presented || f.Verify == policy.VerifyUnknown:
+		o.FingerprintProblem = "Sendmail reported no fingerprint macro ({cert_fp}/{cert_md5}) for this TLS session; allow the milter to request them"
+	}
+	return o
+}
+
+// digestName guesses a digest from the length of its colon-hex form.
+func digestName(s string) string {
+	n := len(strings.ReplaceAll(s, ":", "")) / 2
+	switch n {
+	case 16:
+		return "MD5"
+	case 20:
+		return "SHA-1"
+	case 28:
+		return "SHA-224"
+	case 48:
+		return "SHA-384"
+	case 64:
+		return "SHA-512"
+	}
+	return strconv.Itoa(n) + " bytes"
+}
+
+// ParseClientAddr reads {client_addr} as Postfix ("IPv6:2001:db8::1") and
+// Sendmail ("IPv6:2001:0db8:0000:...") write it, also in brackets; an
+// IPv4-mapped IPv6 address becomes IPv4. It returns the zero Addr when s
+// is not an address.
+func ParseClientAddr(s string) netip.Addr {
+	s = strings.TrimSpace(s)
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	if len(s) > 5 && strings.EqualFold(s[:5], "IPv6:") {
+		s = s[5:]
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+// verifiedName returns name unless it is a stand-in for "no verified
+// name": "", "unknown" (Postfix) or "[addr]" (Sendmail).
+func verifiedName(name string) string {
+	name = strings.TrimSpace(name)
+	if name == "" || strings.EqualFold(name, "unknown") || strings.HasPrefix(name, "[") {
+		return ""
+	}
+	return name
+}

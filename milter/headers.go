@@ -1,0 +1,336 @@
+package milter
+
+import (
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-msgauth/authres"
+)
+
+// TraceToken is the comment after our host name in the by-clause of our
+// Received line, "by HOST (tlsgate)". A Received header that carries it
+// with our host name is ours; copies that arrive with a message are
+// forged and removed.
+const TraceToken = "(tlsgate)"
+
+// AuthMethod is the Authentication-Results method tlsgate reports.
+const AuthMethod = "x-tls"
+
+// Length limits for values that reach headers, counted after escaping.
+const (
+	maxNameText = 64  // host names, HELO names, queue IDs, cipher names
+	maxCertText = 100 // certificate common names
+)
+
+// headerSpecials are escaped by HeaderText in addition to bytes outside
+// '!'..'~': the xtext specials, and what would end a comment, a quoted
+// string, a key=value pair or an Authentication-Results resinfo.
+const headerSpecials = `+\()<>";=`
+
+// HeaderText makes s safe for any position in a header: every byte outside
+// '!'..'~' (space, CR, LF, other controls, all non-ASCII) and each of
+// + \ ( ) < > " ; = is written as +XX (xtext, as Sendmail writes certificate
+// macros), and the result is cut to max bytes, without splitting an escape,
+// ending in "..." when cut. An empty s gives "".
+func HeaderText(s string, max int) string {
+	const hexdig = "0123456789ABCDEF"
+	enc := make([]byte, 0, len(s))
+	cuts := make([]int, 0, len(s)) // length of enc after each input byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '!' || c > '~' || strings.IndexByte(headerSpecials, c) >= 0 {
+			enc = append(enc, '+', hexdig[c>>4], hexdig[c&15])
+		} else {
+			enc = append(enc, c)
+		}
+		cuts = append(cuts, len(enc))
+	}
+	if max <= 0 || len(enc) <= max {
+		return string(enc)
+	}
+	n := 0
+	for _, c := range cuts {
+		if c > max-3 {
+			break
+		}
+		n = c
+	}
+	return string(enc[:n]) + "..."
+}
+
+// Stamp is what the trace headers say about one message.
+type Stamp struct {
+	// Host is our MTA's host name (the by-clause).
+	Host string
+	// AuthservID is the authserv-id of Authentication-Results.
+	AuthservID string
+	// Helo is the name the client gave in HELO/EHLO ("" if none).
+	Helo string
+	// ClientName is the client's verified host name ("" if none).
+	ClientName string
+	// ClientAddr is the client's address.
+	ClientAddr netip.Addr
+	// QueueID is the MTA's queue ID ("" if not known).
+	QueueID string
+	// TLSVersion, Cipher and Bits describe the session; TLSVersion is ""
+	// for plaintext.
+	TLSVersion, Cipher string
+	Bits               int
+	// Verify is the certificate state word (OK, FAIL, NO, UNVERIFIED, ...).
+	Verify string
+	// SubjectCN and IssuerCN are the client certificate's names, if known.
+	SubjectCN, IssuerCN string
+	// Endpoints are the covering endpoints' names, comma-separated ("" if
+	// not covered).
+	Endpoints string
+	// Result is "pass", "fail" or "none" (not covered).
+	Result string
+	// Monitor is set when the result is a failure that was not enforced.
+	Monitor bool
+	// Checks are the failed requirements ("validate_cert", "cn", ...).
+	Checks []string
+	// Date is the time of the stamp.
+	Date time.Time
+}
+
+// ReceivedHeader returns the value of our Received trace line (without the
+// "Received:" name), folded with "\n\t":
+//
+//	from client.lab.test (client.lab.test [192.0.2.10])
+//		by mx.lab.test (tlsgate) with ESMTPS id 4Xb2kq1Z3Tz9v
+//		(version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256 verify=OK)
+//		(subject-cn=client.lab.test issuer-cn=Lab+20Test+20CA)
+//		(endpoint=company-b policy=pass);
+//		Sat, 28 Nov 2026 15:52:52 +0000
+//
+// A plaintext session says "(no TLS: plaintext session)" instead of the
+// TLS line; an uncovered peer "(endpoint=none policy=none)"; a failure in
+// monitor mode "(endpoint=company-c policy=fail mode=monitor
+// failed=encryption)". Every value from the client, its certificate or the
+// MTA goes through HeaderText.
+func ReceivedHeader(s *Stamp) string {
+	var lines []string
+	helo := HeaderText(s.Helo, maxNameText)
+	if helo == "" {
+		helo = "unknown"
+	}
+	name := HeaderText(s.ClientName, maxNameText)
+	if name == "" {
+		name = "unknown"
+	}
+	addr := "unknown"
+	if s.ClientAddr.IsValid() {
+		if s.ClientAddr.Is6() {
+			addr = "IPv6:" + s.ClientAddr.String()
+		} else {
+			addr = s.ClientAddr.String()
+		}
+	}
+	lines = append(lines, "from "+helo+" ("+name+" ["+addr+"])")
+	by := "by " + HeaderText(s.Host, maxNameText) + " " + TraceToken
+	if s.TLSVersion != "" {
+		by += " with ESMTPS"
+	}
+	if s.QueueID != "" {
+		by += " id " + HeaderText(s.QueueID, maxNameText)
+	}
+	lines = append(lines, by)
+	if s.TLSVersion != "" {
+		tls := "(version=" + HeaderText(s.TLSVersion, maxNameText) +
+			" cipher=" + HeaderText(s.Cipher, maxNameText) +
+			" bits=" + strconv.Itoa(s.Bits)
+		if s.Verify != "" {
+			tls += " verify=" + HeaderText(s.Verify, maxNameText)
+		}
+		lines = append(lines, tls+")")
+		var cert []string
+		if s.SubjectCN != "" {
+			cert = append(cert, "subject-cn="+HeaderText(s.SubjectCN, maxCertText))
+		}
+		if s.IssuerCN != "" {
+			cert = append(cert, "issuer-cn="+HeaderText(s.IssuerCN, maxCertText))
+		}
+		if len(cert) > 0 {
+			lines = append(lines, "("+strings.Join(cert, " ")+")")
+		}
+	} else {
+		lines = append(lines, "(no TLS: plaintext session)")
+	}
+	ep := HeaderText(s.Endpoints, 2*maxNameText)
+	if ep == "" {
+		ep = "none"
+	}
+	pol := "(endpoint=" + ep + " policy=" + s.Result
+	if s.Monitor {
+		pol += " mode=monitor"
+	}
+	if len(s.Checks) > 0 {
+		pol += " failed=" + HeaderText(strings.Join(s.Checks, ","), 2*maxNameText)
+	}
+	lines = append(lines, pol+");")
+	lines = append(lines, s.Date.Format(time.RFC1123Z))
+	for i, l := range lines {
+		lines[i] = foldTokens(strings.Fields(l), 8, 78)
+	}
+	return strings.Join(lines, "\n\t")
+}
+
+// AuthResultsHeader returns the value of our Authentication-Results header
+// (without the name), written with go-msgauth's authres.Format and folded
+// with "\n\t" where a line would exceed 76 characters:
+//
+//	mx.lab.test; x-tls=pass policy.endpoint=company-b smtp.bits=256
+//		smtp.cipher=TLS_AES_256_GCM_SHA384 smtp.version=TLSv1.3
+//
+// The result is pass, fail or none (not covered by any endpoint); a
+// failure names the failed checks in reason= ("validate_cert,cn"), a
+// plaintext session has reason="plaintext" and no smtp.* properties.
+func AuthResultsHeader(s *Stamp) string {
+	params := map[string]string{
+		"policy.endpoint": HeaderText(s.Endpoints, 2*maxNameText),
+	}
+	if s.TLSVersion != "" {
+		params["smtp.version"] = HeaderText(s.TLSVersion, maxNameText)
+		params["smtp.cipher"] = HeaderText(s.Cipher, maxNameText)
+		params["smtp.bits"] = strconv.Itoa(s.Bits)
+	}
+	switch {
+	case len(s.Checks) > 0:
+		params["reason"] = HeaderText(strings.Join(s.Checks, ","), 2*maxNameText)
+	case s.TLSVersion == "":
+		params["reason"] = "plaintext"
+	}
+	value := authres.ResultValue(s.Result)
+	id := HeaderText(s.AuthservID, maxNameText)
+	if id == "" {
+		id = "unknown"
+	}
+	v := authres.Format(id, []authres.Result{&authres.GenericResult{
+		Method: AuthMethod, Value: value, Params: params,
+	}})
+	return foldTokens(strings.Fields(v), len("Authentication-Results: "), 76)
+}
+
+// foldTokens joins space-free tokens with spaces, starting a new line
+// (folded with "\n\t") before a token that would pass width.
+func foldTokens(tokens []string, first, width int) string {
+	var b strings.Builder
+	col := first
+	for i, t := range tokens {
+		if i > 0 {
+			if col+1+len(t) > width {
+				b.WriteString("\n\t")
+				col = 8
+			} else {
+				b.WriteByte(' ')
+				col++
+			}
+		}
+		b.WriteString(t)
+		col += len(t)
+	}
+	return b.String()
+}
+
+var foldRE = regexp.MustCompile(`\s+`)
+
+// unfold turns a header value into one line with single spaces.
+func unfold(v string) string {
+	return strings.TrimSpace(foldRE.ReplaceAllString(v, " "))
+}
+
+// ForgedReceived reports whether a Received header value claims to be our
+// trace line: its by-clause names host followed by our TraceToken
+// (case-insensitive, any spacing or folding, also "(tlsgate 1.0)").
+func ForgedReceived(value, host string) bool {
+	if host == "" {
+		return false
+	}
+	v := strings.ToLower(unfold(value))
+	for _, h := range []string{strings.ToLower(host), strings.ToLower(HeaderText(host, maxNameText))} {
+		needle := "by " + h
+		for off := 0; ; {
+			i := strings.Index(v[off:], needle)
+			if i < 0 {
+				break
+			}
+			rest := strings.TrimLeft(v[off+i+len(needle):], " ")
+			if strings.HasPrefix(rest, "(") {
+				rest = strings.TrimLeft(rest[1:], " ")
+				if strings.HasPrefix(rest, "tlsgate") {
+					return true
+				}
+			}
+			off += i + len(needle)
+		}
+	}
+	return false
+}
+
+// AuthservID extracts the authserv-id of an Authentication-Results header
+// value textually: leading whitespace and (nested) comments are skipped,
+// a quoted-string is unquoted, a token ends at whitespace, ';' or '('. It
+// does not use authres.Parse, which comments defeat.
+func AuthservID(value string) string {
+	v := value
+	for {
+		v = strings.TrimLeft(v, " \t\r\n")
+		if !strings.HasPrefix(v, "(") {
+			break
+		}
+		depth := 0
+		i := 0
+		for ; i < len(v); i++ {
+			switch v[i] {
+			case '\\':
+				i++
+			case '(':
+				depth++
+			case ')':
+				depth--
+			}
+			if depth == 0 {
+				break
+			}
+		}
+		if i >= len(v) {
+			return ""
+		}
+		v = v[i+1:]
+	}
+	if strings.HasPrefix(v, `"`) {
+		var b strings.Builder
+		for i := 1; i < len(v); i++ {
+			switch v[i] {
+			case '\\':
+				if i+1 < len(v) {
+					i++
+					b.WriteByte(v[i])
+				}
+			case '"':
+				return b.String()
+			default:
+				b.WriteByte(v[i])
+			}
+		}
+		return ""
+	}
+	end := strings.IndexAny(v, " \t\r\n;(")
+	if end < 0 {
+		end = len(v)
+	}
+	return v[:end]
+}
+
+// ForgedAuthResults reports whether an Authentication-Results header value
+// carries our authserv-id (compared case-insensitively).
+func ForgedAuthResults(value, authservID string) bool {
+	if authservID == "" {
+		return false
+	}
+	id := AuthservID(value)
+	return id != "" && (strings.EqualFold(id, authservID) || strings.EqualFold(id, HeaderText(authservID, maxNameText)))
+}
