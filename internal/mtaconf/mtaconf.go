@@ -138,8 +138,9 @@ func Sendmail(p *policy.Policy) (string, error) {
 		b.WriteString("dnl every access-map lookup goes to tlsgate; it answers only TLS_Srv, TLS_Rcpt and Srv_Features\n")
 		fmt.Fprintf(&b, "FEATURE(`access_db', `socket -T<TMPF> -d5 %s')dnl\n", sendmailSocket(s.Socketmap.Addr))
 		if askCert {
-			b.WriteString("dnl ask for client certificates only where an endpoint requests one (Srv_Features: v)\n")
-			b.WriteString("define(`confTLS_SRV_OPTIONS', `V')dnl\n")
+			b.WriteString("dnl Sendmail asks every TLS client for a certificate by default (no TLSSrvOptions V);\n")
+			b.WriteString("dnl Srv_Features answers v for covered peers too, so an endpoint covered by its\n")
+			b.WriteString("dnl sender domain only is still asked\n")
 		}
 	}
 	if s.Milter.Addr != "" {
