@@ -101,7 +101,8 @@ func runCSR(e *env, args []string) int {
 		fmt.Fprintf(info, "wrote certificate signing request to %s\n", *out)
 	}
 	fmt.Fprint(info, sum.String())
-	fmt.Fprintln(info, "Check that the subject and names are right, and that your CA shows the same SHA-256.")
+	fmt.Fprintln(info, "Check the subject and names before sending the CSR to your CA. The SHA-256 identifies")
+	fmt.Fprintln(info, "this exact CSR (compare: openssl req -in CSRFILE -outform DER | sha256sum).")
 	return ExitOK
 }
 

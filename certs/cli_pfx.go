@@ -70,6 +70,9 @@ func runPFX(e *env, args []string) int {
 		}
 		prefix = strings.TrimSuffix(in, filepath.Ext(in))
 	}
+	if fi, err := os.Stat(filepath.Dir(prefix)); err != nil || !fi.IsDir() {
+		return e.fail(ExitUsage, fmt.Errorf("certs: output directory %s does not exist", filepath.Dir(prefix)))
+	}
 	files := pfxOutputs(prefix)
 	if !*force {
 		for _, f := range files {

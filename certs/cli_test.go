@@ -206,6 +206,8 @@ func TestCLIPFX2PEM(t *testing.T) {
 		{name: "stdin needs --out", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "-"}, code: 2, stderr: []string{"--out PREFIX is required"}},
 		{name: "missing file", args: []string{"pfx2pem", "--password-env", "PFX_PASS", filepath.Join(dir, "none.pfx")}, code: 2, stderr: []string{"no such file"}},
 		{name: "no file", args: []string{"pfx2pem"}, code: 2, stderr: []string{"give exactly one PFXFILE"}},
+		{name: "output directory missing", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "nodir", "mx"), full}, code: 2,
+			stderr: []string{"output directory " + filepath.Join(dir, "nodir") + " does not exist"}},
 	} {
 		t.Run(tc.name, tc.run)
 	}

@@ -51,7 +51,7 @@ func GenerateKey(alg string) (crypto.Signer, error) {
 		}
 		switch {
 		case n < 2048:
-			return nil, fmt.Errorf("%w: RSA %d bits is refused: keys below 2048 bits can be factored with affordable effort; public CAs have refused them since 2013 (CA/Browser Forum) and OpenSSL's default security level on Debian and RHEL rejects them during the TLS handshake, so partners would fail to connect; use rsa2048 or larger", ErrWeakKey, n)
+			return nil, fmt.Errorf("%w: RSA %d bits is refused: NIST has disallowed RSA keys below 2048 bits for signatures since 2014, public CAs have not signed them since 2013 (CA/Browser Forum), and OpenSSL's default security level on Debian and RHEL rejects them in the TLS handshake, so partners could not connect; use rsa2048 or larger", ErrWeakKey, n)
 		case n == 2048, n == 3072, n == 4096:
 			return rsa.GenerateKey(rand.Reader, n)
 		default:

@@ -32,7 +32,7 @@ func TestGenerateKey(t *testing.T) {
 		{alg: "prime256v1", want: "ECDSA P-256"},
 		{alg: "P-384", want: "ECDSA P-384"},
 		{alg: "secp384r1", want: "ECDSA P-384"},
-		{alg: "rsa1024", wantErr: "RSA 1024 bits is refused: keys below 2048 bits", weak: true},
+		{alg: "rsa1024", wantErr: "RSA 1024 bits is refused: NIST has disallowed RSA keys below 2048 bits", weak: true},
 		{alg: "rsa512", wantErr: "RSA 512 bits is refused", weak: true},
 		{alg: "rsa2047", wantErr: "below 2048", weak: true},
 		{alg: "rsa8192", wantErr: "use 2048, 3072 or 4096"},

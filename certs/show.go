@@ -33,7 +33,7 @@ func Describe(c *x509.Certificate) CertInfo {
 	info := CertInfo{
 		Subject:        formatDN(c.RawSubject),
 		Issuer:         formatDN(c.RawIssuer),
-		Serial:         FormatFingerprint(c.SerialNumber.Bytes()),
+		Serial:         formatSerial(c),
 		NotBefore:      c.NotBefore.UTC(),
 		NotAfter:       c.NotAfter.UTC(),
 		KeyAlgorithm:   alg,
@@ -50,6 +50,21 @@ func Describe(c *x509.Certificate) CertInfo {
 		info.IPAddresses = append(info.IPAddresses, ip.String())
 	}
 	return info
+}
+
+// formatSerial prints the serial number as colon-hex, as OpenSSL does.
+func formatSerial(c *x509.Certificate) string {
+	if c.SerialNumber == nil {
+		return "(none)"
+	}
+	b := c.SerialNumber.Bytes()
+	if len(b) == 0 {
+		b = []byte{0}
+	}
+	if c.SerialNumber.Sign() < 0 {
+		return "-" + FormatFingerprint(b)
+	}
+	return FormatFingerprint(b)
 }
 
 func isSelfSigned(c *x509.Certificate) bool {

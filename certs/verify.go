@@ -132,7 +132,7 @@ func Verify(store *Store, cert *x509.Certificate, opts VerifyOptions) ([]*x509.C
 	}
 	chains, err := cert.Verify(xopts)
 	if err != nil {
-		return nil, chainError(store, cert, now, err)
+		return nil, chainError(store, cert, opts.Intermediates, now, err)
 	}
 
 	if opts.Name != "" {
@@ -148,7 +148,7 @@ func Verify(store *Store, cert *x509.Certificate, opts VerifyOptions) ([]*x509.C
 		if errors.As(err, &inv) && inv.Reason == x509.IncompatibleUsage {
 			return nil, purposeError(cert, chains[0], purpose, err)
 		}
-		return nil, chainError(store, cert, now, err)
+		return nil, chainError(store, cert, opts.Intermediates, now, err)
 	}
 	return chains2[0], nil
 }
@@ -166,18 +166,11 @@ func checkValidity(c *x509.Certificate, now time.Time, what string) *VerifyError
 }
 
 // chainError explains a crypto/x509 chain-building failure.
-func chainError(store *Store, cert *x509.Certificate, now time.Time, err error) error {
+func chainError(store *Store, cert *x509.Certificate, inter []*x509.Certificate, now time.Time, err error) error {
 	subj := formatDN(cert.RawSubject)
 	var ua x509.UnknownAuthorityError
 	if errors.As(err, &ua) {
-		issuer := formatDN(cert.RawIssuer)
-		d := fmt.Sprintf("unknown authority %q: the certificate %s was issued by %q, which is not in the CA store %s", issuer, subj, issuer, store)
-		if isSelfSigned(cert) {
-			d = fmt.Sprintf("unknown authority %q: the certificate %s is self-signed and not in the CA store %s; pin its fingerprint %s instead, or add the CA that issued it", issuer, subj, store, FingerprintCert(cert))
-		} else if len(cert.AuthorityKeyId) > 0 {
-			d += "; add that CA (or the intermediate certificate that links to it) to the store"
-		}
-		return &VerifyError{Reason: ErrUnknownAuthority, Cert: cert, Detail: d, Err: err}
+		return unknownAuthority(store, cert, ua.Cert, inter, err)
 	}
 	var inv x509.CertificateInvalidError
 	if errors.As(err, &inv) {
@@ -208,6 +201,47 @@ func chainError(store *Store, cert *x509.Certificate, now time.Time, err error) 
 	}
 	return &VerifyError{Reason: ErrInvalidChain, Cert: cert, Err: err,
 		Detail: fmt.Sprintf("the certificate %s does not chain to the CA store %s: %v", subj, store, err)}
+}
+
+// unknownAuthority explains why no chain to the store was found for c (the
+// leaf, or the last CA certificate reached from it).
+func unknownAuthority(store *Store, leaf, c *x509.Certificate, inter []*x509.Certificate, err error) *VerifyError {
+	if c == nil {
+		c = leaf
+	}
+	subj, issuer := formatDN(c.RawSubject), formatDN(c.RawIssuer)
+	what := "the certificate " + subj
+	if c != leaf {
+		what = "the CA certificate " + subj + " (sent along with " + formatDN(leaf.RawSubject) + ")"
+	}
+	// A CA of the right name that does not verify the signature is a
+	// different problem from a missing CA.
+	for _, cand := range append(store.Certificates(), inter...) {
+		if string(cand.RawSubject) != string(c.RawIssuer) || cand.Equal(c) {
+			continue
+		}
+		serr := c.CheckSignatureFrom(cand)
+		if serr == nil {
+			continue
+		}
+		var ia x509.InsecureAlgorithmError
+		if errors.As(serr, &ia) {
+			return &VerifyError{Reason: ErrInvalidChain, Cert: c, Err: err,
+				Detail: fmt.Sprintf("%s is signed with %v, an algorithm that is no longer accepted (OpenSSL on current Debian and RHEL refuses it too); it must be reissued", what, c.SignatureAlgorithm)}
+		}
+		return &VerifyError{Reason: ErrUnknownAuthority, Cert: c, Err: err,
+			Detail: fmt.Sprintf("unknown authority %q: %s names it as issuer, and the CA store %s has a CA of that name, but with a different key (%v); the CA has probably been renewed with a new key: add the CA certificate that actually issued it", issuer, what, store, serr)}
+	}
+	d := fmt.Sprintf("unknown authority %q: %s was issued by %q, which is not in the CA store %s", issuer, what, issuer, store)
+	switch {
+	case isSelfSigned(c) && c == leaf:
+		d = fmt.Sprintf("unknown authority %q: %s is self-signed and not in the CA store %s; pin its fingerprint %s instead, or add the CA that issued it", issuer, what, store, FingerprintCert(c))
+	case isSelfSigned(c):
+		d = fmt.Sprintf("unknown authority %q: %s is a root CA that is not in the CA store %s; add it with \"tlsgate certs store add\" if you trust it", issuer, what, store)
+	case c == leaf:
+		d += "; add that CA (or the intermediate certificate that links to it) to the store"
+	}
+	return &VerifyError{Reason: ErrUnknownAuthority, Cert: c, Detail: d, Err: err}
 }
 
 // checkName matches name against the certificate the way OpenSSL's

@@ -33,6 +33,8 @@ func TestVerify(t *testing.T) {
 	other := mkCA(t, "Other CA", nil)
 	expiredInter := mkCert(t, certSpec{cn: "Old Issuing CA", ca: true,
 		notBefore: testNow.AddDate(-3, 0, 0), notAfter: testNow.AddDate(0, -1, 0)}, &pki.root)
+	otherInter := mkCA(t, "Other Issuing CA", &other)
+	rekeyed := mkCA(t, "Test Root CA", nil) // same name as the trusted root, new key
 	serverOnlyInter := mkCert(t, certSpec{cn: "Server Issuing CA", ca: true, eku: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, &pki.root)
 
 	server := func(spec certSpec) certSpec {
@@ -78,6 +80,12 @@ func TestVerify(t *testing.T) {
 			reason: ErrUnknownAuthority, wantErr: []string{`unknown authority "CN=Other CA,O=Test PKI"`, "not in the CA store " + pki.store.Dir()}},
 		{name: "intermediate not sent", spec: server(certSpec{}), issuer: &pki.inter,
 			reason: ErrUnknownAuthority, wantErr: []string{`unknown authority "CN=Test Issuing CA,O=Test PKI"`, "intermediate"}},
+		{name: "root sent along but not trusted", spec: server(certSpec{}), issuer: &otherInter, inter: []*x509.Certificate{otherInter.cert, other.cert},
+			reason: ErrUnknownAuthority, wantErr: []string{`the CA certificate CN=Other CA,O=Test PKI (sent along with CN=mx.example.net) is a root CA that is not in the CA store`}},
+		{name: "intermediate sent, root missing", spec: server(certSpec{}), issuer: &otherInter, inter: []*x509.Certificate{otherInter.cert},
+			reason: ErrUnknownAuthority, wantErr: []string{`unknown authority "CN=Other CA,O=Test PKI": the CA certificate CN=Other Issuing CA,O=Test PKI (sent along with CN=mx.example.net) was issued by`}},
+		{name: "CA of the same name with another key", spec: server(certSpec{}), issuer: &rekeyed,
+			reason: ErrUnknownAuthority, wantErr: []string{`has a CA of that name, but with a different key`, "renewed with a new key"}},
 		{name: "self-signed", spec: server(certSpec{}),
 			reason: ErrUnknownAuthority, wantErr: []string{"is self-signed", "pin its fingerprint"}},
 		{name: "expired intermediate", spec: server(certSpec{}), issuer: &expiredInter, inter: []*x509.Certificate{expiredInter.cert},
@@ -129,6 +137,29 @@ func TestVerify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A certificate signed with SHA-1 must not be reported as "unknown
+// authority". Go cannot make one, so openssl does.
+func TestVerifySHA1Signature(t *testing.T) {
+	needOpenSSL(t)
+	dir := t.TempDir()
+	openssl(t, nil, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", dir+"/ca.key", "-out", dir+"/ca.pem",
+		"-subj", "/CN=SHA1 Test CA", "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE")
+	openssl(t, nil, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", dir+"/leaf.key", "-out", dir+"/leaf.csr", "-subj", "/CN=old.example.net")
+	openssl(t, nil, "x509", "-req", "-sha1", "-in", dir+"/leaf.csr", "-CA", dir+"/ca.pem", "-CAkey", dir+"/ca.key",
+		"-set_serial", "7", "-out", dir+"/leaf.pem", "-days", "30")
+	store, err := OpenStore(t.TempDir())
+	noErr(t, err)
+	_, err = store.Add(readFileT(t, dir+"/ca.pem"))
+	noErr(t, err)
+	cs, err := ReadCertificateFile(dir + "/leaf.pem")
+	noErr(t, err)
+	_, err = Verify(store, cs[0], VerifyOptions{})
+	if !errors.Is(err, ErrInvalidChain) {
+		t.Fatalf("got %v, want ErrInvalidChain", err)
+	}
+	wantErr(t, err, "the certificate CN=old.example.net is signed with SHA1-RSA, an algorithm that is no longer accepted")
 }
 
 func TestVerifyDefaults(t *testing.T) {
