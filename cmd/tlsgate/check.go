@@ -7,13 +7,19 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/tlsgate/tlsgate/certs"
 	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/internal/trust"
 )
 
 const checkHelp = `
 Reads the configuration, validates every endpoint and refuses anything the
-configured MTA could not enforce. Prints one summary line and exits 0, or
+configured MTA could not enforce. It also reads the CA store and the server
+certificate: an issuer pin with no matching CA in the store, a private key
+readable by others, or an expired certificate is an error; a certificate
+expiring within 30 days is a warning. Prints one summary line and exits 0, or
 prints every mistake as FILE:LINE: message and exits 2.
 
 With mta = "postfix", check also asks the installed Postfix for its version
@@ -40,6 +46,28 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	var notes []string
+	plan, err := trust.Prepare(p)
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "%s: %s\n", *file, line)
+		}
+		return exitUsage
+	}
+	expired := false
+	for _, r := range plan.Expiry(time.Now(), certs.DefaultWarnWithin) {
+		if r.Status == certs.ExpiryExpired {
+			expired = true
+			fmt.Fprintf(stderr, "%s: %s expired on %s\n", *file, r.Name, r.NotAfter.UTC().Format("2006-01-02"))
+		} else {
+			fmt.Fprintf(stderr, "%s: warning: %s expires on %s (in %d days)\n", *file, r.Name, r.NotAfter.UTC().Format("2006-01-02"), int(r.Left.Hours()/24))
+		}
+	}
+	if expired {
+		return exitUsage
+	}
+	if n := len(plan.Known); n > 0 {
+		notes = append(notes, fmt.Sprintf("%d certificate(s) checked for expiry", n))
+	}
 	if p.MTA == policy.Postfix && !*noDetect {
 		if installed, err := postfixVersion(*pcDir); err == nil {
 			if versionLess(installed, p.PostfixVersion) {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tlsgate/tlsgate/internal/testpki"
 )
 
 func runCLI(t *testing.T, args ...string) (string, string, int) {
@@ -17,10 +19,44 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 
 const example = "../../deploy/tlsgate.example.toml"
 
+// exampleWithStore copies the example configuration with its CA store,
+// bundle and trust-anchor paths pointed at a temporary directory holding
+// the lab CA (made at test time).
+func exampleWithStore(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	pki := testpki.NewT(t)
+	store := filepath.Join(dir, "ca")
+	if err := os.MkdirAll(store, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := os.ReadFile(pki.CA.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(store, "lab-ca.pem"), ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := strings.ReplaceAll(string(data), "/etc/tlsgate/", dir+"/")
+	path := filepath.Join(dir, "tlsgate.toml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func TestCheck(t *testing.T) {
-	out, errs, code := runCLI(t, "check", "-c", example, "--no-detect")
-	if code != 0 || !strings.Contains(out, "OK: mta=postfix 3.7 endpoints=3") {
+	out, errs, code := runCLI(t, "check", "-c", exampleWithStore(t), "--no-detect")
+	if code != 0 || !strings.Contains(out, "OK: mta=postfix 3.7 endpoints=3") || !strings.Contains(out, "1 certificate(s) checked for expiry") {
 		t.Fatalf("check example: code %d\n%s%s", code, out, errs)
+	}
+	_, errs, code = runCLI(t, "check", "-c", example, "--no-detect")
+	if code != exitUsage || !strings.Contains(errs, "CA store /etc/tlsgate/ca does not exist") {
+		t.Errorf("missing CA store: code %d %q", code, errs)
 	}
 	bad, _ := filepath.Glob("../../internal/policy/testdata/bad/*.toml")
 	for _, f := range bad {
@@ -40,7 +76,7 @@ func TestCheckDetectsOlderPostfix(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
-	_, errs, code := runCLI(t, "check", "-c", example)
+	_, errs, code := runCLI(t, "check", "-c", exampleWithStore(t))
 	if code != exitUsage || !strings.Contains(errs, `installed Postfix is 3.5.18: set postfix_version = "3.5"`) {
 		t.Fatalf("code %d stderr %q", code, errs)
 	}

@@ -17,9 +17,11 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
+	"github.com/tlsgate/tlsgate/certs"
 	tdaemon "github.com/tlsgate/tlsgate/internal/daemon"
 	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/internal/trust"
 	"github.com/tlsgate/tlsgate/milter"
 	"github.com/tlsgate/tlsgate/policyd"
 )
@@ -73,6 +75,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		printLoadError(stderr, err)
 		return exitUsage
 	}
+	if err := prepareTrust(holder.Policy(), log); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", *file, err)
+		return exitUsage
+	}
+	holder.Prepare = func(p *policy.Policy) error { return prepareTrust(p, log) }
 	return serve(holder, log, *grace, stderr)
 }
 
@@ -157,6 +164,8 @@ func serve(h *tdaemon.Holder, log *slog.Logger, grace time.Duration, stderr io.W
 	log.Info("start", "file", p.File, "mta", string(p.MTA), "endpoints", len(p.Endpoints), "pid", os.Getpid())
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 
+	daily := time.NewTicker(24 * time.Hour)
+	defer daily.Stop()
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
@@ -173,6 +182,10 @@ loop:
 			}
 			log.Info("stop", "signal", sig.String())
 			break loop
+		case <-daily.C:
+			if plan, err := trust.Prepare(h.Policy()); err == nil {
+				logExpiry(plan, log)
+			}
 		case err := <-errc:
 			log.Error("stop", "error", err.Error())
 			code = exitRuntime
@@ -189,6 +202,26 @@ loop:
 	}
 	wg.Wait()
 	return code
+}
+
+// prepareTrust writes the CA bundle and trust-anchor files the policy
+// names and logs certificates that expire soon.
+func prepareTrust(p *policy.Policy, log *slog.Logger) error {
+	plan, err := trust.Prepare(p)
+	if err != nil {
+		return err
+	}
+	if err := plan.Write(p); err != nil {
+		return err
+	}
+	logExpiry(plan, log)
+	return nil
+}
+
+func logExpiry(plan *trust.Plan, log *slog.Logger) {
+	for _, r := range plan.Expiry(time.Now(), certs.DefaultWarnWithin) {
+		log.Warn("cert-expiry", "cert", r.Name, "not_after", r.NotAfter.UTC().Format(time.RFC3339), "days_left", int(r.Left.Hours()/24), "status", r.Status.String())
+	}
 }
 
 // monotonicUsec is CLOCK_MONOTONIC in microseconds, as sd_notify's

@@ -25,6 +25,10 @@ type Holder struct {
 	// OnReload, if set, is called after every reload attempt with the
 	// outcome ("ok" or "failed") and the generation now in force.
 	OnReload func(result string, generation uint64)
+	// Prepare, if set, runs on a newly compiled policy before it is put in
+	// force (for example to write the CA bundle and trust-anchor files it
+	// names); an error rejects the new policy and keeps the old one.
+	Prepare func(*policy.Policy) error
 }
 
 // New loads path; the error lists every problem of the file.
@@ -52,6 +56,9 @@ func (h *Holder) Reload() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	p, err := policy.Load(h.path)
+	if err == nil && h.Prepare != nil {
+		err = h.Prepare(p)
+	}
 	if err != nil {
 		var le *policy.LoadError
 		if h.log != nil {
@@ -59,6 +66,8 @@ func (h *Holder) Reload() error {
 				for _, pr := range le.Problems {
 					h.log.Error("reload-problem", "file", pr.File, "line", pr.Line, "problem", pr.Msg)
 				}
+			} else {
+				h.log.Error("reload-problem", "file", h.path, "problem", err.Error())
 			}
 			h.log.Error("reload", "result", "failed", "file", h.path, "generation", h.gen.Load(), "reason", "keeping the previous policy")
 		}

@@ -1,0 +1,130 @@
+// Package trust connects the policy to the CA store: it writes the CA
+// bundle the MTA reads and the per-endpoint trust-anchor files that pin an
+// outbound peer's issuer on Postfix (tafile=), and it lists every
+// certificate tlsgate knows with its expiry.
+package trust
+
+import (
+	"crypto/x509"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tlsgate/tlsgate/certs"
+	"github.com/tlsgate/tlsgate/internal/policy"
+)
+
+// Plan is what the policy asks of the CA store.
+type Plan struct {
+	// Store is the CA store, nil when [certs] ca_store is not set.
+	Store *certs.Store
+	// Anchors maps each trust-anchor file to the CA certificates it holds.
+	Anchors map[string][]*x509.Certificate
+	// Known are the certificates whose expiry tlsgate watches.
+	Known []certs.NamedCert
+}
+
+// Prepare reads the CA store and the server certificate named by p and
+// works out the trust-anchor files. It fails when an endpoint pins an
+// issuer that no CA in the store has, since the MTA would then refuse
+// every server certificate of that peer.
+func Prepare(p *policy.Policy) (*Plan, error) {
+	s := p.Settings
+	plan := &Plan{Anchors: map[string][]*x509.Certificate{}}
+	if s.CAStore != "" {
+		st, err := certs.OpenStore(s.CAStore)
+		if err != nil {
+			return nil, fmt.Errorf("[certs] ca_store: %w", err)
+		}
+		plan.Store = st
+		for _, c := range st.Certificates() {
+			plan.Known = append(plan.Known, certs.NamedCert{Name: "CA store: " + policy.DNFromPKIX(c.Subject).String(), Cert: c})
+		}
+	}
+	if s.ServerCert != "" {
+		cs, err := certs.ReadCertificateFile(s.ServerCert)
+		if err != nil {
+			return nil, fmt.Errorf("[certs] server_cert: %w", err)
+		}
+		if len(cs) > 0 {
+			plan.Known = append(plan.Known, certs.NamedCert{Name: "server cert " + s.ServerCert, Cert: cs[0]})
+		}
+		if s.ServerKey != "" {
+			if err := certs.CheckKeyFile(s.ServerKey); err != nil {
+				return nil, fmt.Errorf("[certs] server_key: %w", err)
+			}
+		}
+	}
+	var problems []string
+	for _, ep := range p.Endpoints {
+		o := &ep.Outbound
+		if o.TrustAnchorFile == "" {
+			continue
+		}
+		if plan.Store == nil {
+			problems = append(problems, fmt.Sprintf("endpoint %q outbound pins its issuer, but [certs] ca_store is not set", ep.Name))
+			continue
+		}
+		var match []*x509.Certificate
+		for _, c := range plan.Store.Certificates() {
+			if IssuerMatches(o, c) {
+				match = append(match, c)
+			}
+		}
+		if len(match) == 0 {
+			want := o.IssuerCN
+			if o.IssuerDN != nil {
+				want = o.IssuerDN.String()
+			}
+			problems = append(problems, fmt.Sprintf("endpoint %q outbound pins issuer %q, but no CA certificate in %s has that subject; add it with: tlsgate certs store --store %s add CA.pem", ep.Name, want, s.CAStore, s.CAStore))
+			continue
+		}
+		plan.Anchors[o.TrustAnchorFile] = match
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%s", strings.Join(problems, "\n"))
+	}
+	return plan, nil
+}
+
+// IssuerMatches reports whether CA certificate c is the issuer an
+// endpoint's outbound requirements pin (by DN, else by CN).
+func IssuerMatches(o *policy.Requirements, c *x509.Certificate) bool {
+	if o.IssuerDN != nil {
+		return o.IssuerDN.Equal(policy.DNFromPKIX(c.Subject))
+	}
+	return o.IssuerCN != "" && strings.EqualFold(strings.TrimSpace(c.Subject.CommonName), o.IssuerCN)
+}
+
+// Write writes the CA bundle ([certs] ca_bundle) and the trust-anchor
+// files, each atomically.
+func (plan *Plan) Write(p *policy.Policy) error {
+	if plan.Store != nil && p.Settings.CABundle != "" {
+		if err := plan.Store.WriteBundle(p.Settings.CABundle); err != nil {
+			return err
+		}
+	}
+	for path, cas := range plan.Anchors {
+		want := map[*x509.Certificate]bool{}
+		for _, c := range cas {
+			want[c] = true
+		}
+		if err := plan.Store.WriteTrustAnchors(filepath.Clean(path), func(c *x509.Certificate) bool { return want[c] }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Expiry reports every known certificate expiring within warn, and those
+// already expired.
+func (plan *Plan) Expiry(now time.Time, warn time.Duration) []certs.ExpiryReport {
+	var out []certs.ExpiryReport
+	for _, r := range certs.Expiry(plan.Known, now, warn) {
+		if r.Status != certs.ExpiryOK {
+			out = append(out, r)
+		}
+	}
+	return out
+}

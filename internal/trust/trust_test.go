@@ -1,0 +1,120 @@
+package trust
+
+import (
+	"crypto/x509/pkix"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsgate/tlsgate/certs"
+	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/internal/testpki"
+)
+
+func setup(t *testing.T, extra string) (*policy.Policy, *testpki.PKI, string) {
+	t.Helper()
+	pki := testpki.NewT(t)
+	dir := t.TempDir()
+	store := filepath.Join(dir, "ca")
+	os.MkdirAll(store, 0o755)
+	for _, c := range []*testpki.Cert{pki.CA, pki.OtherCA} {
+		data, _ := os.ReadFile(c.CertFile)
+		if err := os.WriteFile(filepath.Join(store, c.Name+".pem"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := `mta = "postfix"
+[certs]
+ca_store = "` + store + `"
+ca_bundle = "` + filepath.Join(dir, "bundle.pem") + `"
+trust_anchor_dir = "` + filepath.Join(dir, "ta") + `"
+` + extra
+	p, err := policy.Parse("t.toml", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "ta"), 0o755)
+	return p, pki, dir
+}
+
+func TestAnchorsAndBundle(t *testing.T) {
+	p, pki, dir := setup(t, `
+[[endpoint]]
+name = "by-cn"
+hosts = ["a.example"]
+  [endpoint.outbound]
+  issuer_cn = "lab test ca"
+  cn = "sink.partner.test"
+[[endpoint]]
+name = "by-dn"
+hosts = ["b.example"]
+  [endpoint.outbound]
+  issuer_dn = "CN=Other CA, O=Other Org, C=DE"
+`)
+	plan, err := Prepare(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plan.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	bundle, _ := os.ReadFile(filepath.Join(dir, "bundle.pem"))
+	if got := strings.Count(string(bundle), "BEGIN CERTIFICATE"); got != 2 {
+		t.Errorf("bundle has %d certificates, want 2", got)
+	}
+	for file, want := range map[string]*testpki.Cert{"by-cn.pem": pki.CA, "by-dn.pem": pki.OtherCA} {
+		cs, err := certs.ReadCertificateFile(filepath.Join(dir, "ta", file))
+		if err != nil || len(cs) != 1 || !cs[0].Equal(want.Cert) {
+			t.Errorf("%s: %d certs %v, want only %s", file, len(cs), err, want.Cert.Subject)
+		}
+	}
+}
+
+func TestPinWithoutCA(t *testing.T) {
+	p, _, _ := setup(t, `
+[[endpoint]]
+name = "nope"
+hosts = ["a.example"]
+  [endpoint.outbound]
+  issuer_cn = "Unknown Issuing CA"
+`)
+	_, err := Prepare(p)
+	if err == nil || !strings.Contains(err.Error(), `endpoint "nope" outbound pins issuer "Unknown Issuing CA", but no CA certificate`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	p, pki, _ := setup(t, "")
+	old, err := pki.Issue(testpki.Options{Name: "old", Subject: pkix.Name{CommonName: "mx.old.test"}, Signer: pki.CA,
+		NotBefore: time.Now().Add(-60 * 24 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Settings.ServerCert, p.Settings.ServerKey = old.CertFile, old.KeyFile
+	plan, err := Prepare(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var expired, warned int
+	for _, r := range plan.Expiry(time.Now(), certs.DefaultWarnWithin) {
+		switch r.Status {
+		case certs.ExpiryExpired:
+			expired++
+			if !strings.Contains(r.Name, "server cert") {
+				t.Errorf("expired: %s", r.Name)
+			}
+		case certs.ExpiryWarning:
+			warned++
+		}
+	}
+	if expired != 1 || warned != 2 { // the lab CAs live 30 days: inside the warning window
+		t.Errorf("expired %d warned %d", expired, warned)
+	}
+	os.Chmod(old.KeyFile, 0o644)
+	if _, err := Prepare(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("readable key accepted: %v", err)
+	}
+}
