@@ -61,7 +61,13 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode, force bool) (er
 			if errors.Is(err, fs.ErrExist) {
 				return existsError(path)
 			}
-			return fmt.Errorf("certs: write %s: %w", path, err)
+			// No hard links on this file system: check, then rename.
+			if _, lerr := os.Lstat(path); lerr == nil {
+				return existsError(path)
+			}
+			if err := os.Rename(tmpName, path); err != nil {
+				return fmt.Errorf("certs: write %s: %w", path, err)
+			}
 		}
 	}
 	syncDir(dir)

@@ -3,6 +3,8 @@ package certs
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
+	"strings"
 )
 
 const showUsage = `usage: tlsgate certs show FILE...
@@ -62,7 +64,12 @@ func runShow(e *env, args []string) int {
 		}
 		infos, err := Show(data)
 		if err != nil {
-			rc = e.fail(ExitUsage, fmt.Errorf("%w (in %s)", err, name))
+			if ext := strings.ToLower(filepath.Ext(path)); ext == ".pfx" || ext == ".p12" {
+				err = fmt.Errorf("%w (in %s); for a PKCS#12 file, run \"tlsgate certs pfx2pem %s\" first", err, name, path)
+			} else {
+				err = fmt.Errorf("%w (in %s)", err, name)
+			}
+			rc = e.fail(ExitUsage, err)
 			continue
 		}
 		for j, info := range infos {

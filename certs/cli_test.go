@@ -260,6 +260,7 @@ func TestCLIShow(t *testing.T) {
 		{name: "not a certificate", args: []string{"show", csrFile + "x"}, code: 2},
 		{name: "garbage", args: []string{"show", "-"}, stdin: "hello", code: 2, stderr: []string{"neither PEM nor a DER certificate: ", "(in standard input)"}},
 		{name: "no file", args: []string{"show"}, code: 2, stderr: []string{"give at least one"}},
+		{name: "PKCS#12", args: []string{"show", writeFile(t, dir, "x.pfx", []byte{0x30, 0x03, 2, 1, 3}, 0o600)}, code: 2, stderr: []string{"run \"tlsgate certs pfx2pem " + filepath.Join(dir, "x.pfx") + "\" first"}},
 	} {
 		t.Run(tc.name, tc.run)
 	}

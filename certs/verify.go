@@ -71,12 +71,12 @@ type VerifyOptions struct {
 // Sentinel reasons for a failed [Verify]; test with errors.Is. The error's
 // text explains the specific case.
 var (
-	ErrExpired          = errors.New("certificate expired")
-	ErrNotYetValid      = errors.New("certificate not yet valid")
-	ErrUnknownAuthority = errors.New("unknown authority")
-	ErrNameMismatch     = errors.New("name mismatch")
-	ErrWrongPurpose     = errors.New("wrong purpose")
-	ErrInvalidChain     = errors.New("invalid certificate chain")
+	ErrExpired          = errors.New("certs: certificate expired")
+	ErrNotYetValid      = errors.New("certs: certificate not yet valid")
+	ErrUnknownAuthority = errors.New("certs: unknown authority")
+	ErrNameMismatch     = errors.New("certs: name mismatch")
+	ErrWrongPurpose     = errors.New("certs: wrong purpose")
+	ErrInvalidChain     = errors.New("certs: invalid certificate chain")
 )
 
 // VerifyError is returned by [Verify] when a certificate is not acceptable.
