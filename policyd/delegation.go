@@ -259,6 +259,7 @@ func NewDelegationServer(opts DelegationOptions) (*DelegationServer, error) {
 		idleTimeout:  resolveTimeout(opts.IdleTimeout, DefaultIdleTimeout),
 		readTimeout:  resolveTimeout(opts.ReadTimeout, DefaultReadTimeout),
 		writeTimeout: resolveTimeout(opts.WriteTimeout, DefaultWriteTimeout),
+		complete:     delegationComplete,
 	}
 	if cfg.log == nil {
 		cfg.log = slog.Default()
@@ -340,4 +341,9 @@ func (s *DelegationServer) decide(c *conn, req Request) (action string) {
 		return ActionTempFail
 	}
 	return action
+}
+
+// delegationComplete reports whether buf holds a whole request, up to its empty line.
+func delegationComplete(buf []byte) bool {
+	return len(buf) > 0 && buf[0] == '\n' || bytes.Contains(buf, []byte("\n\n"))
 }

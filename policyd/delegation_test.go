@@ -412,3 +412,22 @@ func TestDelegationShutdown(t *testing.T) {
 	}
 	expectClosed(t, c, br, 5*time.Second)
 }
+
+func TestDelegationComplete(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"", false},
+		{"\n", true},
+		{"a=b\n", false},
+		{"a=b\n\n", true},
+		{"a=b\nc=d\n\nx", true},
+		{"a=b\r\n\r\n", false},
+	}
+	for _, tc := range tests {
+		if got := delegationComplete([]byte(tc.in)); got != tc.want {
+			t.Errorf("delegationComplete(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

@@ -151,3 +151,20 @@ func quoteByte(c byte) string {
 	}
 	return fmt.Sprintf("0x%02x", c)
 }
+
+// netstringComplete reports whether buf holds a whole netstring, or enough of one for
+// readNetstring to fail on it, with any limit up to MaxRequestLimit, without reading more.
+func netstringComplete(buf []byte) bool {
+	const maxDigits = 7 // of MaxRequestLimit: readNetstring fails by the 8th digit
+	n := 0
+	for i, c := range buf {
+		switch {
+		case c == ':':
+			return i == 0 || len(buf) >= i+1+n+1
+		case c < '0' || c > '9', i >= maxDigits:
+			return true
+		}
+		n = n*10 + int(c-'0')
+	}
+	return false
+}

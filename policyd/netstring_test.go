@@ -209,3 +209,30 @@ func FuzzReadNetstring(f *testing.F) {
 		}
 	})
 }
+
+func TestNetstringComplete(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"", false},
+		{"1", false},
+		{"12", false},
+		{"5:hel", false},
+		{"5:hello", false},
+		{"5:hello,", true},
+		{"5:hello,7:", true},
+		{"0:,", true},
+		{":", true},            // fails at once: empty length
+		{"x", true},            // fails at once: bad byte
+		{"1x", true},           // fails at once
+		{"9999999", false},     // 7 digits: could still be valid for some limit... needs ':'
+		{"99999999", true},     // 8 digits: over MaxRequestLimit, fails at once
+		{"1048576:abc", false}, // valid length, payload still coming
+	}
+	for _, tc := range tests {
+		if got := netstringComplete([]byte(tc.in)); got != tc.want {
+			t.Errorf("netstringComplete(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

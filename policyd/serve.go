@@ -54,6 +54,9 @@ type serverConfig struct {
 	idleTimeout  time.Duration // <0: none
 	readTimeout  time.Duration // <0: none
 	writeTimeout time.Duration // <0: none
+	// complete reports whether buf, the bytes buffered at the start of a request, holds
+	// the whole request (or enough to reject it), so that reading it cannot block.
+	complete func(buf []byte) bool
 }
 
 // server is the connection machinery shared by SocketmapServer and DelegationServer:
@@ -85,6 +88,9 @@ type conn struct {
 	cancel    context.CancelFunc
 	state     atomic.Int32
 	idleSince atomic.Int64 // unix nanoseconds
+
+	// Deadlines currently set; used by the connection's goroutine only.
+	readDL, writeDL time.Time
 }
 
 func newServer(cfg serverConfig, handle func(*conn)) *server {
@@ -262,20 +268,51 @@ func (c *conn) waitRequest() bool {
 		return false
 	}
 	if c.br.Buffered() == 0 {
-		c.SetReadDeadline(deadline(now, s.idleTimeout))
+		c.armRead(now, s.idleTimeout)
 		if _, err := c.br.Peek(1); err != nil {
 			if c.state.Load() != stateClosed {
 				c.logReadEnd(err, "idle")
 			}
 			return false
 		}
-		now = time.Now()
 	}
 	if !c.state.CompareAndSwap(stateIdle, stateActive) {
 		return false
 	}
-	c.SetReadDeadline(deadline(now, s.readTimeout))
+	// The MTA writes each request at once, so it is usually all buffered now and reading
+	// it cannot block: then the read deadline need not change.
+	if buf, _ := c.br.Peek(c.br.Buffered()); !s.complete(buf) {
+		c.armRead(time.Now(), s.readTimeout)
+	}
 	return true
+}
+
+// armRead makes the read deadline now+d (none if d < 0). To save timer work on every
+// request, a deadline already set is kept if it is earlier than now+d by at most d/16.
+func (c *conn) armRead(now time.Time, d time.Duration) {
+	if dl, ok := rearm(c.readDL, now, d); ok {
+		c.SetReadDeadline(dl)
+		c.readDL = dl
+	}
+}
+
+// armWrite is armRead for the write deadline.
+func (c *conn) armWrite(now time.Time, d time.Duration) {
+	if dl, ok := rearm(c.writeDL, now, d); ok {
+		c.SetWriteDeadline(dl)
+		c.writeDL = dl
+	}
+}
+
+func rearm(cur, now time.Time, d time.Duration) (time.Time, bool) {
+	if d < 0 {
+		return time.Time{}, !cur.IsZero()
+	}
+	want := now.Add(d)
+	if cur.IsZero() || cur.After(want) || want.Sub(cur) > d/16 {
+		return want, true
+	}
+	return cur, false
 }
 
 // logReadEnd logs why reading stopped, at debug level for the ordinary reasons.
@@ -298,7 +335,7 @@ func (c *conn) logReadEnd(err error, phase string) {
 // write sends one reply under the write timeout.
 func (c *conn) write(p []byte) bool {
 	s := c.srv
-	c.SetWriteDeadline(deadline(time.Now(), s.writeTimeout))
+	c.armWrite(time.Now(), s.writeTimeout)
 	if _, err := c.Write(p); err != nil {
 		if c.state.Load() != stateClosed {
 			s.log.Warn(s.proto+": write error, closing connection", "conn", c.id, "remote", remoteString(c), "err", err)
@@ -316,13 +353,6 @@ func (c *conn) lingerClose() {
 	}
 	c.SetReadDeadline(time.Now().Add(lingerTimeout))
 	io.CopyN(io.Discard, c.br, lingerMax)
-}
-
-func deadline(now time.Time, d time.Duration) time.Time {
-	if d < 0 {
-		return time.Time{}
-	}
-	return now.Add(d)
 }
 
 // shutdown implements SocketmapServer.Shutdown and DelegationServer.Shutdown.

@@ -210,6 +210,7 @@ func NewSocketmapServer(opts SocketmapOptions) (*SocketmapServer, error) {
 		idleTimeout:  resolveTimeout(opts.IdleTimeout, DefaultIdleTimeout),
 		readTimeout:  resolveTimeout(opts.ReadTimeout, DefaultReadTimeout),
 		writeTimeout: resolveTimeout(opts.WriteTimeout, DefaultWriteTimeout),
+		complete:     netstringComplete,
 	}
 	if cfg.log == nil {
 		cfg.log = slog.Default()
