@@ -1,0 +1,205 @@
+package milter
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/smtp"
+	"net/textproto"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/internal/testpki"
+)
+
+// liveMilter is a tlsgate milter on a loopback port for a real MTA.
+type liveMilter struct {
+	srv  *Server
+	ln   net.Listener
+	port int
+	log  *recorder
+	done chan error
+}
+
+func startLiveMilter(t *testing.T, pol *policy.Policy) *liveMilter {
+	t.Helper()
+	m := &liveMilter{log: &recorder{}, done: make(chan error, 1)}
+	srv, err := New(Options{Policy: func() *policy.Policy { return pol }, Logger: slog.New(m.log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen(policy.Listener{Addr: "inet:127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.srv, m.ln, m.port = srv, ln, ln.Addr().(*net.TCPAddr).Port
+	go func() { m.done <- srv.Serve(ln) }()
+	t.Cleanup(func() { m.stop(t) })
+	return m
+}
+
+// stop shuts the milter down (idempotent).
+func (m *liveMilter) stop(t *testing.T) {
+	if m.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.srv.Shutdown(ctx); err != nil {
+		t.Errorf("milter shutdown: %v", err)
+	}
+	if err := <-m.done; err != nil {
+		t.Errorf("milter serve: %v", err)
+	}
+	m.srv = nil
+}
+
+// lineFor waits for the decision line of sender.
+func (m *liveMilter) lineFor(t *testing.T, sender string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, l := range m.log.lines() {
+			if strings.Contains(l, "sender=<"+sender+">") {
+				return l
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no decision logged for %s:\n%s", sender, strings.Join(m.log.lines(), "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mail is one message of an SMTP session.
+type mail struct {
+	from    string
+	to      []string
+	headers string // extra header lines, CRLF-terminated
+}
+
+// smtpResult is what happened to one message.
+type smtpResult struct {
+	err   error // nil: accepted (250 after DATA)
+	stage string
+}
+
+func (r smtpResult) code() int {
+	var te *textproto.Error
+	if errors.As(r.err, &te) {
+		return te.Code
+	}
+	return 0
+}
+
+// sendSession runs one SMTP session with net/smtp: EHLO, optional
+// STARTTLS (net/smtp repeats EHLO afterwards), then each message; a
+// refused message is followed by RSET and the next one is tried.
+func sendSession(t *testing.T, addr string, tlsCfg *tls.Config, msgs ...mail) []smtpResult {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.lab.test"); err != nil {
+		t.Fatalf("EHLO: %v", err)
+	}
+	if tlsCfg != nil {
+		if err := c.StartTLS(tlsCfg); err != nil {
+			t.Fatalf("STARTTLS: %v", err)
+		}
+	}
+	var res []smtpResult
+	for i, m := range msgs {
+		r := func() smtpResult {
+			if err := c.Mail(m.from); err != nil {
+				return smtpResult{err, "MAIL"}
+			}
+			for _, to := range m.to {
+				if err := c.Rcpt(to); err != nil {
+					return smtpResult{err, "RCPT"}
+				}
+			}
+			w, err := c.Data()
+			if err != nil {
+				return smtpResult{err, "DATA"}
+			}
+			fmt.Fprintf(w, "%sFrom: <%s>\r\nTo: <%s>\r\nSubject: message %d\r\nMessage-ID: <%d.%d@client.lab.test>\r\n\r\nbody\r\n",
+				m.headers, m.from, strings.Join(m.to, ">, <"), i+1, time.Now().UnixNano(), i)
+			if err := w.Close(); err != nil {
+				return smtpResult{err, "END"}
+			}
+			return smtpResult{}
+		}()
+		if r.err != nil {
+			if err := c.Reset(); err != nil {
+				// The server may have dropped us (421): report what we have.
+				res = append(res, r)
+				return res
+			}
+		}
+		res = append(res, r)
+	}
+	_ = c.Quit()
+	return res
+}
+
+// clientTLS is a client configuration trusting the lab CA, with an
+// optional client certificate.
+func clientTLS(t *testing.T, pki *testpki.PKI, cert *testpki.Cert) *tls.Config {
+	t.Helper()
+	cfg := &tls.Config{ServerName: "mx.lab.test", RootCAs: pki.CA.Pool()}
+	if cert != nil {
+		kp, err := tls.LoadX509KeyPair(cert.CertFile, cert.KeyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{kp}
+	}
+	return cfg
+}
+
+// issueClient makes a CA-signed client certificate with the given subject.
+func issueClient(t *testing.T, pki *testpki.PKI, name string, subject pkix.Name) *testpki.Cert {
+	t.Helper()
+	c, err := pki.Issue(testpki.Options{Name: name, Subject: subject, Signer: pki.CA, KeyType: testpki.ECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// headerBlock returns the header part of a message, unfolded into lines.
+func headerBlock(data []byte) []string {
+	s := string(data)
+	if i := strings.Index(s, "\r\n\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	var out []string
+	for _, l := range strings.Split(s, "\r\n") {
+		if (strings.HasPrefix(l, " ") || strings.HasPrefix(l, "\t")) && len(out) > 0 {
+			out[len(out)-1] += " " + strings.TrimSpace(l)
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// fieldsNamed returns the unfolded values of the header fields called name.
+func fieldsNamed(hdrs []string, name string) []string {
+	var out []string
+	for _, h := range hdrs {
+		if i := strings.IndexByte(h, ':'); i > 0 && strings.EqualFold(h[:i], name) {
+			out = append(out, strings.TrimSpace(h[i+1:]))
+		}
+	}
+	return out
+}
