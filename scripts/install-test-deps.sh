@@ -26,6 +26,11 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 
+# One run at a time (mtalab takes the same lock when it extracts the .debs).
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
+
 missing=()
 for p in "${apt_pkgs[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then

@@ -524,7 +524,16 @@ func (p *Postfix) Stop() error {
 
 func (p *Postfix) stop() error {
 	if p.master.pid == 0 {
-		return nil // never started
+		// Start failed before the PID was known; the master may still
+		// have come up.
+		pid, err := readPIDFile(filepath.Join(p.queueDir, "pid", "master.pid"))
+		if err != nil {
+			return nil // never started
+		}
+		if p.master, err = newProc(pid); err != nil {
+			return nil // already gone
+		}
+		p.ns, _ = mountNS(pid)
 	}
 	var problems []string
 	if out, err := p.run(postfixCmd, "-c", p.etc, "stop"); err != nil && p.master.alive() {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/smtp"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -54,6 +55,7 @@ func sendMail(t *testing.T, addr string, tlsCfg *tls.Config, from, to, subject s
 }
 
 func TestPostfixRelaysPlain(t *testing.T) {
+	t.Parallel()
 	sink := StartSink(t, SinkOptions{})
 	pf := StartPostfix(t, PostfixOptions{
 		Transport: map[string]string{"partner.test": sink.Nexthop()},
@@ -89,6 +91,7 @@ func TestPostfixRelaysPlain(t *testing.T) {
 }
 
 func TestPostfixRelaysTLS(t *testing.T) {
+	t.Parallel()
 	pki := testpki.NewT(t)
 	sink := StartSink(t, SinkOptions{TLS: pki.Sink})
 	pf := StartPostfix(t, PostfixOptions{
@@ -141,6 +144,7 @@ func TestPostfixRelaysTLS(t *testing.T) {
 // in Postfix's deferred queue with that reason, and it goes out after the
 // sink accepts again and the queue is flushed.
 func TestPostfixDefersAndQueue(t *testing.T) {
+	t.Parallel()
 	var refuse sync.Mutex
 	refusing := true
 	sink := StartSink(t, SinkOptions{Reply: func(stage, arg string) string {
@@ -196,5 +200,107 @@ func TestPostfixDefersAndQueue(t *testing.T) {
 	}
 	if err := pf.WaitQueueEmpty(10 * time.Second); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestPostfixHooks checks that the Milter, PolicyService and
+// TLSPolicyMaps options reach Postfix: the milter is contacted (and, being
+// broken, makes smtpd tempfail), the policy server sees the RCPT request
+// and the socketmap sees the TLS policy lookup of the nexthop.
+func TestPostfixHooks(t *testing.T) {
+	t.Parallel()
+	sink := StartSink(t, SinkOptions{})
+	milter, milterSeen := startBrokenMilter(t)
+	policy, policySeen := startPolicy(t)
+	smap, smapSeen := startSocketmap(t)
+	pf := StartPostfix(t, PostfixOptions{
+		Transport:     map[string]string{"partner.test": sink.Nexthop()},
+		Milter:        fmt.Sprintf("inet:127.0.0.1:%d", port(milter)),
+		PolicyService: fmt.Sprintf("inet:127.0.0.1:%d", port(policy)),
+		TLSPolicyMaps: fmt.Sprintf("socketmap:inet:127.0.0.1:%d:tlspolicy", port(smap)),
+		Services:      []Service{{Name: "nomilter", Overrides: []string{"smtpd_milters="}}},
+	})
+	if v, _ := pf.Postconf("milter_default_action"); v != "tempfail" {
+		t.Fatalf("milter_default_action = %q", v)
+	}
+
+	// With the broken milter: a temporary failure, nothing relayed.
+	c, err := smtp.Dial(pf.SMTPAddr("smtp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Hello("client.lab.test")
+	if err == nil {
+		err = c.Mail("sender@lab.test")
+	}
+	if err == nil {
+		err = c.Rcpt("user@partner.test")
+	}
+	c.Close()
+	if err == nil || !strings.HasPrefix(err.Error(), "4") {
+		t.Errorf("session with a broken milter: err = %v, want a 4xx", err)
+	}
+	if !milterSeen.has("cmd=O") {
+		t.Errorf("milter saw %q, want an SMFIC_OPTNEG", milterSeen.all())
+	}
+
+	// Without the milter: policy and socketmap are asked, mail goes out.
+	sendMail(t, pf.SMTPAddr("nomilter"), nil, "sender@lab.test", "user@partner.test", "hooks")
+	if _, err := sink.WaitMessages(1, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !policySeen.has("request=smtpd_access_policy") || !policySeen.has("recipient=user@partner.test") {
+		t.Errorf("policy server saw %q", policySeen.all())
+	}
+	if want := fmt.Sprintf("tlspolicy [127.0.0.1]:%d", sink.Port()); !smapSeen.has(want) {
+		t.Errorf("socketmap saw %q, want %q", smapSeen.all(), want)
+	}
+	if len(sink.Envelopes()) != 1 {
+		t.Errorf("sink envelopes: %+v", sink.Envelopes())
+	}
+}
+
+// TestPostfixPrivateHosts: names resolve only through the namespace's
+// hosts file (hosts: files), never through the system's resolver.
+func TestPostfixPrivateHosts(t *testing.T) {
+	t.Parallel()
+	sink := StartSink(t, SinkOptions{})
+	pf := StartPostfix(t, PostfixOptions{
+		Transport: map[string]string{
+			"dom.partner.test":    fmt.Sprintf("smtp:mx.dom.partner.test:%d", sink.Port()),
+			"nohost.partner.test": fmt.Sprintf("smtp:missing.partner.test:%d", sink.Port()),
+		},
+		Hosts: []string{"127.0.0.1 mx.dom.partner.test"},
+	})
+	for file, want := range map[string]string{
+		"nsswitch.conf": "hosts: files\n",
+		"hosts":         "127.0.0.1 mx.dom.partner.test\n",
+		"resolv.conf":   "nameserver 127.0.0.1\n",
+	} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/%s", pf.MasterPID(), file))
+		if err != nil || !strings.Contains(string(data), want) {
+			t.Errorf("master's /etc/%s lacks %q (%v):\n%s", file, want, err, data)
+		}
+	}
+	if self, _ := os.ReadFile("/etc/resolv.conf"); strings.Contains(string(self), "mtalab") {
+		t.Error("the test process sees the private resolv.conf: the bind mount leaked")
+	}
+	sendMail(t, pf.SMTPAddr("smtp"), nil, "sender@lab.test", "user@dom.partner.test", "by name")
+	sendMail(t, pf.SMTPAddr("smtp"), nil, "sender@lab.test", "user@nohost.partner.test", "no such host")
+	msgs, err := sink.WaitMessages(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs[0].To[0] != "user@dom.partner.test" {
+		t.Errorf("sink got %+v", msgs[0])
+	}
+	if _, err := pf.WaitLog(regexp.MustCompile(`to=<user@dom\.partner\.test>, relay=mx\.dom\.partner\.test\[127\.0\.0\.1\]:\d+, .*status=sent`), 10*time.Second); err != nil {
+		t.Error(err)
+	}
+	if _, err := pf.WaitLog(regexp.MustCompile(`to=<user@nohost\.partner\.test>, relay=none, .*status=bounced \(unable to look up host missing\.partner\.test: Name or service not known\)`), 20*time.Second); err != nil {
+		t.Error(err)
+	}
+	if n := len(sink.Envelopes()); n != 1 {
+		t.Errorf("sink saw %d envelopes, want 1", n)
 	}
 }

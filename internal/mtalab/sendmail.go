@@ -433,7 +433,9 @@ func (s *Sendmail) configure(o SendmailOptions) error {
 // namespace (its own /dev with /dev/log, resolv.conf, hosts,
 // nsswitch.conf).
 func (s *Sendmail) runNS(timeout time.Duration, args ...string) (string, error) {
-	env := []string{"LD_LIBRARY_PATH=" + filepath.Join(s.root, "usr/lib/x86_64-linux-gnu") + ":" + filepath.Join(s.root, "lib/x86_64-linux-gnu")}
+	// libwrap.so.0 from the extracted libwrap0 (usr/lib/<triplet>).
+	libs, _ := filepath.Glob(filepath.Join(s.root, "usr/lib/*-linux-gnu*"))
+	env := []string{"LD_LIBRARY_PATH=" + strings.Join(libs, ":")}
 	argv := append([]string{filepath.Join(s.root, sendmailBin), "-C", s.cf}, args...)
 	return runNS(timeout, s.binds, filepath.Join(s.dir, "log.sock"), s.hostDev, env, argv...)
 }
@@ -567,8 +569,9 @@ func parseQF(data []byte) QueueEntry {
 			if _, addr, ok := strings.Cut(line[1:], ":"); ok {
 				rcpts = append(rcpts, strings.Trim(addr, "<>"))
 			}
-		case 'H':
-			// Headers come last (after the envelope).
+		}
+		if line[0] == 'H' {
+			break // headers come last, after the envelope
 		}
 	}
 	for _, r := range rcpts {
@@ -619,6 +622,15 @@ func (s *Sendmail) Stop() error {
 
 func (s *Sendmail) stop() error {
 	var problems []string
+	if s.daemon.pid == 0 {
+		// Start failed before the PID was known; the daemon may still
+		// have come up.
+		if pid, err := readPIDFile(s.pidFile); err == nil {
+			if s.daemon, err = newProc(pid); err == nil {
+				s.ns, _ = mountNS(pid)
+			}
+		}
+	}
 	if s.daemon.pid != 0 {
 		if pid, err := readPIDFile(s.pidFile); err == nil && pid != s.daemon.pid {
 			problems = append(problems, fmt.Sprintf("pid file now says %d, started as %d", pid, s.daemon.pid))

@@ -2,6 +2,9 @@ package mtalab
 
 import (
 	"crypto/tls"
+	"fmt"
+	"net/smtp"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 )
 
 func TestSendmailRelaysPlain(t *testing.T) {
+	t.Parallel()
 	sink := StartSink(t, SinkOptions{})
 	sm := StartSendmail(t, SendmailOptions{SmartHostPort: sink.Port()})
 	sendMail(t, sm.Addr(), nil, "sender@lab.test", "user@partner.test", "via sendmail")
@@ -46,6 +50,7 @@ func TestSendmailRelaysPlain(t *testing.T) {
 // TestSendmailQueueAndTLS: STARTTLS on both legs, and a message that
 // stays in the queue while the sink refuses it, then goes out with Flush.
 func TestSendmailQueueAndTLS(t *testing.T) {
+	t.Parallel()
 	pki := testpki.NewT(t)
 	refusing := make(chan bool, 1)
 	refusing <- true
@@ -101,5 +106,57 @@ func TestSendmailQueueAndTLS(t *testing.T) {
 	}
 	if _, err := sm.WaitLog(regexp.MustCompile(`STARTTLS=client, relay=\[127\.0\.0\.1\], version=TLSv1\.3, verify=OK`), 5*time.Second); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestSendmailHooks checks that the AccessMap and Milter options reach
+// Sendmail: the access map socket gets the connect: lookups (lower-cased
+// "access KEY" requests), and the broken milter, with F=T, makes Sendmail
+// refuse the mail temporarily; the sink never sees an envelope.
+func TestSendmailHooks(t *testing.T) {
+	t.Parallel()
+	sink := StartSink(t, SinkOptions{})
+	smap, smapSeen := startSocketmap(t)
+	milter, milterSeen := startBrokenMilter(t)
+	sm := StartSendmail(t, SendmailOptions{
+		SmartHostPort: sink.Port(),
+		AccessMap:     fmt.Sprintf("inet:%d@127.0.0.1", port(smap)),
+		Milter:        fmt.Sprintf("inet:%d@127.0.0.1", port(milter)),
+	})
+	cf, err := os.ReadFile(sm.CFPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Kaccess socket -T<TMPF> -d5 inet:", "Xlabmilter, S=inet:", "F=T"} {
+		if !strings.Contains(string(cf), want) {
+			t.Errorf("sendmail.cf lacks %q", want)
+		}
+	}
+	c, err := smtp.Dial(sm.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Hello("client.lab.test")
+	if err == nil {
+		err = c.Mail("sender@lab.test")
+	}
+	if err == nil {
+		err = c.Rcpt("user@partner.test")
+	}
+	c.Close()
+	if err == nil || !strings.HasPrefix(err.Error(), "4") {
+		t.Errorf("session with a broken F=T milter: err = %v, want a 4xx", err)
+	}
+	if !smapSeen.has("access connect:localhost") || !smapSeen.has("access connect:127.0.0.1") {
+		t.Errorf("access map saw %q", smapSeen.all())
+	}
+	if !milterSeen.has("cmd=O") {
+		t.Errorf("milter saw %q, want an SMFIC_OPTNEG", milterSeen.all())
+	}
+	if _, err := sm.WaitLog(regexp.MustCompile(`Milter \(labmilter\)`), 5*time.Second); err != nil {
+		t.Error(err)
+	}
+	if n := len(sink.Sessions()); n != 0 {
+		t.Errorf("sink saw %d sessions", n)
 	}
 }
