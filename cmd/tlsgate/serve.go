@@ -20,6 +20,7 @@ import (
 	"github.com/tlsgate/tlsgate/certs"
 	tdaemon "github.com/tlsgate/tlsgate/internal/daemon"
 	"github.com/tlsgate/tlsgate/internal/logx"
+	"github.com/tlsgate/tlsgate/internal/metrics"
 	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/internal/trust"
 	"github.com/tlsgate/tlsgate/milter"
@@ -75,12 +76,21 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		printLoadError(stderr, err)
 		return exitUsage
 	}
-	if err := prepareTrust(holder.Policy(), log); err != nil {
+	var m *metrics.Metrics
+	if holder.Policy().Settings.MetricsListen != "" {
+		m = metrics.New()
+		m.Generation.Set(1)
+		holder.OnReload = func(result string, gen uint64) {
+			m.Reloads.WithLabelValues(result).Inc()
+			m.Generation.Set(float64(gen))
+		}
+	}
+	if err := prepareTrust(holder.Policy(), log, m); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", *file, err)
 		return exitUsage
 	}
-	holder.Prepare = func(p *policy.Policy) error { return prepareTrust(p, log) }
-	return serve(holder, log, *grace, stderr)
+	holder.Prepare = func(p *policy.Policy) error { return prepareTrust(p, log, m) }
+	return serve(holder, log, m, *grace, stderr)
 }
 
 func newLogger(p *policy.Policy, stderr io.Writer) (*slog.Logger, error) {
@@ -101,7 +111,7 @@ type running struct {
 	ln         net.Listener
 }
 
-func serve(h *tdaemon.Holder, log *slog.Logger, grace time.Duration, stderr io.Writer) int {
+func serve(h *tdaemon.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Duration, stderr io.Writer) int {
 	p := h.Policy()
 	s := p.Settings
 	var parts []running
@@ -131,14 +141,22 @@ func serve(h *tdaemon.Holder, log *slog.Logger, grace time.Duration, stderr io.W
 		}
 	}
 	if s.Socketmap.Addr != "" {
-		sm, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: &policyd.TLSMap{Policy: h.Policy, Logger: log}, Logger: log})
+		var lk policyd.Lookuper = &policyd.TLSMap{Policy: h.Policy, Logger: log}
+		if m != nil {
+			lk = m.Lookuper(lk)
+		}
+		sm, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: lk, Logger: log})
 		if err != nil || !open("socketmap", s.Socketmap, sm) {
 			closeAll()
 			return exitRuntime
 		}
 	}
 	if s.Delegation.Addr != "" {
-		ds, err := policyd.NewDelegationServer(policyd.DelegationOptions{Decider: &policyd.InboundPolicy{Policy: h.Policy, Logger: log}, Logger: log})
+		var dc policyd.Decider = &policyd.InboundPolicy{Policy: h.Policy, Logger: log}
+		if m != nil {
+			dc = m.Decider(dc)
+		}
+		ds, err := policyd.NewDelegationServer(policyd.DelegationOptions{Decider: dc, Logger: log})
 		if err != nil || !open("delegation", s.Delegation, ds) {
 			closeAll()
 			return exitRuntime
@@ -149,7 +167,23 @@ func serve(h *tdaemon.Holder, log *slog.Logger, grace time.Duration, stderr io.W
 		return exitUsage
 	}
 
-	errc := make(chan error, len(parts))
+	errc := make(chan error, len(parts)+1)
+	mctx, mcancel := context.WithCancel(context.Background())
+	defer mcancel()
+	if m != nil {
+		ln, err := policyd.Listen(s.MetricsListen, 0o660, "")
+		if err != nil {
+			fmt.Fprintf(stderr, "tlsgate serve: metrics: %v\n", err)
+			closeAll()
+			return exitRuntime
+		}
+		go func() {
+			if err := m.Serve(mctx, ln); err != nil {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+		log.Info("listening", "part", "metrics", "listen", s.MetricsListen)
+	}
 	var wg sync.WaitGroup
 	for _, r := range parts {
 		wg.Add(1)
@@ -206,7 +240,7 @@ loop:
 
 // prepareTrust writes the CA bundle and trust-anchor files the policy
 // names and logs certificates that expire soon.
-func prepareTrust(p *policy.Policy, log *slog.Logger) error {
+func prepareTrust(p *policy.Policy, log *slog.Logger, m *metrics.Metrics) error {
 	plan, err := trust.Prepare(p)
 	if err != nil {
 		return err
@@ -215,6 +249,12 @@ func prepareTrust(p *policy.Policy, log *slog.Logger) error {
 		return err
 	}
 	logExpiry(plan, log)
+	if m != nil {
+		m.CertExpiry.Reset()
+		for _, k := range plan.Known {
+			m.CertExpiry.WithLabelValues(k.Name).Set(time.Until(k.Cert.NotAfter).Seconds())
+		}
+	}
 	return nil
 }
 

@@ -1,0 +1,119 @@
+// Package metrics exposes tlsgate's Prometheus metrics on an opt-in
+// listener ([metrics] listen, loopback or unix socket): inbound decisions
+// by endpoint and result, outbound lookups by answer, latency histograms,
+// reloads by result, the configuration generation and the seconds until
+// each known certificate expires.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tlsgate/tlsgate/policyd"
+)
+
+// Metrics holds tlsgate's collectors on a private registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Decisions counts inbound decisions by part (milter, delegation),
+	// endpoint ("" when not covered) and result (pass, fail, monitor-fail,
+	// none, tempfail).
+	Decisions *prometheus.CounterVec
+	// Lookups counts outbound socketmap lookups by answer (ok, notfound,
+	// temp, timeout, perm).
+	Lookups *prometheus.CounterVec
+	// LookupSeconds is the time to answer a socketmap lookup.
+	LookupSeconds prometheus.Histogram
+	// DecisionSeconds is the time to judge an inbound request, by part.
+	DecisionSeconds *prometheus.HistogramVec
+	// Reloads counts reloads by result (ok, failed).
+	Reloads *prometheus.CounterVec
+	// Generation is the configuration generation in force.
+	Generation prometheus.Gauge
+	// CertExpiry is the seconds until each known certificate expires.
+	CertExpiry *prometheus.GaugeVec
+}
+
+// New registers tlsgate's collectors plus the Go and process collectors.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	buckets := []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025, 0.1, 1}
+	m := &Metrics{
+		Registry: r,
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsgate_inbound_decisions_total",
+			Help: "Inbound TLS policy decisions by part, endpoint and result."}, []string{"part", "endpoint", "result"}),
+		Lookups: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsgate_outbound_lookups_total",
+			Help: "Outbound TLS policy lookups (socketmap) by answer."}, []string{"answer"}),
+		LookupSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tlsgate_outbound_lookup_duration_seconds",
+			Help: "Time to answer one socketmap lookup.", Buckets: buckets}),
+		DecisionSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tlsgate_inbound_decision_duration_seconds",
+			Help: "Time to judge one inbound request.", Buckets: buckets}, []string{"part"}),
+		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsgate_reloads_total",
+			Help: "Configuration reloads by result."}, []string{"result"}),
+		Generation: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tlsgate_config_generation",
+			Help: "Generation of the configuration in force (1 at start, +1 per successful reload)."}),
+		CertExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsgate_cert_expiry_seconds",
+			Help: "Seconds until a certificate tlsgate knows expires (negative: expired)."}, []string{"cert"}),
+	}
+	r.MustRegister(m.Decisions, m.Lookups, m.LookupSeconds, m.DecisionSeconds, m.Reloads, m.Generation, m.CertExpiry,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Lookuper wraps a socketmap Lookuper and counts and times its answers.
+func (m *Metrics) Lookuper(inner policyd.Lookuper) policyd.Lookuper {
+	return policyd.LookupFunc(func(ctx context.Context, name, key string) policyd.Reply {
+		start := time.Now()
+		r := inner.Lookup(ctx, name, key)
+		m.LookupSeconds.Observe(time.Since(start).Seconds())
+		m.Lookups.WithLabelValues(strings.ToLower(r.Status.String())).Inc()
+		return r
+	})
+}
+
+// Decider wraps a policy-delegation Decider and counts and times its
+// answers (result pass for DUNNO, defer for 4xx, reject for 5xx).
+func (m *Metrics) Decider(inner policyd.Decider) policyd.Decider {
+	return policyd.DecideFunc(func(ctx context.Context, req policyd.Request) string {
+		start := time.Now()
+		a := inner.Decide(ctx, req)
+		m.DecisionSeconds.WithLabelValues("delegation").Observe(time.Since(start).Seconds())
+		result := "pass"
+		switch {
+		case strings.HasPrefix(a, "451 4.3"):
+			result = "tempfail"
+		case strings.HasPrefix(a, "4"):
+			result = "defer"
+		case strings.HasPrefix(a, "5"):
+			result = "reject"
+		}
+		m.Decisions.WithLabelValues("delegation", "", result).Inc()
+		return a
+	})
+}
+
+// Serve answers /metrics on ln until ctx ends.
+func (m *Metrics) Serve(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,59 @@
+package metrics
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tlsgate/tlsgate/policyd"
+)
+
+func TestWrappersAndEndpoint(t *testing.T) {
+	m := New()
+	lk := m.Lookuper(policyd.LookupFunc(func(ctx context.Context, name, key string) policyd.Reply {
+		if key == "x" {
+			return policyd.Reply{Status: policyd.StatusOK, Data: "encrypt"}
+		}
+		return policyd.Reply{Status: policyd.StatusNotFound}
+	}))
+	lk.Lookup(context.Background(), "tlspolicy", "x")
+	lk.Lookup(context.Background(), "tlspolicy", "y")
+	lk.Lookup(context.Background(), "tlspolicy", "y")
+	if got := testutil.ToFloat64(m.Lookups.WithLabelValues("notfound")); got != 2 {
+		t.Errorf("notfound = %v", got)
+	}
+	dc := m.Decider(policyd.DecideFunc(func(ctx context.Context, r policyd.Request) string { return r["a"] }))
+	for _, a := range []string{"DUNNO", "451 4.7.1 x", "550 5.7.1 x", "451 4.3.0 x"} {
+		dc.Decide(context.Background(), policyd.Request{"a": a})
+	}
+	for _, r := range []string{"pass", "defer", "reject", "tempfail"} {
+		if got := testutil.ToFloat64(m.Decisions.WithLabelValues("delegation", "", r)); got != 1 {
+			t.Errorf("%s = %v", r, got)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ctx, ln) }()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `tlsgate_outbound_lookups_total{answer="ok"} 1`) {
+		t.Errorf("metrics page lacks the lookup counter:\n%.2000s", body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}
