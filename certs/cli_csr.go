@@ -13,8 +13,8 @@ servers actually check. Give every other name this server answers to with
 --san.
 
 The CSR is written to CSRFILE (mode 0644), or to standard output without
---out. A summary (subject, names, key, SHA-256 of the CSR) is printed so you
-can compare it with what your CA shows you.
+--out. A summary (subject, names, key, SHA-256 of the CSR) is printed: check
+it before sending the CSR; the SHA-256 identifies this exact CSR.
 
 Subject (what CAs usually ask for; all optional except a name):
   --cn NAME        common name, e.g. mx.example.net
