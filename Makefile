@@ -12,7 +12,7 @@ FUZZ_TARGETS = \
 	./policyd:FuzzParseDelegation \
 	./policyd:FuzzDecodeXtext
 
-.PHONY: all build test unit deps vet fmtcheck fmt fuzz fuzz-long bench demo install clean
+.PHONY: all build test unit deps vet fmtcheck fmt fuzz fuzz-long bench demo install man clean
 
 all: build
 
@@ -58,6 +58,15 @@ demo: build
 install: build
 	install -D -m 0755 tlsgate $(DESTDIR)$(PREFIX)/sbin/tlsgate
 	install -D -m 0644 deploy/tlsgate.example.toml $(DESTDIR)$(PREFIX)/share/doc/tlsgate/tlsgate.example.toml
+	install -D -m 0644 deploy/tlsgate.sendmail.example.toml $(DESTDIR)$(PREFIX)/share/doc/tlsgate/tlsgate.sendmail.example.toml
+	install -D -m 0644 deploy/man/tlsgate.8 $(DESTDIR)$(PREFIX)/share/man/man8/tlsgate.8
+	install -D -m 0644 deploy/man/tlsgate.toml.5 $(DESTDIR)$(PREFIX)/share/man/man5/tlsgate.toml.5
+	install -D -m 0644 deploy/systemd/tlsgate.service $(DESTDIR)$(PREFIX)/lib/systemd/system/tlsgate.service
+	install -D -m 0644 deploy/systemd/tlsgate.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/tlsgate.conf
+
+# Regenerate the man pages from deploy/man/*.md.
+man:
+	$(GO) test ./internal/mangen -update
 
 clean:
 	rm -f tlsgate
