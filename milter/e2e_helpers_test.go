@@ -161,7 +161,10 @@ func clientTLS(t *testing.T, pki *testpki.PKI, cert *testpki.Cert) *tls.Config {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Certificates = []tls.Certificate{kp}
+		// Present the certificate even when the server's list of
+		// acceptable CAs does not name its issuer (a self-signed one):
+		// Go's default would then send none.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &kp, nil }
 	}
 	return cfg
 }

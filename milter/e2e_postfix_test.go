@@ -158,8 +158,13 @@ func TestPostfixEndToEnd(t *testing.T) {
 		wantContains(t, "log", lm.lineFor(t, "nocert@cert.test"), "tls=TLSv1.3", "verify=UNVERIFIED result=defer", "check=validate_cert want=trusted got=none-or-untrusted")
 	})
 	t.Run("self-signed certificate where validation is required", func(t *testing.T) {
+		mark := pf.LogMark()
 		r := sendSession(t, addr, clientTLS(t, pki, pki.SelfSigned), mail{from: "self@cert.test", to: to})
 		refused(t, r[0], 451, "4.7.1")
+		// The certificate was presented, and Postfix did not trust it.
+		if _, err := pf.WaitLogAfter(mark, regexp.MustCompile(`Untrusted TLS connection established from localhost`), 10*time.Second); err != nil {
+			t.Error(err)
+		}
 		wantContains(t, "log", lm.lineFor(t, "self@cert.test"), "verify=UNVERIFIED result=defer", "check=validate_cert")
 	})
 	t.Run("good certificate is delivered with both headers", func(t *testing.T) {
