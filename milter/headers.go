@@ -2,7 +2,6 @@ package milter
 
 import (
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -235,11 +234,9 @@ func foldTokens(tokens []string, first, width int) string {
 	return b.String()
 }
 
-var foldRE = regexp.MustCompile(`\s+`)
-
 // unfold turns a header value into one line with single spaces.
 func unfold(v string) string {
-	return strings.TrimSpace(foldRE.ReplaceAllString(v, " "))
+	return strings.Join(strings.Fields(v), " ")
 }
 
 // ForgedReceived reports whether a Received header value claims to be our
