@@ -44,36 +44,39 @@ var (
 	ErrUnterminated = fmt.Errorf("policyd: delegation: request not terminated by an empty line: %w", io.ErrUnexpectedEOF)
 )
 
-// Default policy-delegation limits.
+// Default policy-delegation limits (see DelegationLimits).
 const (
-	DefaultMaxLine     = 4096
-	DefaultMaxAttrs    = 100
-	DefaultMaxDelegReq = 64 << 10
+	// DefaultDelegationMaxLine is the default longest attribute line, in bytes.
+	DefaultDelegationMaxLine = 4096
+	// DefaultDelegationMaxAttrs is the default most attributes in one request.
+	DefaultDelegationMaxAttrs = 100
+	// DefaultDelegationMaxRequest is the default largest request, in bytes.
+	DefaultDelegationMaxRequest = 64 << 10
 )
 
 // DelegationLimits bounds what ParseDelegation accepts. Zero values select the defaults.
 type DelegationLimits struct {
 	// MaxLine is the longest "name=value" line, in bytes without its '\n'. Default
-	// DefaultMaxLine (4096): Postfix's longest values (addresses, xtext-encoded
+	// DefaultDelegationMaxLine (4096): Postfix's longest values (addresses, xtext-encoded
 	// certificate CNs of at most 64 characters, policy_context) stay far below it.
 	MaxLine int
-	// MaxAttrs is the most attributes in one request. Default DefaultMaxAttrs (100);
-	// Postfix 3.7 sends 29.
+	// MaxAttrs is the most attributes in one request. Default DefaultDelegationMaxAttrs
+	// (100); Postfix 3.7 sends 29.
 	MaxAttrs int
 	// MaxRequest is the largest request in bytes, newlines included. Default
-	// DefaultMaxDelegReq (64 KiB); a Postfix request is typically under 1 KiB.
+	// DefaultDelegationMaxRequest (64 KiB); a Postfix request is typically under 1 KiB.
 	MaxRequest int
 }
 
 func (l DelegationLimits) withDefaults() DelegationLimits {
 	if l.MaxLine <= 0 {
-		l.MaxLine = DefaultMaxLine
+		l.MaxLine = DefaultDelegationMaxLine
 	}
 	if l.MaxAttrs <= 0 {
-		l.MaxAttrs = DefaultMaxAttrs
+		l.MaxAttrs = DefaultDelegationMaxAttrs
 	}
 	if l.MaxRequest <= 0 {
-		l.MaxRequest = DefaultMaxDelegReq
+		l.MaxRequest = DefaultDelegationMaxRequest
 	}
 	return l
 }
@@ -215,6 +218,7 @@ type DelegationOptions struct {
 	// IdleTimeout is how long a connection may wait for its next request. Default
 	// DefaultIdleTimeout (10 minutes), above Postfix's smtpd_policy_service_max_idle
 	// (300 s), after which Postfix closes idle connections itself; negative: no limit.
+	// Enforced to within 1/16 of its value.
 	IdleTimeout time.Duration
 	// ReadTimeout bounds the reading of the rest of a request once its first byte has
 	// arrived. Default DefaultReadTimeout (10 s); negative: no limit.
@@ -289,7 +293,7 @@ func (s *DelegationServer) serveConn(c *conn) {
 	for c.waitRequest() {
 		req, sc, err := parseDelegation(c.br, s.limits, scratch)
 		scratch = sc
-		if cap(scratch) > 2*DefaultMaxLine {
+		if cap(scratch) > 2*DefaultDelegationMaxLine {
 			scratch = nil
 		}
 		if err != nil {

@@ -155,7 +155,7 @@ func TestParseDelegationBoundedMemory(t *testing.T) {
 	if !errors.Is(err, ErrLineTooLong) {
 		t.Fatalf("got %v", err)
 	}
-	if cap(scratch) > 4*DefaultMaxLine {
+	if cap(scratch) > 4*DefaultDelegationMaxLine {
 		t.Fatalf("scratch grew to %d bytes", cap(scratch))
 	}
 }
@@ -216,7 +216,7 @@ func TestNewDelegationServerOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.limits != (DelegationLimits{DefaultMaxLine, DefaultMaxAttrs, DefaultMaxDelegReq}) || s.srv.maxConns != DefaultMaxConns || s.srv.idleTimeout != DefaultIdleTimeout {
+	if s.limits != (DelegationLimits{DefaultDelegationMaxLine, DefaultDelegationMaxAttrs, DefaultDelegationMaxRequest}) || s.srv.maxConns != DefaultMaxConns || s.srv.idleTimeout != DefaultIdleTimeout {
 		t.Fatalf("defaults not applied: %+v %+v", s.limits, s.srv.serverConfig)
 	}
 }

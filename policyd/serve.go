@@ -20,13 +20,17 @@ import (
 // ErrServerClosed is returned by Serve once Shutdown or Close has been called.
 var ErrServerClosed = errors.New("policyd: server closed")
 
-// Defaults shared by SocketmapServer and DelegationServer. Each options struct documents
-// why they were chosen.
+// Defaults shared by SocketmapServer and DelegationServer. SocketmapOptions and
+// DelegationOptions document why they were chosen.
 const (
-	DefaultIdleTimeout  = 10 * time.Minute
-	DefaultReadTimeout  = 10 * time.Second
+	// DefaultIdleTimeout is how long a connection may wait for its next request.
+	DefaultIdleTimeout = 10 * time.Minute
+	// DefaultReadTimeout bounds the reading of one request after its first byte.
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultWriteTimeout bounds the writing of one reply.
 	DefaultWriteTimeout = 10 * time.Second
-	DefaultMaxConns     = 1000
+	// DefaultMaxConns is the default connection cap.
+	DefaultMaxConns = 1000
 )
 
 const (

@@ -154,7 +154,8 @@ type SocketmapOptions struct {
 	// one once, but Sendmail keeps a socket map connection for the life of its process
 	// and turns a connection closed under it into one temporary failure, so the default
 	// is long. Idle connections cannot starve active clients: at the MaxConns cap a new
-	// connection evicts the longest-idle one.
+	// connection evicts the longest-idle one. Enforced to within 1/16 of its value (the
+	// deadline is not re-armed on every request).
 	IdleTimeout time.Duration
 
 	// ReadTimeout is how long the rest of a request may take once its first byte has
@@ -163,7 +164,7 @@ type SocketmapOptions struct {
 	ReadTimeout time.Duration
 
 	// WriteTimeout bounds the writing of one reply. Default DefaultWriteTimeout (10 s);
-	// negative: no limit.
+	// negative: no limit. Enforced to within 1/16 of its value.
 	WriteTimeout time.Duration
 
 	// MaxConns is the most connections served at once. Default DefaultMaxConns (1000),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -565,5 +566,63 @@ func TestSocketmapReplyZeroAlloc(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations, want 0", allocs)
+	}
+}
+
+// TestSocketmapHalfOpen: a client that sends part of a request and then goes silent
+// (crashed, or a half-open TCP connection) is dropped after ReadTimeout; one that closes
+// its write side after a whole request still gets its reply.
+func TestSocketmapHalfOpen(t *testing.T) {
+	var logs logBuf
+	_, spec := startSocketmap(t, "tcp", SocketmapOptions{Lookuper: LookupFunc(testLookuper), ReadTimeout: 200 * time.Millisecond, Logger: logs.logger()})
+
+	silent := dialSpec(t, spec)
+	silent.Write([]byte("27:tlspolicy [127.0"))
+	start := time.Now()
+	expectClosed(t, silent, bufio.NewReader(silent), 5*time.Second)
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("closed after %v, before ReadTimeout", d)
+	}
+	logs.waitFor(t, "request not received in time")
+
+	halfClosed := dialSpec(t, spec)
+	br := bufio.NewReader(halfClosed)
+	halfClosed.Write(ns("tlspolicy found.example"))
+	halfClosed.(*net.TCPConn).CloseWrite()
+	if got, err := readRaw(halfClosed, br, 5*time.Second); err != nil || got != "OK secure match=mx.found.example" {
+		t.Fatalf("half-closed client: %q, %v", got, err)
+	}
+	expectClosed(t, halfClosed, br, 5*time.Second)
+}
+
+// TestSocketmapFloodMemory: 1000 connections that each announce a maximal request and
+// send half of it hold bounded memory (buffers grow with bytes received, and the length
+// is capped), and another client is still served.
+func TestSocketmapFloodMemory(t *testing.T) {
+	s, spec := startSocketmap(t, "unix", SocketmapOptions{Lookuper: LookupFunc(testLookuper), MaxConns: 1100, Logger: discardLogger()})
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	partial := []byte("10000:tlspolicy " + strings.Repeat("a", 5000))
+	const flood = 1000
+	for range flood {
+		c := dialSpec(t, spec)
+		if _, err := c.Write(partial); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitConns(t, s.srv, flood)
+	time.Sleep(100 * time.Millisecond) // let the servers read what was sent
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("heap in use grew by %.1f MB for %d connections", float64(grew)/1e6, flood)
+	if grew > 64<<20 {
+		t.Errorf("heap grew by %d bytes for %d half-sent requests", grew, flood)
+	}
+	good := dialClient(t, spec)
+	if r := lookupOK(t, good, "tlspolicy", "found.example"); r.Status != StatusOK {
+		t.Fatalf("%+v", r)
 	}
 }
