@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -185,8 +186,12 @@ func testLookuper(ctx context.Context, name, key string) Reply {
 		return Reply{Status: StatusOK}
 	case key == "badstatus.example":
 		return Reply{Status: 42, Data: "x"}
+	case key == "nul.example":
+		return Reply{Status: StatusOK, Data: "secure\x00 match=evil"}
 	case key == "zero.example":
 		return Reply{}
+	case strings.HasPrefix(key, "hex:"):
+		return Reply{Status: StatusOK, Data: fmt.Sprintf("%x", key[len("hex:"):])}
 	case strings.HasPrefix(key, "echo:"):
 		return Reply{Status: StatusOK, Data: key}
 	case strings.HasPrefix(key, "big:"):

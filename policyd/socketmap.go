@@ -48,6 +48,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -57,7 +58,8 @@ type Status int
 
 // The socketmap reply statuses.
 const (
-	// StatusOK means the key was found; Reply.Data is the value and must not be empty.
+	// StatusOK means the key was found; Reply.Data is the value and must not be empty
+	// or contain a NUL byte.
 	StatusOK Status = iota + 1
 	// StatusNotFound means the key is not in the map; Reply.Data is ignored.
 	StatusNotFound
@@ -294,6 +296,13 @@ func (s *SocketmapServer) answer(c *conn, payload []byte) Reply {
 		if r.Data == "" {
 			s.srv.log.Error("socketmap: Lookuper answered OK with empty data, answering TEMP",
 				"conn", c.id, "map", name, "key", logQuote(payload[i+1:]))
+			return Reply{Status: StatusTemp, Data: reasonInternal}
+		}
+		if strings.IndexByte(r.Data, 0) >= 0 {
+			// Postfix and Sendmail read the value as a C string: a NUL would silently
+			// cut the policy short.
+			s.srv.log.Error("socketmap: Lookuper answered OK with a NUL byte in the data, answering TEMP",
+				"conn", c.id, "map", name, "key", logQuote(payload[i+1:]), "data", logQuote([]byte(r.Data)))
 			return Reply{Status: StatusTemp, Data: reasonInternal}
 		}
 	case StatusNotFound, StatusTemp, StatusTimeout, StatusPerm:

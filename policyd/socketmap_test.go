@@ -64,7 +64,8 @@ func TestSocketmapSequential(t *testing.T) {
 		{"other found.example", "PERM unknown map other"},
 		{"tlspolicy echo:[127.0.0.1]:10026", "OK echo:[127.0.0.1]:10026"},
 		{"tlspolicy echo:key with spaces", "OK echo:key with spaces"},
-		{"tlspolicy echo:\x00nul\x00", "OK echo:\x00nul\x00"},
+		{"tlspolicy hex:\x00nul\x00", "OK 006e756c00"},        // key reaches the Lookuper verbatim
+		{"tlspolicy echo:\x00nul\x00", "TEMP internal error"}, // NUL in an OK value
 		{"tlspolicy echo:\xff\xfe non-UTF-8", "OK echo:\xff\xfe non-UTF-8"},
 		{"tlspolicy echo:MiXeD.CaSe", "OK echo:MiXeD.CaSe"},
 		{"tlspolicy ", "NOTFOUND "},     // empty key goes to the Lookuper
@@ -76,6 +77,7 @@ func TestSocketmapSequential(t *testing.T) {
 		{"tlspolicy emptyok.example", "TEMP internal error"},
 		{"tlspolicy badstatus.example", "TEMP internal error"},
 		{"tlspolicy zero.example", "TEMP internal error"},
+		{"tlspolicy nul.example", "TEMP internal error"},
 		{"tlspolicy big:99997", "OK " + strings.Repeat("x", 99997)}, // exactly MaxReply
 		{"tlspolicy big:99998", "TEMP reply too long"},
 		{"tlspolicy found.example", "OK secure match=mx.found.example"}, // still serving after all that
@@ -98,7 +100,7 @@ func TestSocketmapSequential(t *testing.T) {
 					t.Fatalf("request %d %q: reply %q, want %q", i, truncate([]byte(tc.request)), truncate([]byte(got)), truncate([]byte(tc.reply)))
 				}
 			}
-			for _, want := range []string{"Lookuper panicked", "panic=boom", "OK with empty data", "invalid status", "reply too long", "bad request"} {
+			for _, want := range []string{"Lookuper panicked", "panic=boom", "OK with empty data", "NUL byte in the data", "invalid status", "reply too long", "bad request"} {
 				if !strings.Contains(logs.String(), want) {
 					t.Errorf("log lacks %q:\n%s", want, logs.String())
 				}
@@ -184,7 +186,7 @@ func TestSocketmapHostile(t *testing.T) {
 		{name: "TLS ClientHello", send: "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", log: "bad length"},
 		{name: "no space", send: "5:hello,", reply: "PERM bad request", keep: true},
 		{name: "empty payload", send: "0:,", reply: "PERM bad request", keep: true},
-		{name: "NUL bytes in key", send: string(ns("tlspolicy echo:\x00\x00\x00")), reply: "OK echo:\x00\x00\x00", keep: true},
+		{name: "NUL bytes in key", send: string(ns("tlspolicy hex:\x00\x00\x00")), reply: "OK 000000", keep: true},
 		{name: "non-UTF-8 key", send: string(ns("tlspolicy \xc3\x28\xa0\xa1\xf0\x28\x8c\xbc")), reply: "NOTFOUND ", keep: true},
 		{name: "truncated then EOF", send: "30:tlspolicy exa", log: "truncated"},
 	}
