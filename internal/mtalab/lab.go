@@ -517,3 +517,49 @@ func labDir(t testing.TB, prefix string) string {
 	})
 	return dir
 }
+
+// nsListeners returns the local addresses ("127.0.0.1:10025", in
+// /proc/net/tcp hex decoded) of the listening TCP sockets held by the
+// processes of mount namespace ns, from /proc/net/tcp and tcp6.
+func nsListeners(ns string) ([]string, error) {
+	inodes := map[string]bool{}
+	for _, p := range nsProcs(ns) {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.pid))
+		for _, fd := range fds {
+			l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p.pid, fd.Name()))
+			if err == nil && strings.HasPrefix(l, "socket:[") {
+				inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+			}
+		}
+	}
+	var out []string
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			if file == "/proc/net/tcp6" {
+				continue // no IPv6
+			}
+			return nil, err
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] {
+				continue
+			}
+			out = append(out, decodeProcAddr(f[1]))
+		}
+	}
+	return out, nil
+}
+
+// decodeProcAddr turns "0100007F:2745" into "127.0.0.1:10053"; IPv6
+// addresses are returned as "[hex]:port".
+func decodeProcAddr(s string) string {
+	hexIP, hexPort, _ := strings.Cut(s, ":")
+	port, _ := strconv.ParseUint(hexPort, 16, 16)
+	if len(hexIP) == 8 {
+		v, _ := strconv.ParseUint(hexIP, 16, 32)
+		return fmt.Sprintf("%d.%d.%d.%d:%d", byte(v), byte(v>>8), byte(v>>16), byte(v>>24), port)
+	}
+	return fmt.Sprintf("[%s]:%d", hexIP, port)
+}

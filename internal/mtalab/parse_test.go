@@ -232,3 +232,15 @@ func TestMaillog(t *testing.T) {
 }
 
 func mustRe(s string) *regexp.Regexp { return regexp.MustCompile(s) }
+
+func TestDecodeProcAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"0100007F:2745":                         "127.0.0.1:10053",
+		"00000000:0019":                         "0.0.0.0:25",
+		"00000000000000000000000001000000:024B": "[00000000000000000000000001000000]:587",
+	} {
+		if got := decodeProcAddr(in); got != want {
+			t.Errorf("decodeProcAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -78,6 +78,7 @@ func TestPostfixRelaysPlain(t *testing.T) {
 	if err := pf.WaitQueueEmpty(10 * time.Second); err != nil {
 		t.Error(err)
 	}
+	checkLoopbackOnly(t, pf.ns, pf.SMTPAddr("smtp"))
 	if err := pf.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -302,5 +303,25 @@ func TestPostfixPrivateHosts(t *testing.T) {
 	}
 	if n := len(sink.Envelopes()); n != 1 {
 		t.Errorf("sink saw %d envelopes, want 1", n)
+	}
+}
+
+// checkLoopbackOnly asserts that the MTA in namespace ns listens on
+// 127.0.0.1 only, and on want among others.
+func checkLoopbackOnly(t *testing.T, ns, want string) {
+	t.Helper()
+	ls, err := nsListeners(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, l := range ls {
+		if !strings.HasPrefix(l, "127.0.0.1:") {
+			t.Errorf("listens on %s, not loopback", l)
+		}
+		found = found || l == want
+	}
+	if !found {
+		t.Errorf("listeners %v lack %s", ls, want)
 	}
 }

@@ -36,6 +36,7 @@ func TestSendmailRelaysPlain(t *testing.T) {
 	if err := sm.WaitQueueEmpty(10 * time.Second); err != nil {
 		t.Error(err)
 	}
+	checkLoopbackOnly(t, sm.ns, sm.Addr())
 	if err := sm.Stop(); err != nil {
 		t.Fatal(err)
 	}
