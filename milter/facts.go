@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -269,4 +270,29 @@ func verifiedName(name string) string {
 		return ""
 	}
 	return name
+}
+
+// MTAMismatch reports an error when the macros show that the MTA is not
+// the one the policy is written for. Reading one MTA's macros with the
+// other's rules can fail open: Sendmail sends {cert_issuer} (empty) for
+// every TLS session, which under Postfix's rules would mean "trusted". So
+// Postfix-mode refuses sessions that carry macros only Sendmail knows
+// ({verify}, {cn_subject}, {cn_issuer}, {cert_md5}, {cert_fp}), and
+// Sendmail-mode refuses a "v" macro that names Postfix.
+func MTAMismatch(mta policy.MTA, get func(name string) (string, bool)) error {
+	switch mta {
+	case policy.Postfix:
+		for _, n := range []string{macroVerify, macroCNSubject, macroCNIssuer, macroCertMD5, macroCertFP} {
+			if _, ok := get(n); ok {
+				return fmt.Errorf("the policy says mta = \"postfix\" but the MTA sent %s, which only Sendmail knows; set mta = \"sendmail\"", n)
+			}
+		}
+	case policy.Sendmail:
+		if v, ok := get("v"); ok && strings.HasPrefix(strings.TrimSpace(v), "Postfix") {
+			return fmt.Errorf("the policy says mta = \"sendmail\" but the MTA is %q; set mta = \"postfix\"", v)
+		}
+	default:
+		return fmt.Errorf("unknown mta %q", mta)
+	}
+	return nil
 }

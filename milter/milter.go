@@ -354,8 +354,12 @@ func (c *session) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (resp *g
 		Sender:     f.Sender,
 		TLSVersion: f.TLSVersion, Cipher: f.Cipher, Bits: f.Bits, Verify: obs.Verify,
 	}
+	if c.broken == nil {
+		c.broken = MTAMismatch(c.mta, c.get(msgVals))
+	}
 	if c.broken != nil {
 		c.internalError(c.broken)
+		c.msg = nil
 		return tempFail(), nil
 	}
 

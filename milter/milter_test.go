@@ -875,3 +875,50 @@ func TestDecisionLoggedOnAbortAndClose(t *testing.T) {
 	wantContains(t, "log", l[0], "NOQUEUE: tlsgate:", "sender=<a@x.example>", "result=none")
 	wantContains(t, "log", l[1], "sender=<b@x.example>", "result=none")
 }
+
+// Reading Sendmail's macros with Postfix's rules would take the empty
+// {cert_issuer} of a certificate-less session for "trusted": refuse.
+func TestMTAMismatchTempFails(t *testing.T) {
+	h := startHarness(t, postfixPolicy, nil)
+	c := h.session(newFakeMTA(policy.Sendmail, "192.0.2.10", "client.lab.test"), "client.lab.test")
+	c.starttls(sendmailTLS("NO", "", "", "{cert_md5}", ""))
+	c.helo("client.lab.test")
+	_, act := c.message("a@company-b.example", nil, "")
+	wantReply(t, act, TempFailCode, "4.3.0")
+	wantContains(t, "log", h.log.waitLines(t, 1)[0], "result=tempfail", `mta = \"postfix\"`, "{verify}")
+
+	h2 := startHarness(t, sendmailPolicy, nil)
+	c = h2.session(newFakeMTA(policy.Postfix, "192.0.2.10", "client.lab.test"), "client.lab.test")
+	c.helo("client.lab.test")
+	_, act = c.message("a@company-b.example", nil, "")
+	wantReply(t, act, TempFailCode, "4.3.0")
+	wantContains(t, "log", h2.log.waitLines(t, 1)[0], "result=tempfail", "Postfix 3.7.11")
+}
+
+// When the MTA reuses a milter connection for another SMTP session
+// (SMFIC_QUIT_NC), nothing of the first session's TLS state survives.
+func TestMilterConnectionReuse(t *testing.T) {
+	h := startHarness(t, postfixPolicy, nil)
+	mta := newFakeMTA(policy.Postfix, "192.0.2.10", "client.lab.test")
+	c := h.session(mta, "client.lab.test")
+	c.starttls(postfixTLS(true, "client.lab.test", "Lab Test CA"))
+	c.helo("client.lab.test")
+	mods, act := c.message("a@company-b.example", nil, "Q1")
+	wantStamped(t, mods, act)
+	c.abort()
+	// New SMTP session on the same milter connection: plaintext.
+	mta2 := newFakeMTA(policy.Postfix, "192.0.2.10", "client.lab.test")
+	if err := c.cs.Reset(mta2); err != nil {
+		t.Fatal(err)
+	}
+	c.mta = mta2
+	mta2.set(func(f *fakeMTA) { f.stage = "connect" })
+	if act, err := c.cs.Conn("client.lab.test", gomilter.FamilyInet, 40001, "192.0.2.10"); err != nil || act.Type != gomilter.ActionContinue {
+		t.Fatal(act, err)
+	}
+	c.helo("client.lab.test")
+	_, act = c.message("a@company-b.example", nil, "")
+	wantReply(t, act, DeferCode, "4.7.1")
+	l := h.log.waitLines(t, 2)
+	wantContains(t, "log", l[1], "tls=none result=defer")
+}
