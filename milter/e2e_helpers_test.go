@@ -206,3 +206,48 @@ func fieldsNamed(hdrs []string, name string) []string {
 	}
 	return out
 }
+
+// rawSkipEHLO speaks SMTP by hand: EHLO, STARTTLS, and then MAIL without
+// the second EHLO (allowed unless smtpd_helo_required), so the MTA sends
+// no post-TLS HELO event to the milter. The message must be accepted.
+func rawSkipEHLO(t *testing.T, addr string, cfg *tls.Config, from, to string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	tp := textproto.NewConn(conn)
+	expect := func(tp *textproto.Conn, code int) {
+		t.Helper()
+		if _, msg, err := tp.ReadResponse(code); err != nil {
+			t.Fatalf("want %d: %v %s", code, err, msg)
+		}
+	}
+	cmd := func(tp *textproto.Conn, code int, format string, args ...any) {
+		t.Helper()
+		if err := tp.PrintfLine(format, args...); err != nil {
+			t.Fatal(err)
+		}
+		expect(tp, code)
+	}
+	expect(tp, 220)
+	cmd(tp, 250, "EHLO client.lab.test")
+	cmd(tp, 220, "STARTTLS")
+	tc := tls.Client(conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	tp = textproto.NewConn(tc)
+	cmd(tp, 250, "MAIL FROM:<%s>", from)
+	cmd(tp, 250, "RCPT TO:<%s>", to)
+	cmd(tp, 354, "DATA")
+	w := tp.DotWriter()
+	fmt.Fprintf(w, "From: <%s>\r\nTo: <%s>\r\nSubject: no second EHLO\r\n\r\nbody\r\n", from, to)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expect(tp, 250)
+	_ = tp.PrintfLine("QUIT")
+}

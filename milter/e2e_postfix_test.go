@@ -3,6 +3,7 @@ package milter
 import (
 	"crypto/tls"
 	"crypto/x509/pkix"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -213,6 +214,25 @@ func TestPostfixEndToEnd(t *testing.T) {
 		r = sendSession(t, addr, cfg, mail{from: "strong@strong.test", to: to})
 		accepted(t, r[0])
 		wantContains(t, "log", lm.lineFor(t, "strong@strong.test"), "cipher=ECDHE-RSA-AES256-GCM-SHA384 bits=256", "result=pass")
+	})
+	t.Run("swaks (OpenSSL client) with a client certificate", func(t *testing.T) {
+		out, err := exec.Command("swaks", "--server", addr, "--ehlo", "client.lab.test",
+			"--from", "swaks@strong.test", "--to", "user@partner.test",
+			"--tls", "--tls-cert", pki.Client.CertFile, "--tls-key", pki.Client.KeyFile).CombinedOutput()
+		if err != nil {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+		// OpenSSL on both ends negotiates TLS_AES_256_GCM_SHA384: 256 bits.
+		wantContains(t, "log", lm.lineFor(t, "swaks@strong.test"), "tls=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256 verify=OK result=pass")
+		rcv, ar := ours(t, delivered(t, "swaks@strong.test"))
+		wantContains(t, "Received", rcv, "(version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256 verify=OK)", "(endpoint=strong policy=pass)")
+		wantContains(t, "Authentication-Results", ar, "x-tls=pass policy.endpoint=strong smtp.bits=256")
+	})
+	t.Run("client skips the EHLO after STARTTLS", func(t *testing.T) {
+		rawSkipEHLO(t, addr, clientTLS(t, pki, pki.Client), "skip@cert.test", "user@partner.test")
+		wantContains(t, "log", lm.lineFor(t, "skip@cert.test"), "tls=TLSv1.3", "verify=OK result=pass")
+		rcv, _ := ours(t, delivered(t, "skip@cert.test"))
+		wantContains(t, "Received", rcv, "verify=OK", "(endpoint=needs-cert policy=pass)")
 	})
 	t.Run("every message of a session is judged", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client),
