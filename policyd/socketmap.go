@@ -255,8 +255,12 @@ func (s *SocketmapServer) serveConn(c *conn) {
 		if !c.write(wbuf) {
 			return
 		}
+		// Do not keep a rare large buffer for the life of the connection.
 		if cap(rbuf) > 2*netstringChunk {
-			rbuf = nil // do not keep a rare large buffer for the life of the connection
+			rbuf = nil
+		}
+		if cap(wbuf) > 4*netstringChunk {
+			wbuf = nil
 		}
 	}
 }
