@@ -108,7 +108,7 @@ func negotiate(mtaVersion, milterVersion uint32, mtaActions, milterActions gomil
 // Serve accepts MTA connections on ln until Shutdown or Close. It returns
 // nil after a shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
+	err := s.srv.Serve(bufListener{ln})
 	if errors.Is(err, gomilter.ErrServerClosed) {
 		return nil
 	}
