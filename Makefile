@@ -10,7 +10,7 @@ FUZZ_TARGETS = \
 	./internal/policy:FuzzParseDN \
 	./policyd:FuzzReadNetstring \
 	./policyd:FuzzParseDelegation \
-	./policyd:FuzzDecodeXtext
+	./internal/policy:FuzzDecodeXtext
 
 .PHONY: all build test unit deps vet fmtcheck fmt fuzz fuzz-long bench demo install man clean
 

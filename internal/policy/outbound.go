@@ -258,40 +258,4 @@ func sendmailRHS(o *Requirements) string {
 
 // Xtext encodes s the way Sendmail's xtextify does for certificate macros:
 // bytes outside '!'..'~' and the characters + \ ( ) < > " become +XX.
-func Xtext(s string) string {
-	const hexdig = "0123456789ABCDEF"
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '!' || c > '~' || strings.IndexByte(`+\()<>"`, c) >= 0 {
-			b.WriteByte('+')
-			b.WriteByte(hexdig[c>>4])
-			b.WriteByte(hexdig[c&15])
-			continue
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
-}
-
-// DecodeXtext reverses xtext (+XX) encoding as used by Sendmail macros and
-// Postfix's ccert_subject/ccert_issuer policy attributes.
-func DecodeXtext(s string) (string, error) {
-	if strings.IndexByte(s, '+') < 0 {
-		return s, nil
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '+' {
-			b.WriteByte(s[i])
-			continue
-		}
-		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
-			return "", fmt.Errorf("bad xtext escape at byte %d of %q", i, s)
-		}
-		n, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
-		b.WriteByte(byte(n))
-		i += 2
-	}
-	return b.String(), nil
-}
+func Xtext(s string) string { return EncodeXtext(s, `\()<>"`) }
