@@ -1,9 +1,10 @@
 package milter
 
 import (
+	"log/slog"
 	"net/netip"
-	"strconv"
-	"strings"
+
+	"github.com/tlsgate/tlsgate/internal/logx"
 )
 
 // Decision is one judgement of one message, as logged.
@@ -48,13 +49,15 @@ type Decision struct {
 // as Go-quoted ASCII strings, so a line never breaks and never carries
 // control characters.
 func FormatDecision(d Decision) string {
-	var b strings.Builder
-	q := d.QueueID
-	if q == "" {
-		q = "NOQUEUE"
-	}
-	b.WriteString(logValue(q))
-	b.WriteString(": tlsgate: client=")
+	return logx.Format(decisionEvent, d.Attrs())
+}
+
+// decisionEvent opens every decision line after the queue ID.
+const decisionEvent = "tlsgate:"
+
+// Attrs returns the decision as log attributes (queue_id first), for
+// internal/logx to render.
+func (d Decision) Attrs() []slog.Attr {
 	name := d.ClientName
 	if name == "" {
 		name = "unknown"
@@ -63,52 +66,30 @@ func FormatDecision(d Decision) string {
 	if d.ClientAddr.IsValid() {
 		addr = d.ClientAddr.String()
 	}
-	b.WriteString(logValue(name + "[" + addr + "]"))
-	b.WriteString(" sender=")
-	b.WriteString(logValue("<" + d.Sender + ">"))
 	ep := d.Endpoints
 	if ep == "" {
 		ep = "none"
 	}
-	b.WriteString(" endpoint=")
-	b.WriteString(logValue(ep))
+	as := make([]slog.Attr, 0, 12)
+	as = append(as,
+		slog.String(logx.QueueIDKey, d.QueueID),
+		slog.String("client", name+"["+addr+"]"),
+		slog.String("sender", "<"+d.Sender+">"),
+		slog.String("endpoint", ep))
 	if d.TLSVersion == "" {
-		b.WriteString(" tls=none")
+		as = append(as, slog.String("tls", "none"))
 	} else {
-		b.WriteString(" tls=")
-		b.WriteString(logValue(d.TLSVersion))
-		b.WriteString(" cipher=")
-		b.WriteString(logValue(d.Cipher))
-		b.WriteString(" bits=")
-		b.WriteString(strconv.Itoa(d.Bits))
+		as = append(as, slog.String("tls", d.TLSVersion), slog.String("cipher", d.Cipher), slog.Int("bits", d.Bits))
 		if d.Verify != "" {
-			b.WriteString(" verify=")
-			b.WriteString(logValue(d.Verify))
+			as = append(as, slog.String("verify", d.Verify))
 		}
 	}
-	b.WriteString(" result=")
-	b.WriteString(logValue(d.Result))
+	as = append(as, slog.String("result", d.Result))
 	if d.Reason != "" {
-		b.WriteString(" reason=")
-		b.WriteString(strconv.QuoteToASCII(d.Reason))
+		as = append(as, slog.String("reason", d.Reason))
 	}
 	if d.Unchecked != "" {
-		b.WriteString(" unchecked=")
-		b.WriteString(strconv.QuoteToASCII(d.Unchecked))
+		as = append(as, slog.String("unchecked", d.Unchecked))
 	}
-	return b.String()
-}
-
-// logValue writes v bare when it is safe, else Go-quoted in ASCII.
-func logValue(v string) string {
-	if v == "" {
-		return `""`
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c <= ' ' || c > '~' || c == '"' || c == '\\' || c == '=' {
-			return strconv.QuoteToASCII(v)
-		}
-	}
-	return v
+	return as
 }

@@ -251,7 +251,7 @@ func (c *session) internalError(err error) {
 	}
 	d.Result = "tempfail"
 	d.Reason = err.Error()
-	c.srv.log.Error(FormatDecision(d))
+	c.srv.log.LogAttrs(context.Background(), slog.LevelError, decisionEvent, d.Attrs()...)
 }
 
 // baseDecision fills the client part of a log line.
@@ -418,7 +418,7 @@ func (c *session) logDecision() {
 	if msg.verdict.Result == policy.Fail {
 		level = slog.LevelWarn
 	}
-	c.srv.log.Log(context.Background(), level, FormatDecision(msg.dec))
+	c.srv.log.LogAttrs(context.Background(), level, decisionEvent, msg.dec.Attrs()...)
 }
 
 // flush logs a pending decision of a message that ended without EOM.

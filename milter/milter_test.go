@@ -13,6 +13,7 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
+	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -33,7 +34,9 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if rec.Level >= slog.LevelInfo {
-		r.recs = append(r.recs, logRecord{rec.Level, rec.Message})
+		var as []slog.Attr
+		rec.Attrs(func(a slog.Attr) bool { as = append(as, a); return true })
+		r.recs = append(r.recs, logRecord{rec.Level, logx.Format(rec.Message, as)})
 	}
 	return nil
 }
@@ -659,7 +662,7 @@ func TestPostfixFingerprintsLeftToPolicyServer(t *testing.T) {
 	mods, act := c.message("a@p.example", nil, "Q1")
 	wantStamped(t, mods, act)
 	c.abort()
-	wantContains(t, "log", h.log.waitLines(t, 1)[0], "result=pass", `unchecked="company-p:fingerprints"`)
+	wantContains(t, "log", h.log.waitLines(t, 1)[0], "result=pass", "unchecked=company-p:fingerprints")
 }
 
 func TestPanicInPolicyTempFails(t *testing.T) {

@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 )
 
 // QueueIDKey is the attribute that, when present, opens the line instead
@@ -174,7 +173,7 @@ func Format(msg string, as []slog.Attr) string {
 			}
 		}
 	}
-	b.WriteString(qid)
+	b.WriteString(Quote(qid))
 	b.WriteString(": ")
 	b.WriteString(msg)
 	for _, a := range as {
@@ -207,9 +206,10 @@ func appendAttr(b *strings.Builder, prefix string, a slog.Attr) {
 	b.WriteString(Quote(a.Value.String()))
 }
 
-// Quote returns s unchanged when it is a plain token, else a Go-quoted
-// string: values with spaces, quotes, '=', control characters or invalid
-// UTF-8 can never break a line or forge a key.
+// Quote returns s unchanged when it is a plain printable-ASCII token, else
+// a Go-quoted ASCII string: values with spaces, quotes, '=', control
+// characters or any non-ASCII byte can never break a line, forge a key or
+// smuggle bytes a log parser would choke on.
 func Quote(s string) string {
 	if s == "" {
 		return `""`
@@ -217,20 +217,8 @@ func Quote(s string) string {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f {
-			if c >= 0x80 && utf8.ValidString(s) && !strings.ContainsAny(s, " \"=\\") && printable(s) {
-				return s
-			}
-			return strconv.Quote(s)
+			return strconv.QuoteToASCII(s)
 		}
 	}
 	return s
-}
-
-func printable(s string) bool {
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
-			return false
-		}
-	}
-	return true
 }

@@ -21,7 +21,7 @@ func TestFormat(t *testing.T) {
 		{"hostile value", "m", []slog.Attr{slog.String("cn", "evil\r\nX-Injected: 1"), slog.String("e", "a=b"), slog.String("empty", "")},
 			`NOQUEUE: m cn="evil\r\nX-Injected: 1" e="a=b" empty=""`},
 		{"utf8 and invalid", "m", []slog.Attr{slog.String("cn", "münchen"), slog.String("bad", "\xff")},
-			`NOQUEUE: m cn=münchen bad="\xff"`},
+			`NOQUEUE: m cn="m\u00fcnchen" bad="\xff"`},
 		{"group", "m", []slog.Attr{slog.Group("tls", slog.String("version", "TLSv1.3"))}, `NOQUEUE: m tls.version=TLSv1.3`},
 	}
 	for _, tc := range tests {
