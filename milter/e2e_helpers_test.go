@@ -34,7 +34,7 @@ func startLiveMilter(t *testing.T, pol *policy.Policy) *liveMilter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := Listen(policy.Listener{Addr: "inet:127.0.0.1:0"})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
