@@ -49,6 +49,9 @@ type Options struct {
 	Hostname string
 	// Now is the clock for header dates. Default: time.Now.
 	Now func() time.Time
+	// OnDecision, if set, is called once per logged decision (for
+	// metrics). It must be fast and must not block.
+	OnDecision func(Decision)
 }
 
 // Server is the tlsgate milter.
@@ -103,6 +106,12 @@ func negotiate(mtaVersion, milterVersion uint32, mtaActions, milterActions gomil
 		return 0, 0, 0, 0, fmt.Errorf("milter: MTA does not allow adding and changing headers (offered actions %#x)", uint32(mtaActions))
 	}
 	return version, milterActions & mtaActions, milterProtocol & mtaProtocol, offered, nil
+}
+
+func (s *Server) decided(d Decision) {
+	if s.opts.OnDecision != nil {
+		s.opts.OnDecision(d)
+	}
 }
 
 // Serve accepts MTA connections on ln until Shutdown or Close. It returns
@@ -252,6 +261,7 @@ func (c *session) internalError(err error) {
 	d.Result = "tempfail"
 	d.Reason = err.Error()
 	c.srv.log.LogAttrs(context.Background(), slog.LevelError, decisionEvent, d.Attrs()...)
+	c.srv.decided(d)
 }
 
 // baseDecision fills the client part of a log line.
@@ -419,6 +429,7 @@ func (c *session) logDecision() {
 		level = slog.LevelWarn
 	}
 	c.srv.log.LogAttrs(context.Background(), level, decisionEvent, msg.dec.Attrs()...)
+	c.srv.decided(msg.dec)
 }
 
 // flush logs a pending decision of a message that ended without EOM.

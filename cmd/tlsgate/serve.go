@@ -134,8 +134,12 @@ func serve(h *tdaemon.Holder, log *slog.Logger, m *metrics.Metrics, grace time.D
 		return true
 	}
 	if s.Milter.Addr != "" {
-		m, err := milter.New(milter.Options{Policy: h.Policy, Logger: log})
-		if err != nil || !open("milter", s.Milter, m) {
+		opts := milter.Options{Policy: h.Policy, Logger: log}
+		if m != nil {
+			opts.OnDecision = func(d milter.Decision) { m.Decisions.WithLabelValues("milter", d.Endpoints, d.Result).Inc() }
+		}
+		ms, err := milter.New(opts)
+		if err != nil || !open("milter", s.Milter, ms) {
 			closeAll()
 			return exitRuntime
 		}

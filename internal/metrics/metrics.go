@@ -25,8 +25,8 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	// Decisions counts inbound decisions by part (milter, delegation),
-	// endpoint ("" when not covered) and result (pass, fail, monitor-fail,
-	// none, tempfail).
+	// endpoint (the covering endpoints; "" from the delegation server) and
+	// result (pass, none, defer, reject, monitor, tempfail).
 	Decisions *prometheus.CounterVec
 	// Lookups counts outbound socketmap lookups by answer (ok, notfound,
 	// temp, timeout, perm).
@@ -50,7 +50,7 @@ func New() *Metrics {
 	m := &Metrics{
 		Registry: r,
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsgate_inbound_decisions_total",
-			Help: "Inbound TLS policy decisions by part, endpoint and result."}, []string{"part", "endpoint", "result"}),
+			Help: "Inbound TLS policy decisions by part (milter, delegation), endpoint and result (pass, none, defer, reject, monitor, tempfail)."}, []string{"part", "endpoint", "result"}),
 		Lookups: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsgate_outbound_lookups_total",
 			Help: "Outbound TLS policy lookups (socketmap) by answer."}, []string{"answer"}),
 		LookupSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tlsgate_outbound_lookup_duration_seconds",
