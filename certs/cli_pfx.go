@@ -9,7 +9,7 @@ import (
 )
 
 const pfxUsage = `usage: tlsgate certs pfx2pem [--password-file FILE | --password-env VAR]
-                             [--out PREFIX] [--force] PFXFILE
+                             [--out PREFIX] [--force] [--store DIR] PFXFILE
 
 Convert a PKCS#12 file (.pfx or .p12, as exported by Windows, IIS, Exchange
 or an appliance) into the PEM files Postfix and Sendmail read:
@@ -34,6 +34,9 @@ It is never accepted on the command line, where other users could read it.
 Options:
   --out PREFIX          write PREFIX.key, PREFIX.crt, ... (see above)
   --force               replace existing output files
+  --store DIR           also add the CA certificates that came with it (our
+                        own signing CA) to tlsgate's CA store, so that the
+                        MTA trusts peers whose certificates it signed
 
 Example:
   tlsgate certs pfx2pem --out /etc/postfix/tls/mx mx.example.net.pfx
@@ -45,6 +48,7 @@ func runPFX(e *env, args []string) int {
 	pwEnv := fset.String("password-env", "", "")
 	out := fset.String("out", "", "")
 	force := fset.Bool("force", false, "")
+	storeDir := fset.String("store", "", "")
 	pos, code, ok := e.parse(fset, pfxUsage, args)
 	if !ok {
 		return code
@@ -115,6 +119,27 @@ func runPFX(e *env, args []string) int {
 	}
 	if b.Chain == nil {
 		fmt.Fprintln(e.stdout, "note: the file had no CA certificates; partners may need the intermediate certificate from your CA in the fullchain file")
+	}
+	if *storeDir != "" {
+		if len(b.CACerts) == 0 {
+			return e.fail(ExitUsage, fmt.Errorf("certs: --store: %s holds no CA certificate to add", in))
+		}
+		st, err := OpenStore(*storeDir)
+		if err != nil {
+			return e.fail(ExitUsage, err)
+		}
+		for _, ca := range b.CACerts {
+			if !ca.IsCA {
+				continue
+			}
+			added, err := st.Add(EncodeCertificatesPEM(ca))
+			if err != nil {
+				return e.fail(ExitUsage, err)
+			}
+			for _, en := range added {
+				fmt.Fprintf(e.stdout, "added to CA store %s: %s (expires %s)\n", *storeDir, en.Subject, en.NotAfter.UTC().Format("2006-01-02"))
+			}
+		}
 	}
 	info := Describe(b.Leaf)
 	fmt.Fprintf(e.stdout, "\n%s", info.Format("  ", e.now()))

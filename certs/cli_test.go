@@ -185,6 +185,8 @@ func TestCLIPFX2PEM(t *testing.T) {
 	t.Setenv("PFX_WRONG", "pfx-Pass")
 	out := filepath.Join(dir, "out", "mx")
 	os.Mkdir(filepath.Dir(out), 0o755)
+	store := filepath.Join(dir, "store")
+	os.Mkdir(store, 0o755)
 
 	for _, tc := range []cliCase{
 		{name: "with chain, default prefix", args: []string{"pfx2pem", "--password-env", "PFX_PASS", full},
@@ -206,6 +208,10 @@ func TestCLIPFX2PEM(t *testing.T) {
 		{name: "stdin needs --out", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "-"}, code: 2, stderr: []string{"--out PREFIX is required"}},
 		{name: "missing file", args: []string{"pfx2pem", "--password-env", "PFX_PASS", filepath.Join(dir, "none.pfx")}, code: 2, stderr: []string{"no such file"}},
 		{name: "no file", args: []string{"pfx2pem"}, code: 2, stderr: []string{"give exactly one PFXFILE"}},
+		{name: "store our signing CAs", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "s"), "--store", store, full},
+			stdout: []string{"added to CA store " + store + ": CN=PFX Root", "added to CA store " + store + ": CN=PFX Issuing CA"}},
+		{name: "store without CAs", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "b2"), "--store", store, bare}, code: 2,
+			stderr: []string{"holds no CA certificate to add"}},
 		{name: "output directory missing", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "nodir", "mx"), full}, code: 2,
 			stderr: []string{"output directory " + filepath.Join(dir, "nodir") + " does not exist"}},
 	} {
