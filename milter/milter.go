@@ -117,7 +117,7 @@ func (s *Server) decided(d Decision) {
 // Serve accepts MTA connections on ln until Shutdown or Close. It returns
 // nil after a shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(bufListener{ln})
+	err := s.srv.Serve(guardListener{bufListener{ln}})
 	if errors.Is(err, gomilter.ErrServerClosed) {
 		return nil
 	}
