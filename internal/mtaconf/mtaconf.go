@@ -79,11 +79,19 @@ func ForPostfix(p *policy.Policy, o Options) (*Postfix, error) {
 		note("a policy lookup that fails (daemon down, TEMP) defers the mail with 4.7.5; Postfix never falls back to plaintext for it")
 	}
 	if s.Delegation.Addr != "" && pins {
-		set("smtpd_recipient_restrictions", "check_policy_service { "+socketSpec(s.Delegation.Addr, q)+", default_action=451 4.3.5 TLS policy service unavailable }")
+		// Inside check_policy_service { ... } Postfix splits attributes at
+		// commas and whitespace; a value with blanks needs its own
+		// "{ name = value }" (attr_override(3)).
+		set("smtpd_recipient_restrictions", "check_policy_service { "+socketSpec(s.Delegation.Addr, q)+", { default_action = "+policyDefaultAction+" } }")
 		note("if main.cf already sets smtpd_recipient_restrictions, put the check_policy_service entry first in your list instead")
 	}
 	return out, nil
 }
+
+// policyDefaultAction is what Postfix answers while tlsgate's policy
+// delegation service is unreachable: a temporary failure, so that nothing
+// is accepted unjudged.
+const policyDefaultAction = "451 4.3.5 TLS policy service unavailable"
 
 // socketSpec renders a tlsgate listener the way Postfix names it: unix
 // sockets below the queue directory become relative paths.
