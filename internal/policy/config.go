@@ -253,6 +253,9 @@ func Load(path string) (*Policy, error) {
 
 // Parse compiles configuration text; name is used in error messages.
 func Parse(name string, data []byte) (*Policy, error) {
+	if err := checkShape(name, data); err != nil {
+		return nil, err
+	}
 	c := &compiler{file: name, loc: newLocator(data)}
 	var raw rawFile
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)

@@ -1,0 +1,98 @@
+package policy
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCheckShape: nesting and dotted keys beyond any tlsgate setting are
+// refused before the TOML decoder, whose cost grows with their square;
+// brackets, braces, dots and quotes inside strings and comments do not
+// count.
+func TestCheckShape(t *testing.T) {
+	deep := func(open, close string, n int) string {
+		return strings.Repeat(open, n) + "1" + strings.Repeat(close, n)
+	}
+	tests := []struct {
+		name string
+		in   string
+		line int // 0: accepted
+	}{
+		{name: "example shapes", in: "mta = \"postfix\"\n[[endpoint]]\nhosts = [\"a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r\"]\n[endpoint.inbound]\nencryption = true\n"},
+		{name: "nesting at the limit", in: "x = " + deep("[", "]", MaxNesting)},
+		{name: "nesting over the limit", in: "mta = \"postfix\"\nx = " + deep("[", "]", MaxNesting+1), line: 2},
+		{name: "inline tables over the limit", in: "x = " + deep("{a=", "}", 100000), line: 1},
+		{name: "dots at the limit", in: strings.Repeat("a.", MaxLineDots) + "a = 1"},
+		{name: "dotted key over the limit", in: "\n\n" + strings.Repeat("a.", 100000) + "a = 1", line: 3},
+		{name: "table header over the limit", in: "[" + strings.Repeat("a.", MaxLineDots+1) + "a]", line: 1},
+		{name: "dots counted per line", in: strings.Repeat(strings.Repeat("a.", MaxLineDots)+"a = 1\n", 100)},
+		{name: "brackets in strings", in: `x = "` + strings.Repeat("[{", 100) + `"` + "\ny = '" + strings.Repeat("[{.", 100) + "'"},
+		{name: "escaped quote in string", in: `x = "\"` + strings.Repeat("[", 100) + `"`},
+		{name: "brackets in multi-line strings", in: "x = \"\"\"\n" + strings.Repeat("[{.\n", 100) + "\"\"\"\ny = '''\n" + strings.Repeat("[{.\n", 100) + "'''"},
+		{name: "multi-line string ending in quotes", in: "x = \"\"\"a\"\"\"\"\"\ny = " + deep("[", "]", MaxNesting)},
+		{name: "brackets in comments", in: "# " + strings.Repeat("[{.", 100) + "\nx = 1"},
+		{name: "quoted keys with dots", in: `"` + strings.Repeat("a.", 100) + `" = 1`},
+		{name: "unterminated string", in: "x = \"abc\n" + "y = " + deep("[", "]", MaxNesting+1), line: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkShape("f.toml", []byte(tc.in))
+			if tc.line == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var le *LoadError
+			if !errors.As(err, &le) || len(le.Problems) != 1 || le.Problems[0].Line != tc.line || le.Problems[0].File != "f.toml" {
+				t.Fatalf("got %v, want one problem at f.toml:%d", err, tc.line)
+			}
+		})
+	}
+}
+
+// TestParseDeepNestingIsFast: files that took the decoder hours (100000
+// nested inline tables, 400 KB) or minutes (a 100000-part dotted key) are
+// refused at once with one problem.
+func TestParseDeepNestingIsFast(t *testing.T) {
+	for name, body := range map[string]string{
+		"inline tables": "x = " + strings.Repeat("{a=", 100000) + "1" + strings.Repeat("}", 100000),
+		"arrays":        "x = " + strings.Repeat("[", 100000) + strings.Repeat("]", 100000),
+		"dotted key":    strings.Repeat("a.", 100000) + "a = 1",
+		"table header":  "[" + strings.Repeat("a.", 100000) + "a]",
+	} {
+		start := time.Now()
+		_, err := Parse("f.toml", []byte("mta = \"postfix\"\n"+body+"\n"))
+		var le *LoadError
+		if !errors.As(err, &le) || len(le.Problems) != 1 {
+			t.Errorf("%s: got %.200v, want one problem", name, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%s: took %v", name, d)
+		}
+	}
+}
+
+// TestShapeAcceptsShippedConfigs: every configuration in the repository
+// passes the shape check.
+func TestShapeAcceptsShippedConfigs(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*/*.toml")
+	more, _ := filepath.Glob("../../deploy/*.toml")
+	files = append(files, more...)
+	if len(files) < 5 {
+		t.Fatalf("found only %v", files)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkShape(f, data); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+}
