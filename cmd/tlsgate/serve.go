@@ -199,14 +199,14 @@ func serve(h *tdaemon.Holder, log *slog.Logger, m *metrics.Metrics, grace time.D
 		}(r)
 		log.Info("listening", "part", r.name, "listen", r.addr)
 	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	log.Info("start", "file", p.File, "mta", string(p.MTA), "endpoints", len(p.Endpoints), "pid", os.Getpid())
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 
 	daily := time.NewTicker(24 * time.Hour)
 	defer daily.Stop()
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	code := exitOK
 loop:
 	for {
