@@ -563,3 +563,42 @@ func decodeProcAddr(s string) string {
 	}
 	return fmt.Sprintf("[%s]:%d", hexIP, port)
 }
+
+// observer gives an MTA instance its log and queue helpers; Postfix and
+// Sendmail embed it.
+type observer struct {
+	what  string // "Postfix DIR", for error messages
+	log   maillog
+	queue func() ([]QueueEntry, error)
+}
+
+// WaitQueueEmpty waits until the MTA's queue is empty.
+func (o *observer) WaitQueueEmpty(timeout time.Duration) error {
+	_, err := waitQueue(o.what, o.queue, queueEmpty, timeout)
+	return err
+}
+
+// WaitQueue polls the queue until cond returns true for it and returns
+// that queue; after timeout it returns the last queue and an error. Use
+// it rather than reading the queue right after a log line: the MTA may
+// not have rewritten its queue file yet.
+func (o *observer) WaitQueue(cond func([]QueueEntry) bool, timeout time.Duration) ([]QueueEntry, error) {
+	return waitQueue(o.what, o.queue, cond, timeout)
+}
+
+// Log returns everything the MTA logged so far.
+func (o *observer) Log() string { return o.log.String() }
+
+// LogMark returns the current length of the log, for WaitLogAfter.
+func (o *observer) LogMark() int { return len(o.log.String()) }
+
+// WaitLog waits until a log line matches re and returns it; the error
+// carries the last lines of the log.
+func (o *observer) WaitLog(re *regexp.Regexp, timeout time.Duration) (string, error) {
+	return o.log.wait(0, re, timeout)
+}
+
+// WaitLogAfter is WaitLog for lines after byte offset mark.
+func (o *observer) WaitLogAfter(mark int, re *regexp.Regexp, timeout time.Duration) (string, error) {
+	return o.log.wait(mark, re, timeout)
+}

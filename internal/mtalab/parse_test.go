@@ -64,6 +64,7 @@ func TestParseQF(t *testing.T) {
 func TestSendmailQueueDir(t *testing.T) {
 	dir := t.TempDir()
 	s := &Sendmail{queueDir: dir}
+	s.observer.what, s.observer.queue = "Sendmail "+dir, s.Queue
 	for name, data := range map[string]string{
 		"qf6ASGs4Ec001688": qfSample,
 		"df6ASGs4Ec001688": "body",

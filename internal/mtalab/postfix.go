@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,10 +112,10 @@ type Postfix struct {
 	dir      string
 	etc      string
 	queueDir string
-	log      maillog
-	ports    map[string]int
-	master   proc
-	ns       string
+	observer
+	ports  map[string]int
+	master proc
+	ns     string
 
 	stopOnce sync.Once
 	stopErr  error
@@ -150,9 +149,10 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 		dir:      dir,
 		etc:      filepath.Join(dir, "etc"),
 		queueDir: filepath.Join(dir, "spool"),
-		log:      maillog{filepath.Join(dir, "log", "maillog")},
+		observer: observer{log: maillog{filepath.Join(dir, "log", "maillog")}},
 		ports:    map[string]int{},
 	}
+	p.observer.what, p.observer.queue = "Postfix "+dir, p.Queue
 	start := time.Now()
 	binds, err := p.configure(opts)
 	if err != nil {
@@ -480,37 +480,6 @@ func parsePostqueueJSON(out string) ([]QueueEntry, error) {
 		q = append(q, e)
 	}
 	return q, sc.Err()
-}
-
-// WaitQueueEmpty waits until the queue is empty.
-func (p *Postfix) WaitQueueEmpty(timeout time.Duration) error {
-	_, err := waitQueue("Postfix "+p.dir, p.Queue, queueEmpty, timeout)
-	return err
-}
-
-// WaitQueue polls the queue until cond returns true for it and returns
-// that queue; after timeout it returns the last queue and an error. Use
-// it rather than reading the queue right after a log line: the MTA may
-// not have rewritten its queue file yet.
-func (p *Postfix) WaitQueue(cond func([]QueueEntry) bool, timeout time.Duration) ([]QueueEntry, error) {
-	return waitQueue("Postfix "+p.dir, p.Queue, cond, timeout)
-}
-
-// Log returns the whole maillog.
-func (p *Postfix) Log() string { return p.log.String() }
-
-// LogMark returns the current length of the maillog, for [Postfix.WaitLogAfter].
-func (p *Postfix) LogMark() int { return len(p.log.String()) }
-
-// WaitLog waits until a maillog line matches re and returns it; the error
-// carries the last lines of the log.
-func (p *Postfix) WaitLog(re *regexp.Regexp, timeout time.Duration) (string, error) {
-	return p.log.wait(0, re, timeout)
-}
-
-// WaitLogAfter is [Postfix.WaitLog] for lines after byte offset mark.
-func (p *Postfix) WaitLogAfter(mark int, re *regexp.Regexp, timeout time.Duration) (string, error) {
-	return p.log.wait(mark, re, timeout)
 }
 
 // Stop stops the instance with postfix stop, verifies that the master

@@ -201,13 +201,13 @@ type Sendmail struct {
 	queueDir string
 	pidFile  string
 	port     int
-	log      maillog
-	logSock  *net.UnixConn
-	logDone  chan struct{}
-	binds    [][2]string
-	hostDev  string
-	daemon   proc
-	ns       string
+	observer
+	logSock *net.UnixConn
+	logDone chan struct{}
+	binds   [][2]string
+	hostDev string
+	daemon  proc
+	ns      string
 
 	stopOnce sync.Once
 	stopErr  error
@@ -253,10 +253,11 @@ func StartSendmail(t testing.TB, opts SendmailOptions) *Sendmail {
 		cf:       filepath.Join(dir, "lab.cf"),
 		queueDir: filepath.Join(dir, "queue"),
 		pidFile:  filepath.Join(dir, "run", "sendmail.pid"),
-		log:      maillog{filepath.Join(dir, "maillog")},
+		observer: observer{log: maillog{filepath.Join(dir, "maillog")}},
 		hostDev:  filepath.Join(dir, "hostdev"),
 		logDone:  make(chan struct{}),
 	}
+	s.observer.what, s.observer.queue = "Sendmail "+dir, s.Queue
 	if err := s.configure(opts); err != nil {
 		t.Fatalf("mtalab: StartSendmail: configure %s: %v", dir, err)
 	}
@@ -578,37 +579,6 @@ func parseQF(data []byte) QueueEntry {
 		e.Recipients = append(e.Recipients, QueueRecipient{Address: r, Reason: status})
 	}
 	return e
-}
-
-// WaitQueueEmpty waits until no qf file is left.
-func (s *Sendmail) WaitQueueEmpty(timeout time.Duration) error {
-	_, err := waitQueue("Sendmail "+s.dir, s.Queue, queueEmpty, timeout)
-	return err
-}
-
-// WaitQueue polls the queue until cond returns true for it and returns
-// that queue; after timeout it returns the last queue and an error. Use
-// it rather than reading the queue right after a log line: the MTA may
-// not have rewritten its queue file yet.
-func (s *Sendmail) WaitQueue(cond func([]QueueEntry) bool, timeout time.Duration) ([]QueueEntry, error) {
-	return waitQueue("Sendmail "+s.dir, s.Queue, cond, timeout)
-}
-
-// Log returns everything Sendmail logged so far.
-func (s *Sendmail) Log() string { return s.log.String() }
-
-// LogMark returns the current length of the log, for [Sendmail.WaitLogAfter].
-func (s *Sendmail) LogMark() int { return len(s.log.String()) }
-
-// WaitLog waits until a log line matches re and returns it; the error
-// carries the last lines of the log.
-func (s *Sendmail) WaitLog(re *regexp.Regexp, timeout time.Duration) (string, error) {
-	return s.log.wait(0, re, timeout)
-}
-
-// WaitLogAfter is [Sendmail.WaitLog] for lines after byte offset mark.
-func (s *Sendmail) WaitLogAfter(mark int, re *regexp.Regexp, timeout time.Duration) (string, error) {
-	return s.log.wait(mark, re, timeout)
 }
 
 // Stop sends SIGTERM to the daemon's PID from its pid file, waits until
