@@ -242,6 +242,14 @@ func Load(path string) (*Policy, error) {
 	}
 	defer f.Close()
 	var buf bytes.Buffer
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		// Refuse an oversized file without reading it, and read a normal
+		// one into a buffer of its size (not up to twice that).
+		if fi.Size() > MaxFileSize {
+			return nil, &LoadError{Problems: []*Problem{{File: path, Msg: fmt.Sprintf("file is larger than %d bytes", MaxFileSize)}}}
+		}
+		buf.Grow(int(fi.Size()) + bytes.MinRead)
+	}
 	if _, err := buf.ReadFrom(io.LimitReader(f, MaxFileSize+1)); err != nil {
 		return nil, &LoadError{Problems: []*Problem{{File: path, Msg: fmt.Sprintf("cannot read: %v", err)}}}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +95,36 @@ func TestShapeAcceptsShippedConfigs(t *testing.T) {
 		if err := checkShape(f, data); err != nil {
 			t.Errorf("%v", err)
 		}
+	}
+}
+
+// TestLoadOversizedFileCheaply: a 100 MB file is refused from its size,
+// without reading it into memory (a SIGHUP reload of such a file used to
+// cost the daemon some 250 MB).
+func TestLoadOversizedFileCheaply(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big.toml")
+	if err := os.WriteFile(path, []byte("mta = \"postfix\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 100<<20); err != nil { // sparse: no disk used
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := Load(path)
+	runtime.ReadMemStats(&after)
+	var le *LoadError
+	if !errors.As(err, &le) || len(le.Problems) != 1 || !strings.Contains(le.Problems[0].Msg, "larger than") {
+		t.Fatalf("got %v", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Fatalf("Load allocated %d bytes to refuse an oversized file", n)
+	}
+	// A file at the limit is still read (and then judged on its content).
+	if err := os.Truncate(path, MaxFileSize); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("file at the limit: %.200v", err)
 	}
 }
