@@ -111,6 +111,20 @@ func newServer(cfg serverConfig, handle func(*conn)) *server {
 
 // resolveTimeout maps an option value to the effective timeout: zero means def, negative
 // means none.
+// withDefaults fills the zero fields of options shared by both servers.
+func (cfg serverConfig) withDefaults() serverConfig {
+	cfg.idleTimeout = resolveTimeout(cfg.idleTimeout, DefaultIdleTimeout)
+	cfg.readTimeout = resolveTimeout(cfg.readTimeout, DefaultReadTimeout)
+	cfg.writeTimeout = resolveTimeout(cfg.writeTimeout, DefaultWriteTimeout)
+	if cfg.log == nil {
+		cfg.log = slog.Default()
+	}
+	if cfg.maxConns == 0 {
+		cfg.maxConns = DefaultMaxConns
+	}
+	return cfg
+}
+
 func resolveTimeout(v, def time.Duration) time.Duration {
 	if v == 0 {
 		return def

@@ -210,18 +210,12 @@ func NewSocketmapServer(opts SocketmapOptions) (*SocketmapServer, error) {
 		proto:        "socketmap",
 		log:          opts.Logger,
 		maxConns:     opts.MaxConns,
-		idleTimeout:  resolveTimeout(opts.IdleTimeout, DefaultIdleTimeout),
-		readTimeout:  resolveTimeout(opts.ReadTimeout, DefaultReadTimeout),
-		writeTimeout: resolveTimeout(opts.WriteTimeout, DefaultWriteTimeout),
+		idleTimeout:  opts.IdleTimeout,
+		readTimeout:  opts.ReadTimeout,
+		writeTimeout: opts.WriteTimeout,
 		complete:     netstringComplete,
 	}
-	if cfg.log == nil {
-		cfg.log = slog.Default()
-	}
-	if cfg.maxConns == 0 {
-		cfg.maxConns = DefaultMaxConns
-	}
-	s.srv = newServer(cfg, s.serveConn)
+	s.srv = newServer(cfg.withDefaults(), s.serveConn)
 	return s, nil
 }
 
