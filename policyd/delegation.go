@@ -227,7 +227,8 @@ type DelegationOptions struct {
 	// negative: no limit.
 	WriteTimeout time.Duration
 	// MaxConns is the most connections served at once; at the cap the longest-idle one is
-	// closed to make room, or, if none is idle, the new one is closed at once. Default
+	// closed to make room, or, if none is idle, the one that has been sending an unfinished
+	// request for the longest time, or, if none is, the new one is closed at once. Default
 	// DefaultMaxConns (1000), above Postfix's default smtpd process limit (100).
 	MaxConns int
 	// Logger receives protocol errors and Decider bugs. Default slog.Default().
@@ -301,6 +302,9 @@ func (s *DelegationServer) serveConn(c *conn) {
 			}
 			s.srv.log.Warn("delegation: protocol error, closing connection without reply",
 				"conn", c.id, "remote", remoteString(c), "err", err)
+			return
+		}
+		if !c.requestRead() {
 			return
 		}
 		action := s.decide(c, req)

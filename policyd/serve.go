@@ -45,9 +45,10 @@ const (
 
 // Connection states.
 const (
-	stateActive int32 = iota // reading a request, deciding or writing the reply
-	stateIdle                // waiting for the first byte of the next request
-	stateClosed              // closed by the server (shutdown, eviction)
+	stateActive  int32 = iota // reading a buffered request, deciding or writing the reply
+	stateIdle                 // waiting for the first byte of the next request
+	stateClosed               // closed by the server (shutdown, eviction)
+	stateReading              // waiting for the rest of a request (MTAs write it at once)
 )
 
 // serverConfig is what both servers share.
@@ -80,6 +81,8 @@ type server struct {
 	nextID    uint64
 	refused   uint64    // connections refused at the cap since the last log line
 	refusedAt time.Time // time of the last such log line
+	slow      uint64    // slow senders evicted at the cap since the last log line
+	slowAt    time.Time // time of the last such log line
 }
 
 // conn is one accepted connection.
@@ -91,7 +94,7 @@ type conn struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	state     atomic.Int32
-	idleSince atomic.Int64 // unix nanoseconds
+	idleSince atomic.Int64 // unix nanoseconds: start of the idle or reading state
 
 	// Deadlines currently set; used by the connection's goroutine only.
 	readDL, writeDL time.Time
@@ -189,9 +192,10 @@ func isTemporaryAcceptError(err error) bool {
 }
 
 // admit registers nc, or closes it when the server is shutting down or at its connection
-// cap and no idle connection can be evicted to make room.
+// cap and no idle or slow connection can be evicted to make room.
 func (s *server) admit(nc net.Conn) *conn {
 	var evict *conn
+	var slowLog uint64
 	s.mu.Lock()
 	if s.inShutdown.Load() {
 		s.mu.Unlock()
@@ -200,6 +204,17 @@ func (s *server) admit(nc net.Conn) *conn {
 	}
 	if len(s.conns) >= s.maxConns {
 		evict = s.oldestIdleLocked()
+		if evict == nil {
+			// No idle connection: close the one that has been sending its request for
+			// the longest time. MTAs write a request at once, so connections that hold
+			// the cap with unfinished requests (slowloris) cannot starve the others.
+			if evict = s.oldestReadingLocked(); evict != nil {
+				s.slow++
+				if now := time.Now(); now.Sub(s.slowAt) >= refuseLogEvery {
+					slowLog, s.slow, s.slowAt = s.slow, 0, now
+				}
+			}
+		}
 		if evict == nil {
 			s.refused++
 			now := time.Now()
@@ -224,10 +239,39 @@ func (s *server) admit(nc net.Conn) *conn {
 	s.mu.Unlock()
 	if evict != nil {
 		evict.Close()
-		s.log.Debug(s.proto+": connection limit reached, closed the longest-idle connection",
+		s.log.Debug(s.proto+": connection limit reached, closed the longest-idle or slowest connection",
 			"max_conns", s.maxConns, "evicted_conn", evict.id)
 	}
+	if slowLog > 0 {
+		s.log.Warn(s.proto+": connection limit reached with requests arriving slowly, closing the slowest connections",
+			"max_conns", s.maxConns, "closed", slowLog, "remote", remoteString(evict))
+	}
 	return c
+}
+
+// oldestReadingLocked marks the connection that has been waiting for the rest of a
+// request for the longest time as closed and returns it, or returns nil if none is. s.mu
+// must be held.
+func (s *server) oldestReadingLocked() *conn {
+	for {
+		var oldest *conn
+		var since int64
+		for c := range s.conns {
+			if c.state.Load() != stateReading {
+				continue
+			}
+			if t := c.idleSince.Load(); oldest == nil || t < since {
+				oldest, since = c, t
+			}
+		}
+		if oldest == nil {
+			return nil
+		}
+		if oldest.state.CompareAndSwap(stateReading, stateClosed) {
+			return oldest
+		}
+		// Its request arrived meanwhile: look again.
+	}
 }
 
 // oldestIdleLocked marks the connection idle for the longest time as closed and returns
@@ -272,7 +316,9 @@ func (s *server) run(c *conn) {
 // waitRequest waits, up to the idle timeout, for the first byte of the next request. It
 // returns false when the connection is to end: peer closed it, idle timeout, read error,
 // or the server closed it (shutdown, eviction). On true the read deadline for the request
-// itself is set and the connection counts as active until the next waitRequest.
+// itself is set and the connection counts as active until the next waitRequest; while the
+// request is not completely buffered it counts as reading (evictable at the cap) until
+// requestRead.
 func (c *conn) waitRequest() bool {
 	s := c.srv
 	now := time.Now()
@@ -294,15 +340,28 @@ func (c *conn) waitRequest() bool {
 			return false
 		}
 	}
-	if !c.state.CompareAndSwap(stateIdle, stateActive) {
-		return false
-	}
 	// The MTA writes each request at once, so it is usually all buffered now and reading
 	// it cannot block: then the read deadline need not change.
-	if buf, _ := c.br.Peek(c.br.Buffered()); !s.complete(buf) {
+	buf, _ := c.br.Peek(c.br.Buffered())
+	complete := s.complete(buf)
+	next := stateActive
+	if !complete {
+		next = stateReading
+		c.idleSince.Store(time.Now().UnixNano())
+	}
+	if !c.state.CompareAndSwap(stateIdle, next) {
+		return false
+	}
+	if !complete {
 		c.armRead(time.Now(), s.readTimeout)
 	}
 	return true
+}
+
+// requestRead marks the request announced by waitRequest as read. It returns false if
+// the connection was closed meanwhile (evicted as a slow sender, or shut down).
+func (c *conn) requestRead() bool {
+	return c.state.CompareAndSwap(stateReading, stateActive) || c.state.Load() == stateActive
 }
 
 // armRead makes the read deadline now+d (none if d < 0). To save timer work on every

@@ -173,8 +173,10 @@ type SocketmapOptions struct {
 	// comfortably above one connection per Postfix smtp(8) process (default_process_limit
 	// is 100). When a connection arrives at the cap, the connection idle for the longest
 	// time is closed to make room (Postfix reconnects transparently); if none is idle, the
-	// new connection is closed at once without a reply (Postfix retries once, then defers
-	// the mail), and a warning is logged at most every 10 s.
+	// one that has been sending an unfinished request for the longest time (MTAs write a
+	// request at once: a slowloris client) is closed; if none is, the new connection is
+	// closed at once without a reply (Postfix retries once, then defers the mail). Warnings
+	// about the last two are logged at most every 10 s.
 	MaxConns int
 
 	// Logger receives protocol errors, Lookuper bugs and connection-limit warnings; no
@@ -242,6 +244,9 @@ func (s *SocketmapServer) serveConn(c *conn) {
 		rbuf = payload[:0]
 		if err != nil {
 			s.protocolError(c, err)
+			return
+		}
+		if !c.requestRead() {
 			return
 		}
 		r := s.answer(c, payload)

@@ -1,0 +1,92 @@
+package policyd
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSocketmapSlowSendersCannotHoldTheCap: connections that hold the
+// connection cap with unfinished requests (slowloris) no longer make the
+// server refuse everyone else until their read timeout: a new connection
+// evicts the one that has been sending its request for the longest time.
+func TestSocketmapSlowSendersCannotHoldTheCap(t *testing.T) {
+	var logs logBuf
+	s, spec := startSocketmap(t, "unix", SocketmapOptions{Lookuper: LookupFunc(testLookuper), MaxConns: 3, Logger: logs.logger()})
+	var slow []slowConn
+	for i := range 3 {
+		c := dialSpec(t, spec)
+		c.Write([]byte("9000:tlspolicy " + strings.Repeat("s", 100)))
+		slow = append(slow, slowConn{c, bufio.NewReader(c)})
+		waitConns(t, s.srv, i+1)
+		time.Sleep(10 * time.Millisecond) // the first one is the slowest
+	}
+	waitReading(t, s.srv, 3)
+	good := dialClient(t, spec)
+	if r := lookupOK(t, good, "tlspolicy", "found.example"); r.Status != StatusOK {
+		t.Fatalf("new client at the cap: %+v", r)
+	}
+	expectClosed(t, slow[0].c, slow[0].br, 5*time.Second)
+	logs.waitFor(t, "requests arriving slowly")
+	// The others keep their place and may still finish their requests.
+	rest := "," // complete the netstring of slow[1] below: 9000 bytes in all
+	slow[1].c.Write([]byte(strings.Repeat("s", 9000-len("tlspolicy ")-100) + rest))
+	if got, err := readRaw(slow[1].c, slow[1].br, 5*time.Second); err != nil || got != "NOTFOUND " {
+		t.Fatalf("slow client that finished: %q, %v", got, err)
+	}
+}
+
+// TestDelegationSlowSendersCannotHoldTheCap is the same for policy
+// delegation: requests without their blank line hold the cap until a new
+// connection evicts the slowest.
+func TestDelegationSlowSendersCannotHoldTheCap(t *testing.T) {
+	var logs logBuf
+	s, spec := startDelegation(t, "unix", DelegationOptions{Decider: &testDecider{}, MaxConns: 2, Logger: logs.logger()})
+	var slow []slowConn
+	for i := range 2 {
+		c := dialSpec(t, spec)
+		c.Write([]byte("request=smtpd_access_policy\nprotocol_state=RCPT\n"))
+		slow = append(slow, slowConn{c, bufio.NewReader(c)})
+		waitConns(t, s.srv, i+1)
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitReading(t, s.srv, 2)
+	good := dialSpec(t, spec)
+	good.Write([]byte(postfixRequest))
+	if got, err := readAction(good, bufio.NewReader(good)); err != nil || got != "action=DUNNO\n" {
+		t.Fatalf("new client at the cap: %q, %v", got, err)
+	}
+	expectClosed(t, slow[0].c, slow[0].br, 5*time.Second)
+	logs.waitFor(t, "requests arriving slowly")
+}
+
+// slowConn is a raw connection with its reader.
+type slowConn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+// waitReading waits until n connections wait for the rest of a request.
+func waitReading(t *testing.T, s *server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		k := 0
+		for c := range s.conns {
+			if c.state.Load() == stateReading {
+				k++
+			}
+		}
+		s.mu.Unlock()
+		if k == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections reading, want %d", k, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
