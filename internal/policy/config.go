@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/BurntSushi/toml"
 )
@@ -236,7 +237,9 @@ const MaxFileSize = 64 << 20
 // Load reads and compiles the configuration file at path. On failure the
 // error is a *LoadError listing every problem with its line.
 func Load(path string) (*Policy, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO without a writer reads as empty instead of blocking
+	// (on SIGHUP, the daemon's signal loop) until one appears.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, &LoadError{Problems: []*Problem{{File: path, Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}}}
 	}

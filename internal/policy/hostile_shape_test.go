@@ -2,10 +2,12 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -126,5 +128,47 @@ func TestLoadOversizedFileCheaply(t *testing.T) {
 	}
 	if _, err := Load(path); err == nil || strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("file at the limit: %.200v", err)
+	}
+}
+
+// TestLoadFIFODoesNotBlock: a FIFO in place of the configuration file
+// (nobody writing to it) is an error at once, not a Load that waits
+// forever for a writer (on SIGHUP, in the daemon's signal loop, so that
+// SIGTERM went unanswered).
+func TestLoadFIFODoesNotBlock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fifo.toml")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Load(path)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		var le *LoadError
+		if !errors.As(err, &le) {
+			t.Fatalf("got %v, want a *LoadError", err)
+		}
+	case <-time.After(5 * time.Second):
+		// Unblock the stuck open before failing.
+		if f, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("Load blocked on a FIFO without a writer")
+	}
+	// A pipe with a writer is still read ("tlsgate check -c /dev/stdin").
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go func() {
+		w.Write([]byte("mta = \"postfix\"\n"))
+		w.Close()
+	}()
+	if p, err := Load(fmt.Sprintf("/proc/self/fd/%d", r.Fd())); err != nil || p.MTA != Postfix {
+		t.Fatalf("pipe: %v, %v", p, err)
 	}
 }
