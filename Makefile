@@ -12,7 +12,7 @@ FUZZ_TARGETS = \
 	./policyd:FuzzParseDelegation \
 	./internal/policy:FuzzDecodeXtext
 
-.PHONY: all build test unit deps vet fmtcheck fmt fuzz fuzz-long bench demo install man clean
+.PHONY: all build test unit deps vet fmtcheck fmt fuzz fuzz-long bench bench-micro demo install man clean
 
 all: build
 
@@ -49,7 +49,20 @@ fuzz:
 fuzz-long:
 	$(MAKE) fuzz FUZZTIME=5m
 
+# The side-by-side benchmark (docs/benchmarks.md): tlsgate next to no-op
+# servers and Postfix alone, in interleaved rounds; rewrites the generated
+# part of docs/benchmarks.md and docs/benchmarks.csv. Part 4 (Postfix end to
+# end) needs root and the test deps (make deps); without them it is skipped.
+# Extra runner flags: make bench BENCHFLAGS="-parts 12 -rounds 3".
+BENCHFLAGS ?=
 bench:
+	@d=$$(mktemp -d /tmp/tlsgate-bench-bin.XXXXXX) && trap 'rm -rf "$$d"' EXIT && \
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o "$$d/tlsgate" ./cmd/tlsgate && \
+	$(GO) build -trimpath -o "$$d/tlsgate-bench" ./cmd/tlsgate-bench && \
+	"$$d/tlsgate-bench" run -tlsgate "$$d/tlsgate" -out docs/benchmarks.md $(BENCHFLAGS)
+
+# The packages' go test micro-benchmarks (policyd, milter, ...).
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
 
 demo: build

@@ -1,0 +1,15 @@
+// Command tlsgate-bench measures what tlsgate costs next to no-op baselines
+// and the MTA alone, and writes docs/benchmarks.md; "make bench" runs it.
+// The same program provides the no-op servers and load clients the runner
+// starts as separate processes. See package internal/bench.
+package main
+
+import (
+	"os"
+
+	"github.com/tlsgate/tlsgate/internal/bench"
+)
+
+func main() {
+	os.Exit(bench.Main(os.Args[1:], os.Stdout, os.Stderr))
+}
