@@ -234,6 +234,9 @@ type rawReq struct {
 // MaxFileSize bounds the configuration file tlsgate reads.
 const MaxFileSize = 64 << 20
 
+// maxUnknownKeys is how many unknown keys Parse names one by one.
+const maxUnknownKeys = 100
+
 // Load reads and compiles the configuration file at path. On failure the
 // error is a *LoadError listing every problem with its line.
 func Load(path string) (*Policy, error) {
@@ -274,7 +277,14 @@ func Parse(name string, data []byte) (*Policy, error) {
 		c.tomlError(err)
 		return nil, c.err()
 	}
-	for _, k := range md.Undecoded() {
+	undecoded := md.Undecoded()
+	for i, k := range undecoded {
+		if i == maxUnknownKeys {
+			// A file of unknown keys gets a readable answer: the first ones
+			// by name and line, then a count.
+			c.problem(0, "and %d more unknown keys", len(undecoded)-i)
+			break
+		}
 		c.problem(c.loc.undecoded(k), "unknown key %q%s", k.String(), suggest(k))
 	}
 	p := c.compile(&raw)

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -11,8 +12,9 @@ import (
 // lines); anything it cannot place is reported at the enclosing table.
 type locator struct {
 	lines []string
-	keys  map[string]int // "endpoint.2.inbound.min_bits" → line (1-based)
-	used  map[int]bool   // lines already reported by undecoded
+	keys  map[string]int   // "endpoint.2.inbound.min_bits" → line (1-based)
+	used  map[int]bool     // lines already reported by undecoded
+	byKey map[string][]int // key path without array indexes → its lines, ascending (built by undecoded)
 }
 
 func newLocator(data []byte) *locator {
@@ -196,14 +198,23 @@ func (l *locator) valueLine(path, v string) int {
 // carries no array index: it returns the first not yet reported line whose
 // path equals k once array indexes are removed.
 func (l *locator) undecoded(k []string) int {
-	want := strings.Join(k, ".")
-	best := 0
-	for path, n := range l.keys {
-		if l.used[n] || stripIndexes(path) != want {
-			continue
+	if l.byKey == nil {
+		// Index once: scanning every key for every unknown key made a file
+		// of many unknown keys quadratic.
+		l.byKey = map[string][]int{}
+		for path, n := range l.keys {
+			s := stripIndexes(path)
+			l.byKey[s] = append(l.byKey[s], n)
 		}
-		if best == 0 || n < best {
+		for _, lines := range l.byKey {
+			slices.Sort(lines)
+		}
+	}
+	best := 0
+	for _, n := range l.byKey[strings.Join(k, ".")] {
+		if !l.used[n] {
 			best = n
+			break
 		}
 	}
 	l.used[best] = true
