@@ -10,7 +10,9 @@ FUZZ_TARGETS = \
 	./internal/policy:FuzzParseDN \
 	./policyd:FuzzReadNetstring \
 	./policyd:FuzzParseDelegation \
-	./internal/policy:FuzzDecodeXtext
+	./internal/policy:FuzzDecodeXtext \
+	./milter:FuzzStampHeaders \
+	./milter:FuzzMilterSession
 
 .PHONY: all build test unit deps vet fmtcheck fmt fuzz fuzz-long bench bench-micro demo install man clean
 

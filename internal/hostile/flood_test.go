@@ -1,0 +1,284 @@
+package hostile
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tlsgate/tlsgate/policyd"
+)
+
+// servedWhile runs checkServed every interval until stop is closed and
+// returns how many rounds passed; a failed round fails t.
+func (d *daemon) servedWhile(t *testing.T, stop <-chan struct{}, interval time.Duration) <-chan int {
+	out := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { out <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(interval):
+			}
+			if err := d.served(); err != nil {
+				t.Errorf("during the flood: %v", err)
+				return
+			}
+			n++
+		}
+	}()
+	return out
+}
+
+// served is checkServed returning an error instead of failing (for other
+// goroutines).
+func (d *daemon) served() error {
+	select {
+	case <-d.done:
+		return errors.New("tlsgate serve exited:\n" + d.logs.tail(40))
+	default:
+	}
+	for key, want := range map[string]string{"partner.example": answerPartnerA, "other.example": answerNotFound} {
+		if r, err := d.lookup("tlspolicy", key); err != nil || r.String() != want {
+			return errors.New("socketmap " + key + ": " + r.String() + " " + errString(err))
+		}
+	}
+	if got, err := d.decide(delegationRequest("192.0.2.10", "a@partner.example", false)); err != nil || got != actionDefer {
+		return errors.New("delegation: " + got + " " + errString(err))
+	}
+	if r, err := runMilter(d.milter, partnerTLS); err != nil || !r.Accepted {
+		return errors.New("milter: " + errString(err))
+	}
+	return nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// TestFloodIdleConnections opens 1000 idle connections on each of the
+// three listeners (the milter ones negotiated, so go-milter keeps them)
+// while well-behaved clients keep getting correct answers. The socketmap
+// and delegation servers are at their cap of 1000 and evict the
+// longest-idle connection for each new one; the milter has no cap. After
+// the flood the descriptors are released.
+func TestFloodIdleConnections(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, conf{Level: "warn"})
+	d.checkServed(t)
+	baseFDs, baseRSS := d.fds(), d.rssMB()
+	d.resetPeak()
+	stop := make(chan struct{})
+	rounds := d.servedWhile(t, stop, 20*time.Millisecond)
+	const flood = 1000
+	var conns []net.Conn
+	for range flood {
+		conns = append(conns, dialRaw(t, d.socketmap), dialRaw(t, d.delegation))
+		c := dialRaw(t, d.milter)
+		negotiate(t, c, bufio.NewReader(c))
+		conns = append(conns, c)
+	}
+	time.Sleep(500 * time.Millisecond)
+	fds := d.fds()
+	d.checkServed(t)
+	close(stop)
+	n := <-rounds
+	peak := d.peakMB()
+	record("flood: 3x1000 idle connections", "peak RSS %.1f MB (%.1f MB before), %d fds (%d before), %d well-behaved rounds during the flood, %d reconnects", peak, baseRSS, fds, baseFDs, n, d.reconnects)
+	if n < 3 {
+		t.Errorf("only %d well-behaved rounds completed during the flood", n)
+	}
+	if peak > rssLimitMB(160) {
+		t.Errorf("peak RSS %.1f MB under 3000 idle connections", peak)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for d.fds() > baseFDs+20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d descriptors open 10 s after the flood closed, %d before it", d.fds(), baseFDs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.checkServed(t)
+}
+
+// TestSlowClients runs, at the same time against one daemon: 100
+// slowloris socketmap and 100 slowloris delegation clients (a byte every
+// 500 ms), half-open clients that stop mid-request, 1000 connections that
+// announce a 10000-byte request and send half, a client that half-closes
+// after a whole request, and one that pipelines requests without reading
+// the answers. The read timeout (10 s) cuts the slow and silent ones; on
+// the socketmap, which they push over its cap of 1000 connections, new
+// connections evict the slowest senders first (before policyd's fix every
+// new connection was refused until the read timeout). The write timeout
+// (10 s) cuts the one that does not read, memory stays bounded, and
+// well-behaved clients are served throughout.
+func TestSlowClients(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, conf{Level: "warn"})
+	baseRSS := d.rssMB()
+	d.resetPeak()
+	stop := make(chan struct{})
+	rounds := d.servedWhile(t, stop, 100*time.Millisecond)
+	const readTimeout = policyd.DefaultReadTimeout
+	var wg sync.WaitGroup
+	var cut, evicted atomic.Int32
+	start := time.Now()
+	// cutWithin waits for the server to close c, expecting it between lo
+	// and hi after start.
+	cutWithin := func(name string, c net.Conn, lo, hi time.Duration) {
+		c.SetReadDeadline(start.Add(hi + 5*time.Second))
+		_, err := io.Copy(io.Discard, c)
+		el := time.Since(start)
+		switch {
+		case err != nil && !errors.Is(err, syscall.ECONNRESET):
+			t.Errorf("%s: not closed after %v: %v", name, el, err)
+		case el < lo || el > hi:
+			t.Errorf("%s: closed after %v, want between %v and %v", name, el, lo, hi)
+		default:
+			cut.Add(1)
+			if el < readTimeout-time.Second {
+				evicted.Add(1) // to make room at the cap, before its read timeout
+			}
+		}
+	}
+	trickle := func(c net.Conn, msg string) {
+		for i := 0; i < len(msg); i++ {
+			if _, err := c.Write([]byte{msg[i]}); err != nil {
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	for range 100 {
+		sm := dialRaw(t, d.socketmap)
+		dl := dialRaw(t, d.delegation)
+		wg.Add(4)
+		go func() { defer wg.Done(); trickle(sm, "9000:tlspolicy "+strings.Repeat("a", 8990)+",") }()
+		go func() { defer wg.Done(); trickle(dl, delegationRequest("192.0.2.10", "a@partner.example", false)) }()
+		// With the partial requests below the socketmap is over its cap of 1000:
+		// the slowest senders are evicted for new connections, the rest time out.
+		go func() { defer wg.Done(); cutWithin("socketmap slowloris", sm, 0, readTimeout+3*time.Second) }()
+		go func() {
+			defer wg.Done()
+			cutWithin("delegation slowloris", dl, readTimeout-time.Second, readTimeout+3*time.Second)
+		}()
+	}
+	// Half-open: part of a request, then silence.
+	halfSM := dialRaw(t, d.socketmap)
+	halfSM.Write([]byte("27:tlspolicy [192.0"))
+	halfDL := dialRaw(t, d.delegation)
+	halfDL.Write([]byte(strings.TrimSuffix(delegationRequest("192.0.2.10", "a@partner.example", false), "\n")))
+	wg.Add(2)
+	go func() { defer wg.Done(); cutWithin("socketmap half-open", halfSM, 0, readTimeout+3*time.Second) }()
+	go func() {
+		defer wg.Done()
+		cutWithin("delegation without the blank line", halfDL, readTimeout-time.Second, readTimeout+3*time.Second)
+	}()
+	// 1000 connections with half of a maximal request each.
+	partial := []byte("10000:tlspolicy " + strings.Repeat("p", 5000))
+	var partials []net.Conn
+	for range 1000 {
+		c := dialRaw(t, d.socketmap)
+		c.Write(partial)
+		partials = append(partials, c)
+	}
+	// Half-closed after a whole request: still answered.
+	hc := dialRaw(t, d.socketmap)
+	hc.Write([]byte(netstring("tlspolicy partner.example")))
+	hc.(interface{ CloseWrite() error }).CloseWrite()
+	hc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got, err := policyd.ReadNetstring(bufio.NewReader(hc), 1000); err != nil || string(got) != answerPartnerA {
+		t.Errorf("half-closed client: %q, %v", got, err)
+	}
+	// Pipelines requests and never reads the answers.
+	deaf := dialRaw(t, d.socketmap)
+	req := []byte(strings.Repeat(netstring("tlspolicy partner.example"), 1000))
+	go func() {
+		for range 1000 {
+			if _, err := deaf.Write(req); err != nil {
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	for _, c := range partials {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("partial request not cut: %v", err)
+			break
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for d.logs.count(0, "write error") == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d.logs.count(0, "write error") == 0 {
+		t.Errorf("the client that never reads was not cut by the write timeout:\n%s", d.logs.tail(20))
+	}
+	close(stop)
+	n := <-rounds
+	peak := d.peakMB()
+	record("slow clients: 200 slowloris, 2 half-open, 1000 half-sent, 1 deaf", "%d slow or silent connections cut within the read timeout (%d of them evicted earlier at the socketmap cap), peak RSS %.1f MB (%.1f MB before), %d well-behaved rounds meanwhile", cut.Load(), evicted.Load(), peak, baseRSS, n)
+	if peak > rssLimitMB(160) {
+		t.Errorf("peak RSS %.1f MB", peak)
+	}
+	if n < 20 {
+		t.Errorf("only %d well-behaved rounds meanwhile", n)
+	}
+	d.checkServed(t)
+}
+
+// TestFloodBeyondFileLimit limits the daemon to 256 open files and floods
+// each listener with 300 connections: accept fails with EMFILE. The
+// policyd servers and (since milter/guard.go) the milter retry instead of
+// stopping tlsgate serve; once the flood is gone the daemon serves again.
+func TestFloodBeyondFileLimit(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, conf{Level: "warn"})
+	d.setNofile(256)
+	mark := d.logs.mark()
+	var conns []net.Conn
+	for range 300 {
+		for _, s := range []string{d.milter, d.socketmap, d.delegation} {
+			c, err := net.Dial("unix", s)
+			if err != nil {
+				continue // the listen backlog is full
+			}
+			conns = append(conns, c)
+		}
+	}
+	d.logs.waitFor(t, mark, "too many open files", 10*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	d.alive(t)
+	for _, c := range conns {
+		c.Close()
+	}
+	// The persistent clients may have been closed meanwhile; they redial.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := d.served()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not serving 20 s after the flood: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	record("flood beyond RLIMIT_NOFILE=256", "%d connections opened, EMFILE logged %d times, daemon alive and serving afterwards", len(conns), d.logs.count(mark, "too many open files"))
+	d.checkServed(t)
+}
