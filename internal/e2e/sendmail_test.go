@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/mtaconf"
 	"github.com/tlsgate/tlsgate/internal/mtalab"
 )
 
@@ -49,7 +50,15 @@ func (r *rcptLog) count(rcpt string) int {
 //   - the peer matching CN, CS and CI gets the mail over verified TLS;
 //   - while tlsgate is down, even that peer's mail stays queued (the
 //     socket map fails with a temporary error), and once it is back the
-//     mail goes out exactly once.
+//     mail goes out exactly once;
+//   - while tlsgate is down, Sendmail still uses STARTTLS with that peer
+//     (the Local_try_tls ruleset mta-config prints after MAILER()), so the
+//     peer never sees MAIL FROM in clear. A control Sendmail built from
+//     the same lines without that ruleset shows the fail-open it closes:
+//     its try_tls lookup tempfails, it skips STARTTLS and sends MAIL FROM
+//     in clear before tls_rcpt defers the recipient;
+//   - an uncovered peer still gets TLS when it offers STARTTLS and clear
+//     text when it does not.
 func TestSendmailAccessMap(t *testing.T) {
 	mtalab.Require(t)
 	start := time.Now()
@@ -76,12 +85,14 @@ subject_dn = "`+sinkDN+`"
 issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 		},
 	}.render(l))
-	mc := strings.Split(strings.TrimSpace(l.tlsgate("mta-config", "-c", l.config)), "\n")
+	mc, afterMailer := sendmailMC(t, l)
 	wantMC := "FEATURE(`access_db', `socket -T<TMPF> -d5 unix:" + filepath.Join(l.dir, "policy.sock") + "')dnl"
 	if !contains(mc, wantMC) {
 		t.Fatalf("mta-config did not print %q:\n%s", wantMC, strings.Join(mc, "\n"))
 	}
-	t.Logf("tlsgate mta-config .mc lines:\n  %s", strings.Join(mc, "\n  "))
+	if !contains(afterMailer, "LOCAL_TRY_TLS") {
+		t.Fatalf("mta-config did not print LOCAL_TRY_TLS after %q:\n%s", mtaconf.SendmailAfterMailer, strings.Join(afterMailer, "\n"))
+	}
 	g := newGate(l)
 	g.Start()
 
@@ -101,8 +112,17 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 		}
 		return ""
 	}})
-	smA := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: plain.Port(), MC: mc})
-	smB := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: tlsSink.Port(), MC: mc, LogLevel: 14})
+	smA := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: plain.Port(), MC: mc, MCAfterMailer: afterMailer})
+	smB := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: tlsSink.Port(), MC: mc, MCAfterMailer: afterMailer, LogLevel: 14})
+	// The control: the same lines without those after MAILER(), and its
+	// own sink, refusing like tlsSink until the daemon-down step.
+	ctlSink := mtalab.StartSink(t, mtalab.SinkOptions{TLS: p.Sink, Reply: func(stage, arg string) string {
+		if stage == "RCPT" && refuse.Load() {
+			return "451 4.7.1 lab says try later"
+		}
+		return ""
+	}})
+	smC := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: ctlSink.Port(), MC: mc, LogLevel: 14})
 
 	send := func(sm *mtalab.Sendmail, rcpt string) {
 		t.Helper()
@@ -140,12 +160,13 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 		}
 	}
 
-	markA, markB := smA.LogMark(), smB.LogMark()
+	markA, markB, markC := smA.LogMark(), smB.LogMark(), smC.LogMark()
 	send(smA, "user@plain.sm.test")
 	send(smA, "user@open.sm.test")
 	send(smB, "user@good.sm.test")
 	send(smB, "user@csbad.sm.test")
 	send(smB, "user@cibad.sm.test")
+	send(smC, "user@good.sm.test")
 
 	t.Run("no-starttls-deferred", func(t *testing.T) {
 		deferred(smA, markA, "user@plain.sm.test", `403 4\.7\.0 encryption too weak 0 less than 40`)
@@ -193,6 +214,9 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 		if _, err := smB.WaitLogAfter(markB, regexp.MustCompile(`to=<user@good\.sm\.test>, .*stat=Deferred: 451 4\.7\.1 lab says try later`), 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := smC.WaitLogAfter(markC, regexp.MustCompile(`to=<user@good\.sm\.test>, .*stat=Deferred: 451 4\.7\.1 lab says try later`), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := smB.WaitLogAfter(markB, regexp.MustCompile(`STARTTLS=client, relay=\[127\.0\.0\.1\], version=TLSv1\.[23], verify=OK`), 5*time.Second); err != nil {
 			t.Error(err)
 		}
@@ -212,9 +236,13 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 		time.Sleep(time.Second)
 		refuse.Store(false)
 		before := offered.count("user@good.sm.test")
-		envBefore := len(tlsSink.Envelopes())
-		mark := smB.LogMark()
+		envBefore, ctlBefore := len(tlsSink.Envelopes()), len(ctlSink.Envelopes())
+		sessBefore, ctlSessBefore := len(tlsSink.Sessions()), len(ctlSink.Sessions())
+		mark, markC := smB.LogMark(), smC.LogMark()
 		if err := smB.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := smC.Flush(); err != nil {
 			t.Fatal(err)
 		}
 		// Sendmail cannot open the socket map: every access lookup is a
@@ -227,14 +255,59 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 		if n := len(tlsSink.Messages()); n != 0 {
 			t.Errorf("with tlsgate down, the sink received %d message(s)", n)
 		}
-		// Sendmail's try_tls lookup fails too, so it does not even try
-		// STARTTLS; tls_rcpt then keeps every recipient back, and the
-		// peer sees at most a MAIL FROM, never a recipient or data.
+		// The Try_TLS: lookup fails too, but Local_try_tls answers
+		// first: Sendmail uses STARTTLS, then tls_rcpt keeps every
+		// recipient back. The peer sees at most a MAIL FROM over TLS,
+		// never one in clear, a recipient or data.
 		for _, m := range tlsSink.Envelopes()[envBefore:] {
 			if len(m.To) != 0 || m.Completed {
 				t.Errorf("with tlsgate down, the sink got an envelope with recipients or data: %+v", m)
 			}
-			t.Logf("with tlsgate down the sink saw MAIL FROM:<%s> without recipients (TLS: %v)", m.From, m.TLS != nil)
+			if m.TLS == nil {
+				t.Errorf("with tlsgate down, the covered peer got MAIL FROM:<%s> in clear", m.From)
+			}
+		}
+		sess := tlsSink.Sessions()[sessBefore:]
+		if len(sess) == 0 {
+			t.Fatal("Sendmail did not connect to the covered peer while tlsgate was down: the check above saw nothing")
+		}
+		for _, s := range sess {
+			t.Logf("tlsgate down, with Local_try_tls: session %d TLS=%v commands %q", s.ID, s.TLS != nil, s.Commands)
+			if s.TLS == nil {
+				t.Errorf("with tlsgate down, Sendmail did not use STARTTLS with the covered peer: %q", s.Commands)
+			}
+		}
+
+		tryTLS := regexp.MustCompile(`ruleset=try_tls, arg1=\S+, relay=\S+, reject=451 4\.3\.0`)
+		if lines := logLines(smB.Log()[mark:], tryTLS); len(lines) != 0 {
+			t.Errorf("try_tls refused STARTTLS despite Local_try_tls: %s", lines[0])
+		}
+
+		// The control shows what Local_try_tls prevents: the failed
+		// Try_TLS: lookup turns STARTTLS off.
+		if _, err := smC.WaitLogAfter(markC, tryTLS, 30*time.Second); err != nil {
+			t.Error(err)
+		}
+		if _, err := smC.WaitLogAfter(markC, regexp.MustCompile(`ruleset=tls_rcpt, arg1=user@good\.sm\.test, relay=\S+, reject=451 4\.3\.0 Temporary system failure`), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		stillQueued(smC, "user@good.sm.test")
+		clear := 0
+		for _, m := range ctlSink.Envelopes()[ctlBefore:] {
+			if len(m.To) != 0 || m.Completed {
+				t.Errorf("control: the sink got an envelope with recipients or data: %+v", m)
+			}
+			if m.TLS == nil {
+				clear++
+			}
+		}
+		for _, s := range ctlSink.Sessions()[ctlSessBefore:] {
+			t.Logf("tlsgate down, without Local_try_tls (control): session %d TLS=%v commands %q", s.ID, s.TLS != nil, s.Commands)
+		}
+		t.Logf("tlsgate down, without Local_try_tls (control): %d MAIL FROM in clear to the covered peer", clear)
+		if clear == 0 {
+			t.Errorf("control: without Local_try_tls Sendmail was expected to skip STARTTLS and send MAIL FROM in clear "+
+				"while the access map is down (the fail-open the ruleset closes); it did not: envelopes %+v", ctlSink.Envelopes()[ctlBefore:])
 		}
 	})
 	t.Run("daemon-back-delivered-once", func(t *testing.T) {
@@ -258,14 +331,56 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 			t.Fatal(err)
 		}
 		stillQueued(smA, "user@plain.sm.test")
+		if err := smC.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ctlSink.WaitMessages(1, 30*time.Second); err != nil {
+			t.Error(err)
+		}
+		// An uncovered recipient through the peer with STARTTLS: TLS, as
+		// before (its cleartext counterpart is user@open.sm.test via A).
+		send(smB, "user@open.sm.test")
+		if !waitUntil(30*time.Second, func() bool { return countTo(tlsSink.Messages())["user@open.sm.test"] == 1 }) {
+			t.Error("uncovered recipient via the STARTTLS peer not delivered")
+		}
 		time.Sleep(time.Second) // a duplicate would arrive now
 		counts := countTo(tlsSink.Messages())
-		if counts["user@good.sm.test"] != 1 || len(counts) != 1 {
-			t.Errorf("the TLS sink received %v, want user@good.sm.test exactly once", counts)
+		if counts["user@good.sm.test"] != 1 || counts["user@open.sm.test"] != 1 || len(counts) != 2 {
+			t.Errorf("the TLS sink received %v, want user@good.sm.test and user@open.sm.test exactly once", counts)
+		}
+		for _, m := range tlsSink.Messages() {
+			if m.TLS == nil {
+				t.Errorf("the STARTTLS peer received %v in clear", m.To)
+			}
+		}
+		if counts := countTo(ctlSink.Messages()); counts["user@good.sm.test"] != 1 || len(counts) != 1 {
+			t.Errorf("the control sink received %v, want user@good.sm.test exactly once", counts)
 		}
 		if counts := countTo(plain.Messages()); counts["user@open.sm.test"] != 1 || len(counts) != 1 {
 			t.Errorf("the cleartext sink received %v, want only user@open.sm.test, once", counts)
 		}
+		for _, m := range plain.Messages() {
+			if m.TLS != nil {
+				t.Errorf("the peer without STARTTLS shows a TLS session: %+v", m.TLS)
+			}
+		}
 	})
 	t.Logf("whole test %v", time.Since(start).Round(time.Millisecond))
+}
+
+// sendmailMC runs "tlsgate mta-config" for l's configuration and returns
+// its .mc lines in two parts, split where mtaconf.SendmailAfterMailer
+// says: the lines for before the MAILER() lines and those for after them.
+func sendmailMC(t *testing.T, l *lab) (before, after []string) {
+	t.Helper()
+	text := l.tlsgate("mta-config", "-c", l.config)
+	t.Logf("tlsgate mta-config .mc lines:\n  %s", strings.ReplaceAll(strings.TrimSpace(text), "\n", "\n  "))
+	b, a, _ := strings.Cut(text, mtaconf.SendmailAfterMailer+"\n")
+	split := func(s string) []string {
+		if s = strings.TrimSpace(s); s == "" {
+			return nil
+		}
+		return strings.Split(s, "\n")
+	}
+	return split(b), split(a)
 }

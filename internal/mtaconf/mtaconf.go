@@ -142,7 +142,8 @@ func Sendmail(p *policy.Policy) (string, error) {
 	}
 	b.WriteString("dnl {cert_fp} carries the SHA-256 digest fingerprints are compared with\n")
 	b.WriteString("define(`confCERT_FINGERPRINT_ALGORITHM', `sha256')dnl\n")
-	if s.Socketmap.Addr != "" && (outbound || askCert) {
+	accessMap := s.Socketmap.Addr != "" && (outbound || askCert)
+	if accessMap {
 		b.WriteString("dnl every access-map lookup goes to tlsgate; it answers only TLS_Srv, TLS_Rcpt and Srv_Features\n")
 		fmt.Fprintf(&b, "FEATURE(`access_db', `socket -T<TMPF> -d5 %s')dnl\n", sendmailSocket(s.Socketmap.Addr))
 		if askCert {
@@ -155,8 +156,30 @@ func Sendmail(p *policy.Policy) (string, error) {
 		b.WriteString("dnl F=T: while the milter is down, SMTP clients get 4xx and retry\n")
 		fmt.Fprintf(&b, "INPUT_MAIL_FILTER(`tlsgate', `S=%s, F=T, T=C:30s;S:10s;R:10s;E:30s')dnl\n", sendmailSocket(s.Milter.Addr))
 	}
+	if accessMap {
+		b.WriteString(SendmailAfterMailer + "\n")
+		b.WriteString("dnl Always try STARTTLS. Sendmail's try_tls ruleset looks up Try_TLS: in the access map;\n")
+		b.WriteString("dnl while tlsgate is unreachable that lookup fails, try_tls answers \"do not use STARTTLS\"\n")
+		b.WriteString("dnl and Sendmail would send MAIL FROM in clear before tls_rcpt defers the recipients.\n")
+		b.WriteString("dnl A $# result other than error or discard from Local_try_tls ends try_tls with\n")
+		b.WriteString("dnl success, so STARTTLS is used whenever the server offers it, whatever the map says.\n")
+		b.WriteString("dnl LOCAL_TRY_TLS must come after MAILER() (cf/m4/cfhead.m4 warns otherwise).\n")
+		b.WriteString(sendmailTryTLS)
+	}
 	return b.String(), nil
 }
+
+// SendmailAfterMailer is the line of Sendmail's output after which the
+// lines belong after the MAILER() lines of the .mc file; the lines before
+// it belong before them (FEATURE() must precede MAILER()).
+const SendmailAfterMailer = "dnl ---- the lines below go after the MAILER() lines of the .mc ----"
+
+// sendmailTryTLS makes Sendmail's try_tls ruleset succeed without asking
+// the access map: its Local_try_tls hook is consulted first, and any
+// "$#" result it returns becomes try_tls's result (cf/m4/proto.m4). Only
+// "$#error" and "$#discard" make rscheck() fail, and deliver.c skips
+// STARTTLS only when rscheck("try_tls") fails.
+const sendmailTryTLS = "LOCAL_TRY_TLS\nR$*\t\t$# OK\n"
 
 // sendmailSocket renders unix:/path or inet:PORT@HOST.
 func sendmailSocket(addr string) string {

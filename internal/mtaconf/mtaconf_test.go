@@ -2,9 +2,12 @@ package mtaconf
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/tlsgate/tlsgate/internal/mtalab"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -149,4 +152,132 @@ func postfixAttrList(t *testing.T, s string) []string {
 		out = append(out, elem)
 	}
 	return out
+}
+
+// TestSendmailAlwaysTriesTLS: with the access map served by tlsgate, the
+// .mc lines end with a Local_try_tls ruleset that makes Sendmail try
+// STARTTLS whatever the access map says. Without it, a tlsgate that is
+// down makes the Try_TLS: lookup tempfail, try_tls answer "no STARTTLS",
+// and Sendmail send MAIL FROM in clear to a covered peer before tls_rcpt
+// defers the recipients (seen with the real Sendmail 8.17 in
+// internal/e2e). The ruleset must follow MAILER(), so it comes after the
+// SendmailAfterMailer line and nothing but it does.
+func TestSendmailAlwaysTriesTLS(t *testing.T) {
+	p, err := policy.Parse("t.toml", []byte(`mta = "sendmail"
+[policyd]
+listen = "unix:/run/tlsgate/policy.sock"
+[milter]
+listen = "unix:/run/tlsgate/milter.sock"
+[[endpoint]]
+name = "a"
+hosts = ["a.example"]
+  [endpoint.outbound]
+  encryption = true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := Sendmail(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, after, ok := strings.Cut(text, SendmailAfterMailer+"\n")
+	if !ok {
+		t.Fatalf("no %q line in\n%s", SendmailAfterMailer, text)
+	}
+	if !strings.Contains(before, "FEATURE(`access_db', `socket -T<TMPF> -d5 unix:/run/tlsgate/policy.sock')dnl\n") ||
+		!strings.Contains(before, "INPUT_MAIL_FILTER(`tlsgate'") {
+		t.Errorf("FEATURE and INPUT_MAIL_FILTER must come before MAILER():\n%s", before)
+	}
+	var rules []string
+	for _, line := range strings.Split(strings.TrimSuffix(after, "\n"), "\n") {
+		if !strings.HasPrefix(line, "dnl ") {
+			rules = append(rules, line)
+		}
+	}
+	if want := []string{"LOCAL_TRY_TLS", "R$*\t\t$# OK"}; strings.Join(rules, "\n") != strings.Join(want, "\n") {
+		t.Errorf("after MAILER(): %q, want %q", rules, want)
+	}
+
+	// Without the access map (milter only) there is no try_tls to fix.
+	p, err = policy.Parse("t.toml", []byte(`mta = "sendmail"
+[milter]
+listen = "unix:/run/tlsgate/milter.sock"
+[[endpoint]]
+name = "a"
+hosts = ["a.example"]
+  [endpoint.inbound]
+  encryption = true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text, err := Sendmail(p); err != nil || strings.Contains(text, "LOCAL_TRY_TLS") || strings.Contains(text, SendmailAfterMailer) {
+		t.Errorf("milter-only output has a try_tls ruleset (%v):\n%s", err, text)
+	}
+}
+
+// TestSendmailTryTLSCompiles runs m4 on Sendmail's own cf files (from the
+// lab cache that internal/mtalab fills; skipped without it) over an .mc
+// that places the generated lines as SendmailAfterMailer says: m4 must
+// stay silent and the .cf must hold the Local_try_tls ruleset that
+// try_tls consults first. Placed before MAILER(), the same lines make m4
+// warn, which is why the output splits them off.
+func TestSendmailTryTLSCompiles(t *testing.T) {
+	cfDir := filepath.Join(mtalab.CacheDir(), "sendmail-root/usr/share/sendmail/cf") + "/"
+	if _, err := os.Stat(filepath.Join(cfDir, "m4/cf.m4")); err != nil {
+		t.Skipf("Sendmail's cf files are not in the lab cache (%v); scripts/install-test-deps.sh puts them there", err)
+	}
+	if _, err := exec.LookPath("m4"); err != nil {
+		t.Skip("m4 is not installed")
+	}
+	p, err := policy.Parse("t.toml", []byte(`mta = "sendmail"
+[policyd]
+listen = "unix:/run/tlsgate/policy.sock"
+[[endpoint]]
+name = "a"
+hosts = ["a.example"]
+  [endpoint.outbound]
+  encryption = true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := Sendmail(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, after, _ := strings.Cut(text, SendmailAfterMailer+"\n")
+	m4 := func(mc string) (string, string) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "t.mc")
+		if err := os.WriteFile(path, []byte(mc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("m4", "-D_CF_DIR_="+cfDir, filepath.Join(cfDir, "m4/cf.m4"), path)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("m4: %v\n%s", err, stderr.String())
+		}
+		return string(out), stderr.String()
+	}
+	const head = "divert(-1)\ndivert(0)dnl\nOSTYPE(`linux')dnl\n"
+	const mailers = "MAILER(`local')dnl\nMAILER(`smtp')dnl\n"
+	cf, warnings := m4(head + before + mailers + after)
+	if warnings != "" {
+		t.Errorf("m4 warned about the lines placed as documented:\n%s", warnings)
+	}
+	for _, want := range []string{
+		"Stry_tls\nR$*\t\t\t$: $1 $| $>\"Local_try_tls\" $1\nR$* $| $#$*\t\t$#$2\n",
+		"\nSLocal_try_tls\nR$*\t\t$# OK\n",
+	} {
+		if !strings.Contains(cf, want) {
+			t.Errorf("the .cf lacks %q", want)
+		}
+	}
+	if _, warnings := m4(head + before + after + mailers); !strings.Contains(warnings, "MAILER() should be before LOCAL_TRY_TLS") {
+		t.Errorf("m4 did not warn about LOCAL_TRY_TLS before MAILER(): %q", warnings)
+	}
 }

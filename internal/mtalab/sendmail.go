@@ -188,6 +188,10 @@ type SendmailOptions struct {
 	// MC are extra .mc lines inserted before the MAILER lines, for example
 	// "define(`confMILTER_MACROS_HELO', `{tls_version}, {verify}')dnl".
 	MC []string
+	// MCAfterMailer are extra .mc lines appended after the MAILER lines,
+	// for example a LOCAL_TRY_TLS ruleset (cf/m4/cfhead.m4 warns when
+	// LOCAL_* rulesets come before MAILER()). Default: none.
+	MCAfterMailer []string
 	// Hosts are extra /etc/hosts lines inside the namespace.
 	Hosts []string
 }
@@ -401,6 +405,9 @@ func (s *Sendmail) configure(o SendmailOptions) error {
 	}
 	w("MAILER(`local')dnl")
 	w("MAILER(`smtp')dnl")
+	for _, l := range o.MCAfterMailer {
+		w("%s", l)
+	}
 	mcPath := filepath.Join(s.dir, "lab.mc")
 	if err := os.WriteFile(mcPath, []byte(mc.String()), 0o644); err != nil {
 		return err
