@@ -1,6 +1,8 @@
 // Package e2e holds tlsgate's end-to-end tests (issue 4, outbound TLS
-// policy; issue 5, the generated MTA configuration). It has no code of its
-// own: the tests build the real tlsgate binary once, write a TOML
+// policy; issue 5, the generated MTA configuration; issue 6, the fault
+// matrix: daemon, milter and peer failures, each case with its own
+// Postfix, counting what was deferred, delivered, duplicated or lost, and
+// Sendmail with tlsgate down). It has no code of its own: the tests build the real tlsgate binary once, write a TOML
 // configuration per test, run "tlsgate serve -c FILE" as a subprocess
 // (stopped by PID, its log captured), wire a private Postfix 3.7 or a
 // Sendmail 8.17 from internal/mtalab with the output of "tlsgate

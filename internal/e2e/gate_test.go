@@ -103,6 +103,8 @@ type gateConfig struct {
 	SocketGroup string
 	// MapName is [policyd] map_name ("" = the default, tlspolicy).
 	MapName string
+	// Milter is [milter] listen ("" = no milter).
+	Milter string
 	// ServerCert is the MTA's own certificate ([certs] server_cert/key).
 	ServerCert *testpki.Cert
 	// Endpoints are [[endpoint]] tables, see endpoint.
@@ -112,7 +114,16 @@ type gateConfig struct {
 // render writes c as TOML for lab l (CA store, bundle, trust anchors).
 func (c gateConfig) render(l *lab) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "mta = %q\n\n[policyd]\nlisten = %q\n", c.MTA, c.Listen)
+	fmt.Fprintf(&b, "mta = %q\n", c.MTA)
+	if c.Milter != "" {
+		fmt.Fprintf(&b, "\n[milter]\nlisten = %q\n", c.Milter)
+	}
+	if c.Listen != "" || c.Delegation != "" {
+		b.WriteString("\n[policyd]\n")
+	}
+	if c.Listen != "" {
+		fmt.Fprintf(&b, "listen = %q\n", c.Listen)
+	}
 	if c.Delegation != "" {
 		fmt.Fprintf(&b, "delegation_listen = %q\n", c.Delegation)
 	}
@@ -271,6 +282,39 @@ func (g *gate) Start() {
 	if _, err := g.waitLogAfter(mark, regexp.MustCompile(`NOQUEUE: start file=`), 30*time.Second); err != nil {
 		g.t.Fatalf("e2e: tlsgate serve (pid %d) did not start: %v", cmd.Process.Pid, err)
 	}
+}
+
+// StartExpectExit runs the daemon on the current configuration file and
+// requires it to exit by itself within 30 s with status code (2: a bad
+// configuration); it returns what the run printed, which is also added to
+// the daemon's log.
+func (g *gate) StartExpectExit(code int) string {
+	g.t.Helper()
+	if g.running() {
+		g.t.Fatal("e2e: tlsgate is already running")
+	}
+	var out lockedBuffer
+	cmd := exec.Command(tlsgateBin, "serve", "-c", g.config, "--grace", "5s")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		g.t.Fatalf("e2e: start tlsgate serve: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		g.t.Fatalf("e2e: tlsgate serve (pid %d) still ran after 30 s; want exit status %d; killed it", cmd.Process.Pid, code)
+	}
+	g.log.Write([]byte(out.String()))
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != code {
+		g.t.Fatalf("e2e: tlsgate serve (pid %d) ended with %v, want exit status %d; output:\n%s", cmd.Process.Pid, err, code, out.String())
+	}
+	return out.String()
 }
 
 // Stop sends SIGTERM by PID and requires a clean exit (status 0) within

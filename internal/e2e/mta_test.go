@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,38 +85,63 @@ type message struct {
 // submit sends m to addr over SMTP and returns the first error, for
 // example the *textproto.Error of a refused RCPT TO.
 func submit(addr string, m message) error {
+	c, err := openSMTP(addr, m)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail(m.From); err != nil {
+		return fmt.Errorf("MAIL FROM: %w", err)
+	}
+	if err := sendRcpts(c, m); err != nil {
+		return err
+	}
+	return sendData(c, m)
+}
+
+// openSMTP connects to addr and greets it (and issues STARTTLS if m.TLS is
+// set); the caller goes on with MAIL FROM and closes the client.
+func openSMTP(addr string, m message) (*smtp.Client, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	if m.Local != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(m.Local)}
 	}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	conn.SetDeadline(time.Now().Add(60 * time.Second))
 	host, _, _ := net.SplitHostPort(addr)
 	c, err := smtp.NewClient(conn, host)
 	if err != nil {
 		conn.Close()
-		return err
+		return nil, err
 	}
-	defer c.Close()
 	if err := c.Hello("client.lab.test"); err != nil {
-		return fmt.Errorf("EHLO: %w", err)
+		c.Close()
+		return nil, fmt.Errorf("EHLO: %w", err)
 	}
 	if m.TLS != nil {
 		if err := c.StartTLS(m.TLS); err != nil {
-			return fmt.Errorf("STARTTLS: %w", err)
+			c.Close()
+			return nil, fmt.Errorf("STARTTLS: %w", err)
 		}
 	}
-	if err := c.Mail(m.From); err != nil {
-		return fmt.Errorf("MAIL FROM: %w", err)
-	}
+	return c, nil
+}
+
+// sendRcpts sends RCPT TO for each of m's recipients.
+func sendRcpts(c *smtp.Client, m message) error {
 	for _, rcpt := range m.To {
 		if err := c.Rcpt(rcpt); err != nil {
 			return fmt.Errorf("RCPT TO:<%s>: %w", rcpt, err)
 		}
 	}
+	return nil
+}
+
+// sendData sends DATA, the message and QUIT.
+func sendData(c *smtp.Client, m message) error {
 	w, err := c.Data()
 	if err != nil {
 		return fmt.Errorf("DATA: %w", err)
@@ -140,52 +166,102 @@ func mustSubmit(t *testing.T, addr string, m message) {
 // an MTA can reach a 127.0.0.1 sink through an IPv6 literal next hop. It
 // returns the port, or an error if ::1 cannot be used here.
 func proxy6(t *testing.T, target string) (int, error) {
-	t.Helper()
-	ln, err := net.Listen("tcp6", "[::1]:0")
+	p, err := startProxy(t, "tcp6", "[::1]:0", target, nil)
 	if err != nil {
 		return 0, err
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
+	return p.Port(), nil
+}
+
+// tcpProxy accepts connections and relays each to the address its target
+// held when the connection came in: a fixed address whose peer a test can
+// swap, or bend (see relay).
+type tcpProxy struct {
+	ln     net.Listener
+	target atomic.Value // string
+	// relay carries one connection both ways and returns when done;
+	// nil copies each direction as it comes.
+	relay func(client, server net.Conn)
+
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+// startProxy listens on addr (network "tcp4", "tcp6" or "tcp") and relays
+// to target until the test ends.
+func startProxy(t *testing.T, network, addr, target string, relay func(client, server net.Conn)) (*tcpProxy, error) {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	p := &tcpProxy{ln: ln, relay: relay}
+	if p.relay == nil {
+		p.relay = pipeBoth
+	}
+	p.target.Store(target)
+	t.Cleanup(p.close)
+	p.wg.Add(1)
+	go p.serve()
+	return p, nil
+}
+
+// Port returns the port the proxy listens on.
+func (p *tcpProxy) Port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
+// SetTarget makes new connections go to addr; open ones stay.
+func (p *tcpProxy) SetTarget(addr string) { p.target.Store(addr) }
+
+func (p *tcpProxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.DialTimeout("tcp", p.target.Load().(string), 10*time.Second)
+		if err != nil {
 			c.Close()
+			continue
 		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.relay(c, up)
+			c.Close()
+			up.Close()
+		}()
+	}
+}
+
+func (p *tcpProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// pipeBoth copies each direction until EOF and passes the half-close on.
+func pipeBoth(a, b net.Conn) {
+	var wg sync.WaitGroup
+	pipe := func(dst, src net.Conn) {
 		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp4", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, up)
-			mu.Unlock()
-			wg.Add(2)
-			pipe := func(dst, src net.Conn) {
-				defer wg.Done()
-				io.Copy(dst, src)
-				if tc, ok := dst.(*net.TCPConn); ok {
-					tc.CloseWrite()
-				}
-			}
-			go pipe(up, c)
-			go pipe(c, up)
+		io.Copy(dst, src)
+		if tc, ok := dst.(*net.TCPConn); ok {
+			tc.CloseWrite()
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	}
+	wg.Add(2)
+	go pipe(b, a)
+	go pipe(a, b)
+	wg.Wait()
 }
 
 // countTo counts, per recipient, the completed messages a sink received.
