@@ -18,8 +18,12 @@ const SendmailMapName = "access"
 type TLSMap struct {
 	// Policy returns the model in force; nil means none is loaded.
 	Policy func() *policy.Policy
-	// Logger receives one line per covered lookup (info) and per error
-	// (warn); uncovered lookups are logged at debug. Nil discards.
+	// Logger receives one line per lookup error or undecidable key (warn)
+	// and per lookup answered for an endpoint in monitor mode (info);
+	// the other answers are logged at debug: Postfix caches them per
+	// delivery and logs each delivery's TLS outcome itself, and a line per
+	// lookup would cost more CPU than the lookup (docs/benchmarks.md).
+	// Nil discards.
 	Logger *slog.Logger
 }
 
@@ -46,8 +50,8 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 	switch {
 	case err != nil:
 		lvl = slog.LevelWarn
-	case a.Endpoint != nil:
-		lvl = slog.LevelInfo
+	case a.Endpoint != nil && !a.Found:
+		lvl = slog.LevelInfo // monitor mode: what would have been enforced
 	}
 	reason := ""
 	if err != nil {

@@ -71,11 +71,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tlsgate serve: %v\n", err)
 		return exitUsage
 	}
-	holder, err := tdaemon.New(*file, log)
-	if err != nil {
-		printLoadError(stderr, err)
-		return exitUsage
-	}
+	holder := tdaemon.NewWith(*file, p, log)
 	var m *metrics.Metrics
 	if holder.Policy().Settings.MetricsListen != "" {
 		m = metrics.New()

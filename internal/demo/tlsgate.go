@@ -33,7 +33,7 @@ server_cert = "{{.ServerCert}}"
 server_key  = "{{.ServerKey}}"
 
 [log]
-level  = "info"
+level  = "debug" # the demo shows every outbound lookup
 syslog = "no"
 
 # company-b must use TLS with a verified certificate, both ways.
