@@ -183,7 +183,7 @@ func (c *compiler) settings(p *Policy, raw *rawFile) {
 func (c *compiler) endpoint(p *Policy, r *rawEndpoint, i int) *Endpoint {
 	path := "endpoint." + strconv.Itoa(i)
 	n0 := len(c.problems)
-	ep := &Endpoint{Name: r.Name, Notes: r.Notes, Line: c.loc.line(path), index: i}
+	ep := &Endpoint{Name: strings.Clone(r.Name), Notes: strings.Clone(r.Notes), Line: c.loc.line(path), index: i}
 	if r.Name == "" {
 		c.at(path, "endpoint has no name: add name = \"...\" (letters, digits, '.', '_' or '-'); it appears in logs and headers")
 	} else if !nameRE.MatchString(r.Name) {

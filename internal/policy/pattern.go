@@ -100,7 +100,8 @@ func NormalizeName(s string) (string, error) {
 	return s, nil
 }
 
-// ParsePattern compiles one hosts entry.
+// ParsePattern compiles one hosts entry. The strings it keeps are copies,
+// so that a loaded policy does not keep its whole file's text alive.
 func ParsePattern(s string) (Pattern, error) {
 	t := strings.TrimSpace(s)
 	if t == "" {
@@ -115,21 +116,21 @@ func ParsePattern(s string) (Pattern, error) {
 			return Pattern{}, fmt.Errorf("%q has host bits set; write %s", s, pfx.Masked())
 		}
 		pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-unmapBits(pfx.Addr()))
-		return Pattern{Text: s, Kind: PatternPrefix, Prefix: pfx}, nil
+		return Pattern{Text: strings.Clone(s), Kind: PatternPrefix, Prefix: pfx}, nil
 	}
 	if a, err := netip.ParseAddr(strings.Trim(t, "[]")); err == nil {
 		if a.Zone() != "" {
 			return Pattern{}, fmt.Errorf("%q: zoned addresses are not supported", s)
 		}
 		a = a.Unmap()
-		return Pattern{Text: s, Kind: PatternAddr, Prefix: netip.PrefixFrom(a, a.BitLen())}, nil
+		return Pattern{Text: strings.Clone(s), Kind: PatternAddr, Prefix: netip.PrefixFrom(a, a.BitLen())}, nil
 	}
 	if strings.HasPrefix(t, ".") {
 		n, err := NormalizeName(t[1:])
 		if err != nil {
 			return Pattern{}, err
 		}
-		return Pattern{Text: s, Kind: PatternSubdomains, Name: n}, nil
+		return Pattern{Text: strings.Clone(s), Kind: PatternSubdomains, Name: strings.Clone(n)}, nil
 	}
 	if strings.HasPrefix(t, "*.") {
 		return Pattern{}, fmt.Errorf("%q: write subdomain patterns as %q", s, t[1:])
@@ -141,7 +142,7 @@ func ParsePattern(s string) (Pattern, error) {
 	if _, err := netip.ParseAddr(n); err == nil {
 		return Pattern{}, fmt.Errorf("%q is neither a name nor an address", s)
 	}
-	return Pattern{Text: s, Kind: PatternName, Name: n}, nil
+	return Pattern{Text: strings.Clone(s), Kind: PatternName, Name: strings.Clone(n)}, nil
 }
 
 func unmapBits(a netip.Addr) int {
