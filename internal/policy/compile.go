@@ -92,11 +92,11 @@ func endpointPath(p *Policy, i int) string {
 	return "endpoint." + strconv.Itoa(p.Endpoints[i].index)
 }
 
-func (c *compiler) listener(path, addr, mode, group string) Listener {
+func (c *compiler) listener(path, key, addr, mode, group string) Listener {
 	l := Listener{Addr: addr, Mode: 0o660, Group: group}
 	if addr != "" {
-		if err := checkListen(addr); err != nil {
-			c.at(path+".listen", "%v", err)
+		if err := checkListen(key, addr); err != nil {
+			c.at(path+"."+key, "%v", err)
 		}
 	}
 	if mode != "" {
@@ -111,36 +111,36 @@ func (c *compiler) listener(path, addr, mode, group string) Listener {
 }
 
 // checkListen validates "unix:/abs/path" and "inet:HOST:PORT".
-func checkListen(addr string) error {
+func checkListen(key, addr string) error {
 	switch {
 	case strings.HasPrefix(addr, "unix:"):
 		if !filepath.IsAbs(addr[5:]) {
-			return fmt.Errorf("listen = %q: a unix socket needs an absolute path, like unix:/var/spool/postfix/tlsgate/milter.sock", addr)
+			return fmt.Errorf("%s = %q: a unix socket needs an absolute path, like unix:/var/spool/postfix/tlsgate/milter.sock", key, addr)
 		}
 		return nil
 	case strings.HasPrefix(addr, "inet:"):
 		hp := addr[5:]
 		i := strings.LastIndexByte(hp, ':')
 		if i <= 0 {
-			return fmt.Errorf("listen = %q: want inet:HOST:PORT, like inet:127.0.0.1:10031", addr)
+			return fmt.Errorf("%s = %q: want inet:HOST:PORT, like inet:127.0.0.1:10031", key, addr)
 		}
 		if n, err := strconv.Atoi(hp[i+1:]); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("listen = %q: %q is not a port number", addr, hp[i+1:])
+			return fmt.Errorf("%s = %q: %q is not a port number", key, addr, hp[i+1:])
 		}
 		return nil
 	}
-	return fmt.Errorf("listen = %q: want unix:/path or inet:HOST:PORT", addr)
+	return fmt.Errorf("%s = %q: want unix:/path or inet:HOST:PORT", key, addr)
 }
 
 func (c *compiler) settings(p *Policy, raw *rawFile) {
 	s := &p.Settings
-	s.Milter = c.listener("milter", raw.Milter.Listen, raw.Milter.SocketMode, raw.Milter.SocketGroup)
+	s.Milter = c.listener("milter", "listen", raw.Milter.Listen, raw.Milter.SocketMode, raw.Milter.SocketGroup)
 	s.AuthservID = raw.Milter.AuthservID
 	if strings.ContainsAny(s.AuthservID, " \t;()\"\\\r\n") {
 		c.at("milter.authserv_id", "authserv_id = %q must be a single token such as the host name", s.AuthservID)
 	}
-	s.Socketmap = c.listener("policyd", raw.Policyd.Listen, raw.Policyd.SocketMode, raw.Policyd.SocketGroup)
-	s.Delegation = c.listener("policyd", raw.Policyd.DelegationListen, raw.Policyd.SocketMode, raw.Policyd.SocketGroup)
+	s.Socketmap = c.listener("policyd", "listen", raw.Policyd.Listen, raw.Policyd.SocketMode, raw.Policyd.SocketGroup)
+	s.Delegation = c.listener("policyd", "delegation_listen", raw.Policyd.DelegationListen, raw.Policyd.SocketMode, raw.Policyd.SocketGroup)
 	s.MapName = raw.Policyd.MapName
 	if s.MapName == "" {
 		s.MapName = "tlspolicy"
@@ -174,7 +174,7 @@ func (c *compiler) settings(p *Policy, raw *rawFile) {
 	}
 	s.MetricsListen = raw.Metrics.Listen
 	if s.MetricsListen != "" {
-		if err := checkListen(s.MetricsListen); err != nil {
+		if err := checkListen("listen", s.MetricsListen); err != nil {
 			c.at("metrics.listen", "%v", err)
 		}
 	}
