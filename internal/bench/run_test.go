@@ -58,7 +58,8 @@ func TestProcessAndClient(t *testing.T) {
 	}
 }
 
-// TestRunQuick runs parts 1 to 3 of the runner for a moment each against a
+// TestRunQuick runs parts 1 to 3 of the runner for a second each (long
+// enough for a loaded CI machine to complete operations) against a
 // freshly built tlsgate, and checks that the report has every table.
 func TestRunQuick(t *testing.T) {
 	if testing.Short() {
@@ -80,7 +81,7 @@ func TestRunQuick(t *testing.T) {
 		}
 	}
 	var progress strings.Builder
-	rep, err := Run(Options{Tlsgate: tlsgate, Self: self, Parts: "123", Rounds: 1, Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond,
+	rep, err := Run(Options{Tlsgate: tlsgate, Self: self, Parts: "123", Rounds: 1, Duration: time.Second, Warmup: 200 * time.Millisecond,
 		Concs: []int{2}, Sizes: []int{10, 200}, SizeConc: 2, SettleMax: time.Second, WorkDir: filepath.Join(dir, "w"), Progress: &progress, Command: "test"})
 	if err != nil {
 		t.Fatalf("Run: %v\n%s", err, progress.String())
