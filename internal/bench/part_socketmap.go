@@ -26,13 +26,14 @@ func (r *runner) partSocketmap(s *Section) error {
 	}
 	s.Intro = fmt.Sprintf(`Three socketmap servers, each its own process on CPU %d, answer the same load client on CPU %d:
 **tlsgate** is the real `+"`tlsgate serve`"+` with a generated 1,000-endpoint policy and its default logging
-(level info: one line per covered lookup, written to a log file because syslog = "no");
+(level info, where answered lookups are not logged, only lookup errors and monitor-mode answers;
+a log file because syslog = "no");
 **noop-raw** is a bare loop per connection that reads a netstring with policyd.ReadNetstring and writes "NOTFOUND ",
 without limits, deadlines or a model (the floor, and the baseline of the targets);
 **noop-policyd** is tlsgate's own policyd.SocketmapServer with a Lookuper that answers "NOTFOUND " and logs nothing
-(so tlsgate minus noop-policyd is the policy model plus its log line);
-**tlsgate-quiet** is the same tlsgate binary and policy with [log] level = "warn", which drops the per-lookup line
-(a diagnostic: tlsgate minus tlsgate-quiet is the cost of that line).
+(so tlsgate minus noop-policyd is the policy model);
+**tlsgate-quiet** is the same tlsgate binary and policy with [log] level = "warn"
+(a diagnostic: tlsgate minus tlsgate-quiet is what info-level logging still costs).
 The client keeps one persistent connection per concurrent caller and waits for each reply, as Postfix's smtp(8) does,
 cycling through 4,096 keys in the forms Postfix sends (domain, .parent, [host]:port, [address], [IPv6:...]), half of them covered.
 Server CPU is utime+stime from /proc/PID/stat over the window, divided by the lookups; busy = CPU seconds per second (client / server).`,

@@ -51,9 +51,11 @@ func NewWith(path string, p *policy.Policy, log *slog.Logger) *Holder {
 }
 
 // releaseMemory returns what compiling a policy left behind to the
-// operating system at once: a 100k-endpoint file makes hundreds of MB of
-// garbage that the runtime would otherwise keep mapped for minutes.
-func releaseMemory() { debug.FreeOSMemory() }
+// operating system: a 100k-endpoint file makes hundreds of MB of garbage
+// that the runtime would otherwise keep mapped for minutes. It runs in the
+// background, so that a reload is in force (and logged) without waiting
+// for the full collection it takes.
+func releaseMemory() { go debug.FreeOSMemory() }
 
 // Policy returns the policy in force. It never returns nil after New.
 func (h *Holder) Policy() *policy.Policy { return h.cur.Load() }
