@@ -4,10 +4,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/testbin"
 )
 
 // tlsgateBin is the tlsgate binary built by TestMain.
@@ -23,16 +23,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	tlsgateBin = filepath.Join(dir, "tlsgate")
-	args := []string{"build", "-o", tlsgateBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/tlsgate/tlsgate/cmd/tlsgate")
 	start := time.Now()
-	cmd := exec.Command("go", args...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go %v: %v\n%s", args, err, out)
+	tlsgateBin, err = testbin.Build(dir, "tlsgate", "github.com/tlsgate/tlsgate/cmd/tlsgate", raceEnabled)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}

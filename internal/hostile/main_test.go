@@ -4,12 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/testbin"
 )
 
 // tlsgateBin is the tlsgate binary built by TestMain.
@@ -26,15 +26,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "hostile:", err)
 		os.Exit(1)
 	}
-	tlsgateBin = filepath.Join(dir, "tlsgate")
-	args := []string{"build", "-o", tlsgateBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/tlsgate/tlsgate/cmd/tlsgate")
 	start := time.Now()
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "hostile: go %v: %v\n%s", args, err, out)
+	tlsgateBin, err = testbin.Build(dir, "tlsgate", "github.com/tlsgate/tlsgate/cmd/tlsgate", raceEnabled)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "hostile: %v\n", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
