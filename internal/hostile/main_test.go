@@ -1,13 +1,11 @@
 package hostile
 
 import (
-	"flag"
 	"fmt"
 	"os"
 	"sort"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/tlsgate/tlsgate/internal/testbin"
 )
@@ -20,28 +18,11 @@ var tlsgateBin string
 // the tests, prints the figures they recorded (with -v) and removes the
 // binary.
 func TestMain(m *testing.M) {
-	flag.Parse()
-	dir, err := os.MkdirTemp("", "tlsgate-hostile-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hostile:", err)
-		os.Exit(1)
-	}
-	start := time.Now()
-	tlsgateBin, err = testbin.Build(dir, "tlsgate", "github.com/tlsgate/tlsgate/cmd/tlsgate", raceEnabled)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "hostile: %v\n", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	if testing.Verbose() {
-		fmt.Fprintf(os.Stderr, "hostile: built %s in %v (race=%v)\n", tlsgateBin, time.Since(start).Round(time.Millisecond), raceEnabled)
-	}
-	code := m.Run()
-	if testing.Verbose() {
-		printFigures()
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m, "hostile", raceEnabled, &tlsgateBin, func() {
+		if testing.Verbose() {
+			printFigures()
+		}
+	})
 }
 
 // figures are the numbers the tests measured (peak RSS, counts), printed
