@@ -354,6 +354,46 @@ func mountNS(pid int) (string, error) {
 	return os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
 }
 
+// namespace is a process's mount namespace, held open by a descriptor.
+// A namespace is known by its inode ("mnt:[4026...]"), and the kernel
+// gives a freed inode number to the next namespace created: with tests
+// running in parallel, a Sendmail's namespace that has just emptied can
+// come back as another test's. Holding the descriptor keeps the namespace,
+// and with it the number, ours until release, so that nsProcs and reapNS
+// never see (or kill) another instance's processes.
+type namespace struct {
+	id  string
+	pin *os.File
+}
+
+// pinNS opens and holds the mount namespace of pid.
+func pinNS(pid int) (namespace, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err != nil {
+		return namespace{}, fmt.Errorf("mount namespace of %d: %w", pid, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return namespace{}, fmt.Errorf("mount namespace of %d: %w", pid, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		f.Close()
+		return namespace{}, fmt.Errorf("mount namespace of %d: no inode", pid)
+	}
+	return namespace{id: fmt.Sprintf("mnt:[%d]", st.Ino), pin: f}, nil
+}
+
+// release lets the namespace go. Call it only after the last nsProcs or
+// reapNS on it.
+func (n *namespace) release() {
+	if n.pin != nil {
+		n.pin.Close()
+		n.pin = nil
+	}
+}
+
 // nsProcs lists the live processes in mount namespace ns.
 func nsProcs(ns string) []proc {
 	ents, _ := os.ReadDir("/proc")

@@ -173,6 +173,15 @@ func TestProcHelpers(t *testing.T) {
 	if killed := reapNS(ns, 0); killed != nil {
 		t.Errorf("reapNS swept the test's own namespace: %v", killed)
 	}
+	pinned, err := pinNS(os.Getpid())
+	if err != nil || pinned.id != ns {
+		t.Errorf("pinNS = %q, %v; want %q", pinned.id, err, ns)
+	}
+	pinned.release()
+	pinned.release() // twice is harmless
+	if _, err := pinNS(-1); err == nil {
+		t.Error("pinNS(-1) succeeded")
+	}
 	dir := t.TempDir()
 	pf := filepath.Join(dir, "pid")
 	os.WriteFile(pf, []byte("   4242\n/usr/sbin/x -bd\n"), 0o644)

@@ -115,7 +115,7 @@ type Postfix struct {
 	observer
 	ports  map[string]int
 	master proc
-	ns     string
+	ns     namespace
 
 	stopOnce sync.Once
 	stopErr  error
@@ -162,6 +162,7 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 		if err := p.Stop(); err != nil {
 			t.Errorf("mtalab: %v", err)
 		}
+		p.ns.release() // after the test's own checks of the namespace
 		if t.Failed() {
 			t.Logf("mtalab: last lines of %s:\n%s", p.log.path, p.log.tail(60))
 		}
@@ -196,15 +197,14 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 // checkNamespace verifies that the master runs in its own mount namespace
 // and sees the private resolv.conf there.
 func (p *Postfix) checkNamespace() error {
-	ns, err := mountNS(p.master.pid)
+	ns, err := pinNS(p.master.pid)
 	if err != nil {
-		return fmt.Errorf("mount namespace of master %d: %w", p.master.pid, err)
+		return fmt.Errorf("master: %w", err)
 	}
-	self, _ := mountNS(os.Getpid())
-	if ns == self {
-		return fmt.Errorf("master %d runs in the test's mount namespace %s, not a private one", p.master.pid, ns)
+	p.ns = ns // released at cleanup
+	if self, _ := mountNS(os.Getpid()); ns.id == self {
+		return fmt.Errorf("master %d runs in the test's mount namespace %s, not a private one", p.master.pid, ns.id)
 	}
-	p.ns = ns
 	return checkResolv(p.master.pid)
 }
 
@@ -502,7 +502,7 @@ func (p *Postfix) stop() error {
 		if p.master, err = newProc(pid); err != nil {
 			return nil // already gone
 		}
-		p.ns, _ = mountNS(pid)
+		p.ns, _ = pinNS(pid)
 	}
 	var problems []string
 	if out, err := p.run(postfixCmd, "-c", p.etc, "stop"); err != nil && p.master.alive() {
@@ -515,7 +515,7 @@ func (p *Postfix) stop() error {
 			problems = append(problems, fmt.Sprintf("master %d survived SIGKILL", p.master.pid))
 		}
 	}
-	if killed := reapNS(p.ns, 5*time.Second); len(killed) > 0 {
+	if killed := reapNS(p.ns.id, 5*time.Second); len(killed) > 0 {
 		problems = append(problems, fmt.Sprintf("killed leftover processes %v", killed))
 	}
 	if len(problems) > 0 {

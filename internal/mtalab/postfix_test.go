@@ -78,14 +78,14 @@ func TestPostfixRelaysPlain(t *testing.T) {
 	if err := pf.WaitQueueEmpty(10 * time.Second); err != nil {
 		t.Error(err)
 	}
-	checkLoopbackOnly(t, pf.ns, pf.SMTPAddr("smtp"))
+	checkLoopbackOnly(t, pf.ns.id, pf.SMTPAddr("smtp"))
 	if err := pf.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	if pf.master.alive() {
 		t.Errorf("master %d alive after Stop", pf.MasterPID())
 	}
-	if left := nsProcs(pf.ns); len(left) > 0 {
+	if left := nsProcs(pf.ns.id); len(left) > 0 {
 		t.Errorf("processes left in the namespace: %v", left)
 	}
 

@@ -211,7 +211,7 @@ type Sendmail struct {
 	binds   [][2]string
 	hostDev string
 	daemon  proc
-	ns      string
+	ns      namespace
 
 	stopOnce sync.Once
 	stopErr  error
@@ -272,6 +272,7 @@ func StartSendmail(t testing.TB, opts SendmailOptions) *Sendmail {
 		if err := s.Stop(); err != nil {
 			t.Errorf("mtalab: %v", err)
 		}
+		s.ns.release() // after the test's own checks of the namespace
 		if t.Failed() {
 			t.Logf("mtalab: last lines of %s:\n%s", s.log.path, s.log.tail(60))
 		}
@@ -296,10 +297,10 @@ func StartSendmail(t testing.TB, opts SendmailOptions) *Sendmail {
 	if s.daemon, err = newProc(pid); err != nil {
 		t.Fatalf("mtalab: StartSendmail: daemon: %v\nlog:\n%s", err, s.log.tail(30))
 	}
-	if s.ns, err = mountNS(pid); err != nil {
-		t.Fatalf("mtalab: StartSendmail: %v", err)
+	if s.ns, err = pinNS(pid); err != nil {
+		t.Fatalf("mtalab: StartSendmail: daemon: %v", err)
 	}
-	if self, _ := mountNS(os.Getpid()); self == s.ns {
+	if self, _ := mountNS(os.Getpid()); self == s.ns.id {
 		t.Fatalf("mtalab: StartSendmail: daemon %d runs in the test's mount namespace", pid)
 	}
 	if err := checkResolv(pid); err != nil {
@@ -604,7 +605,7 @@ func (s *Sendmail) stop() error {
 		// have come up.
 		if pid, err := readPIDFile(s.pidFile); err == nil {
 			if s.daemon, err = newProc(pid); err == nil {
-				s.ns, _ = mountNS(pid)
+				s.ns, _ = pinNS(pid)
 			}
 		}
 	}
@@ -620,7 +621,7 @@ func (s *Sendmail) stop() error {
 				problems = append(problems, fmt.Sprintf("daemon %d survived SIGKILL", s.daemon.pid))
 			}
 		}
-		if killed := reapNS(s.ns, 5*time.Second); len(killed) > 0 {
+		if killed := reapNS(s.ns.id, 5*time.Second); len(killed) > 0 {
 			problems = append(problems, fmt.Sprintf("killed leftover processes %v", killed))
 		}
 	}

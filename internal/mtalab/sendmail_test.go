@@ -36,14 +36,14 @@ func TestSendmailRelaysPlain(t *testing.T) {
 	if err := sm.WaitQueueEmpty(10 * time.Second); err != nil {
 		t.Error(err)
 	}
-	checkLoopbackOnly(t, sm.ns, sm.Addr())
+	checkLoopbackOnly(t, sm.ns.id, sm.Addr())
 	if err := sm.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	if sm.daemon.alive() {
 		t.Errorf("daemon %d alive after Stop", sm.PID())
 	}
-	if left := nsProcs(sm.ns); len(left) > 0 {
+	if left := nsProcs(sm.ns.id); len(left) > 0 {
 		t.Errorf("processes left in the namespace: %v", left)
 	}
 }
