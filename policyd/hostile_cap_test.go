@@ -20,10 +20,11 @@ func TestSocketmapSlowSendersCannotHoldTheCap(t *testing.T) {
 		c := dialSpec(t, spec)
 		c.Write([]byte("9000:tlspolicy " + strings.Repeat("s", 100)))
 		slow = append(slow, slowConn{c, bufio.NewReader(c)})
-		waitConns(t, s.srv, i+1)
-		time.Sleep(10 * time.Millisecond) // the first one is the slowest
+		// The server stamps a connection reading when it has handled its
+		// bytes, not at accept: wait for that, so the first one is the slowest.
+		waitReading(t, s.srv, i+1)
+		time.Sleep(10 * time.Millisecond)
 	}
-	waitReading(t, s.srv, 3)
 	good := dialClient(t, spec)
 	if r := lookupOK(t, good, "tlspolicy", "found.example"); r.Status != StatusOK {
 		t.Fatalf("new client at the cap: %+v", r)
@@ -49,10 +50,9 @@ func TestDelegationSlowSendersCannotHoldTheCap(t *testing.T) {
 		c := dialSpec(t, spec)
 		c.Write([]byte("request=smtpd_access_policy\nprotocol_state=RCPT\n"))
 		slow = append(slow, slowConn{c, bufio.NewReader(c)})
-		waitConns(t, s.srv, i+1)
+		waitReading(t, s.srv, i+1)
 		time.Sleep(10 * time.Millisecond)
 	}
-	waitReading(t, s.srv, 2)
 	good := dialSpec(t, spec)
 	good.Write([]byte(postfixRequest))
 	if got, err := readAction(good, bufio.NewReader(good)); err != nil || got != "action=DUNNO\n" {
@@ -71,12 +71,25 @@ type slowConn struct {
 // waitReading waits until n connections wait for the rest of a request.
 func waitReading(t *testing.T, s *server, n int) {
 	t.Helper()
+	waitState(t, s, stateReading, "reading", n)
+}
+
+// waitIdle waits until n connections wait for their next request.
+func waitIdle(t *testing.T, s *server, n int) {
+	t.Helper()
+	waitState(t, s, stateIdle, "idle", n)
+}
+
+// waitState waits until n connections are in state. A connection's
+// idleSince is stamped before it enters the idle or reading state.
+func waitState(t *testing.T, s *server, state int32, name string, n int) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s.mu.Lock()
 		k := 0
 		for c := range s.conns {
-			if c.state.Load() == stateReading {
+			if c.state.Load() == state {
 				k++
 			}
 		}
@@ -85,7 +98,7 @@ func waitReading(t *testing.T, s *server, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d connections reading, want %d", k, n)
+			t.Fatalf("%d connections %s, want %d", k, name, n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -283,23 +283,31 @@ func TestSocketmapConcurrent(t *testing.T) {
 
 func TestSocketmapIdleTimeout(t *testing.T) {
 	var logs logBuf
-	_, spec := startSocketmap(t, "unix", SocketmapOptions{Lookuper: LookupFunc(testLookuper), IdleTimeout: 100 * time.Millisecond, Logger: logs.logger()})
+	const idle = time.Second
+	_, spec := startSocketmap(t, "unix", SocketmapOptions{Lookuper: LookupFunc(testLookuper), IdleTimeout: idle, Logger: logs.logger()})
 	c := dialSpec(t, spec)
 	br := bufio.NewReader(c)
 	// Active use keeps it open past the idle timeout.
-	var start time.Time
-	for i := range 5 {
+	var first, start time.Time
+	for i := range 8 {
 		if i > 0 {
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(200 * time.Millisecond)
+		}
+		// The server starts the idle timeout after its reply, so after start.
+		start = time.Now()
+		if i == 0 {
+			first = start
 		}
 		c.Write(ns("tlspolicy echo:keep-alive"))
 		if got, err := readRaw(c, br, 5*time.Second); err != nil || got != "OK echo:keep-alive" {
 			t.Fatalf("%q, %v", got, err)
 		}
-		start = time.Now()
+	}
+	if d := start.Sub(first); d <= idle {
+		t.Fatalf("kept alive for only %v, not past the idle timeout", d)
 	}
 	expectClosed(t, c, br, 5*time.Second)
-	if d := time.Since(start); d < 90*time.Millisecond {
+	if d := time.Since(start); d < idle*9/10 {
 		t.Fatalf("closed after %v, before the idle timeout", d)
 	}
 	logs.waitFor(t, "idle timeout")
@@ -374,12 +382,14 @@ func TestSocketmapConnCap(t *testing.T) {
 	var logs logBuf
 	s, spec := startSocketmap(t, "unix", SocketmapOptions{Lookuper: lk, MaxConns: 3, Logger: logs.logger()})
 
-	// Three idle clients; the first one is the longest idle.
+	// Three idle clients; the first one is the longest idle. The server
+	// stamps a connection idle after its reply, so wait for that.
 	var idle []*SocketmapClient
-	for range 3 {
+	for i := range 3 {
 		c := dialClient(t, spec)
 		lookupOK(t, c, "tlspolicy", "found.example")
 		idle = append(idle, c)
+		waitIdle(t, s.srv, i+1)
 		time.Sleep(10 * time.Millisecond)
 	}
 	// A fourth client is served; the first one is evicted.

@@ -44,7 +44,9 @@ func TestProcessAndClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Ops == 0 || res.Answers["NOTFOUND"] != res.Ops || res.ServerCPU <= 0 || res.ClientCPU <= 0 {
+	// CPU time moves in clock ticks, and a no-op server on a busy machine may
+	// not use one in 200 ms: TestProcCPUAndMemory proves that it moves.
+	if res.Ops == 0 || res.Answers["NOTFOUND"] != res.Ops || res.ServerCPU < 0 || res.ClientCPU < 0 {
 		t.Errorf("load result %+v", res)
 	}
 	if err := p.Stop(); err != nil {
