@@ -146,6 +146,17 @@ func TestHostileConfigCheck(t *testing.T) {
 		t.Run(hc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "tlsgate.toml")
 			hc.write(t, path)
+			// limit bounds the case: maxSeconds, 3 times that with the race
+			// detector (some 5 times slower, on the smaller files above). A
+			// run over it fails with its duration. The watchdog below is only
+			// for a checker that hangs: it kills at twice the limit in both
+			// builds, so that a slow run that finishes still has its output
+			// checked (it killed at twice maxSeconds, so under the race
+			// detector the limit of 3 times could never be reached).
+			limit := time.Duration(hc.maxSeconds * float64(time.Second))
+			if raceEnabled {
+				limit *= 3
+			}
 			cmd := exec.Command(tlsgateBin, "check", "-c", path, "--no-detect")
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -169,10 +180,10 @@ func TestHostileConfigCheck(t *testing.T) {
 					break wait
 				case <-time.After(2 * time.Millisecond):
 				}
-				if time.Since(start) > time.Duration(2*hc.maxSeconds)*time.Second {
+				if time.Since(start) > 2*limit {
 					cmd.Process.Kill()
 					<-done
-					t.Fatalf("tlsgate check still running after %v", time.Since(start))
+					t.Fatalf("tlsgate check still running after %v (limit %v), killed", time.Since(start), limit)
 				}
 			}
 			el := time.Since(start)
@@ -191,8 +202,8 @@ func TestHostileConfigCheck(t *testing.T) {
 			} else if code != 0 {
 				t.Fatalf("valid file refused (exit %d):\n%.500s", code, out)
 			}
-			if el.Seconds() > hc.maxSeconds*map[bool]float64{true: 3, false: 1}[raceEnabled] {
-				t.Errorf("took %v", el)
+			if el > limit {
+				t.Errorf("took %v, limit %v", el, limit)
 			}
 		})
 	}

@@ -75,6 +75,7 @@ func errString(err error) string {
 // the flood the descriptors are released.
 func TestFloodIdleConnections(t *testing.T) {
 	t.Parallel()
+	needFDs(t, 3100)
 	d := startDaemon(t, conf{Level: "warn"})
 	d.checkServed(t)
 	baseFDs, baseRSS := d.fds(), d.rssMB()
@@ -126,68 +127,94 @@ func TestFloodIdleConnections(t *testing.T) {
 // new connection was refused until the read timeout). The write timeout
 // (10 s) cuts the one that does not read, memory stays bounded, and
 // well-behaved clients are served throughout.
+//
+// The read timeout runs from when the server sees a request's first byte,
+// which is after the client wrote it and, on a busy machine or with the
+// connection still in the listen backlog, possibly well after. So each
+// connection's cut is timed from its own first byte: it must not come
+// before the read timeout (less cutMargin) counted from just before that
+// byte was written, the earliest the server's deadline can start; it must
+// come within the read timeout plus cutSlack counted from just after.
 func TestSlowClients(t *testing.T) {
 	t.Parallel()
+	needFDs(t, 1300)
 	d := startDaemon(t, conf{Level: "warn"})
 	baseRSS := d.rssMB()
 	d.resetPeak()
 	stop := make(chan struct{})
 	rounds := d.servedWhile(t, stop, 100*time.Millisecond)
 	const readTimeout = policyd.DefaultReadTimeout
+	// cutMargin allows for timer granularity below the read timeout,
+	// cutSlack for a loaded machine (and the race detector) above it.
+	const cutMargin, cutSlack = 250 * time.Millisecond, 10 * time.Second
 	var wg sync.WaitGroup
 	var cut, evicted atomic.Int32
-	start := time.Now()
-	// cutWithin waits for the server to close c, expecting it between lo
-	// and hi after start.
-	cutWithin := func(name string, c net.Conn, lo, hi time.Duration) {
-		c.SetReadDeadline(start.Add(hi + 5*time.Second))
-		_, err := io.Copy(io.Discard, c)
-		el := time.Since(start)
+	// sent is a connection whose first bytes are written, with the times
+	// just before and just after that write.
+	type sent struct {
+		c             net.Conn
+		before, after time.Time
+	}
+	send := func(c net.Conn, p []byte) sent {
+		before := time.Now()
+		if _, err := c.Write(p); err != nil {
+			t.Errorf("first write: %v", err)
+		}
+		return sent{c, before, time.Now()}
+	}
+	// cutWithin waits for the server to close s.c, within readTimeout+cutSlack
+	// after s.after. If timedOut it must be by the read timeout: not before
+	// readTimeout-cutMargin after s.before. Otherwise the connection may also
+	// be evicted at the cap, at any time.
+	cutWithin := func(name string, s sent, timedOut bool) {
+		hi := readTimeout + cutSlack
+		s.c.SetReadDeadline(s.after.Add(hi + 5*time.Second))
+		_, err := io.Copy(io.Discard, s.c)
+		now := time.Now()
+		fromBefore, fromAfter := now.Sub(s.before), now.Sub(s.after)
 		switch {
 		case err != nil && !errors.Is(err, syscall.ECONNRESET):
-			t.Errorf("%s: not closed after %v: %v", name, el, err)
-		case el < lo || el > hi:
-			t.Errorf("%s: closed after %v, want between %v and %v", name, el, lo, hi)
+			t.Errorf("%s: not closed %v after its first byte: %v", name, fromAfter, err)
+		case timedOut && fromBefore < readTimeout-cutMargin:
+			t.Errorf("%s: closed %v after its first byte, before the read timeout (%v)", name, fromBefore, readTimeout)
+		case fromAfter > hi:
+			t.Errorf("%s: closed %v after its first byte, want within %v", name, fromAfter, hi)
 		default:
 			cut.Add(1)
-			if el < readTimeout-time.Second {
+			if fromBefore < readTimeout-cutMargin {
 				evicted.Add(1) // to make room at the cap, before its read timeout
 			}
 		}
 	}
+	// trickle writes the rest of msg, whose first byte is sent, a byte
+	// every 500 ms.
 	trickle := func(c net.Conn, msg string) {
-		for i := 0; i < len(msg); i++ {
+		for i := 1; i < len(msg); i++ {
+			time.Sleep(500 * time.Millisecond)
 			if _, err := c.Write([]byte{msg[i]}); err != nil {
 				return
 			}
-			time.Sleep(500 * time.Millisecond)
 		}
 	}
 	for range 100 {
-		sm := dialRaw(t, d.socketmap)
-		dl := dialRaw(t, d.delegation)
+		smMsg := "9000:tlspolicy " + strings.Repeat("a", 8990) + ","
+		dlMsg := delegationRequest("192.0.2.10", "a@partner.example", false)
+		sm := send(dialRaw(t, d.socketmap), []byte(smMsg[:1]))
+		dl := send(dialRaw(t, d.delegation), []byte(dlMsg[:1]))
 		wg.Add(4)
-		go func() { defer wg.Done(); trickle(sm, "9000:tlspolicy "+strings.Repeat("a", 8990)+",") }()
-		go func() { defer wg.Done(); trickle(dl, delegationRequest("192.0.2.10", "a@partner.example", false)) }()
+		go func() { defer wg.Done(); trickle(sm.c, smMsg) }()
+		go func() { defer wg.Done(); trickle(dl.c, dlMsg) }()
 		// With the partial requests below the socketmap is over its cap of 1000:
 		// the slowest senders are evicted for new connections, the rest time out.
-		go func() { defer wg.Done(); cutWithin("socketmap slowloris", sm, 0, readTimeout+3*time.Second) }()
-		go func() {
-			defer wg.Done()
-			cutWithin("delegation slowloris", dl, readTimeout-time.Second, readTimeout+3*time.Second)
-		}()
+		go func() { defer wg.Done(); cutWithin("socketmap slowloris", sm, false) }()
+		go func() { defer wg.Done(); cutWithin("delegation slowloris", dl, true) }()
 	}
 	// Half-open: part of a request, then silence.
-	halfSM := dialRaw(t, d.socketmap)
-	halfSM.Write([]byte("27:tlspolicy [192.0"))
-	halfDL := dialRaw(t, d.delegation)
-	halfDL.Write([]byte(strings.TrimSuffix(delegationRequest("192.0.2.10", "a@partner.example", false), "\n")))
+	halfSM := send(dialRaw(t, d.socketmap), []byte("27:tlspolicy [192.0"))
+	halfDL := send(dialRaw(t, d.delegation), []byte(strings.TrimSuffix(delegationRequest("192.0.2.10", "a@partner.example", false), "\n")))
 	wg.Add(2)
-	go func() { defer wg.Done(); cutWithin("socketmap half-open", halfSM, 0, readTimeout+3*time.Second) }()
-	go func() {
-		defer wg.Done()
-		cutWithin("delegation without the blank line", halfDL, readTimeout-time.Second, readTimeout+3*time.Second)
-	}()
+	go func() { defer wg.Done(); cutWithin("socketmap half-open", halfSM, false) }()
+	go func() { defer wg.Done(); cutWithin("delegation without the blank line", halfDL, true) }()
 	// 1000 connections with half of a maximal request each.
 	partial := []byte("10000:tlspolicy " + strings.Repeat("p", 5000))
 	var partials []net.Conn
@@ -236,7 +263,9 @@ func TestSlowClients(t *testing.T) {
 	if peak > rssLimitMB(160) {
 		t.Errorf("peak RSS %.1f MB", peak)
 	}
-	if n < 20 {
+	// A round is tried every 100 ms for more than the read timeout; on a
+	// loaded machine with the race detector far fewer complete, but some must.
+	if n < 3 {
 		t.Errorf("only %d well-behaved rounds meanwhile", n)
 	}
 	d.checkServed(t)
@@ -248,6 +277,7 @@ func TestSlowClients(t *testing.T) {
 // stopping tlsgate serve; once the flood is gone the daemon serves again.
 func TestFloodBeyondFileLimit(t *testing.T) {
 	t.Parallel()
+	needFDs(t, 1000)
 	d := startDaemon(t, conf{Level: "warn"})
 	d.setNofile(256)
 	mark := d.logs.mark()

@@ -41,17 +41,27 @@ func (d *daemon) metric(t testing.TB, name string) float64 {
 	return -1
 }
 
-// TestReloadUnderLoad sends 1000 SIGHUPs to the running daemon, each after
-// replacing its configuration with the other of two valid files (A and B,
-// in which partner.example / 192.0.2.10 get different answers), while 8
-// clients query the socketmap and 8 drive the milter with go-milter client
-// sessions carrying Postfix TLS macros, continuously. Every lookup and
-// every milter session must succeed and get one of the two valid answers;
-// both answers must be seen; the metrics must count 1000 successful
-// reloads and no failed one.
+// reloadsUnderLoad is the number of SIGHUPs of TestReloadUnderLoad. With
+// the race detector each reload and each client's request costs several
+// times more, and 1000 reloads took 25 s alone and far longer beside the
+// other tests on a loaded 2-core runner: 300 still interleave reloads with
+// thousands of lookups and sessions.
+var reloadsUnderLoad = scaled(1000, 300)
+
+// TestReloadUnderLoad sends 1000 SIGHUPs (300 with the race detector) to
+// the running daemon, each after replacing its configuration with the
+// other of two valid files (A and B, in which partner.example / 192.0.2.10
+// get different answers), while 8 clients query the socketmap and 8 drive
+// the milter with go-milter client sessions carrying Postfix TLS macros,
+// continuously. Every reload must be in force within 10 s; every lookup
+// and every milter session must succeed and get one of the two valid
+// answers; both answers must be seen; the metrics must count every reload
+// as successful and none as failed. How long the reloads took is recorded,
+// not judged: it depends on the machine's load.
 func TestReloadUnderLoad(t *testing.T) {
 	t.Parallel()
-	const reloads, clients = 1000, 8
+	const clients = 8
+	reloads := reloadsUnderLoad()
 	d := startDaemon(t, conf{Level: "warn", Metrics: true})
 	confA, confB := conf{Level: "warn", Metrics: true}, conf{Level: "warn", Metrics: true, Endpoints: endpointsB}
 	d.checkServed(t)
@@ -167,11 +177,9 @@ func TestReloadUnderLoad(t *testing.T) {
 			time.Sleep(200 * time.Microsecond)
 		}
 		slowest = max(slowest, time.Since(t0))
-		if time.Since(start) > 150*time.Second {
-			t.Fatalf("only %d reloads in %v", i, time.Since(start))
-		}
 	}
 	elapsed := time.Since(start)
+	t.Logf("%d reloads in %v (slowest %v)", reloads, elapsed.Round(time.Millisecond), slowest.Round(time.Millisecond))
 	// Let the clients run a little on the last configuration, then stop.
 	time.Sleep(100 * time.Millisecond)
 	close(stop)
@@ -193,7 +201,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if lookups.Load() < 1000 || sessions.Load() < 100 {
 		t.Errorf("too little load: %d lookups, %d sessions", lookups.Load(), sessions.Load())
 	}
-	if ok != reloads || failed > 0 || gen != reloads+1 {
+	if ok != float64(reloads) || failed > 0 || gen != float64(reloads+1) {
 		t.Errorf("metrics: %v reloads ok, %v failed, generation %v; want %d, 0, %d", ok, failed, gen, reloads, reloads+1)
 	}
 	if peak > rssLimitMB(128) {
@@ -219,6 +227,7 @@ func TestReloadUnderLoad(t *testing.T) {
 // every one gets the correct answer.
 func TestConcurrentSocketmapConnections(t *testing.T) {
 	t.Parallel()
+	needFDs(t, 1100)
 	const conns, perConn = 1000, 10
 	d := startDaemon(t, conf{Level: "warn"})
 	baseRSS := d.rssMB()
