@@ -269,13 +269,19 @@ func (r *outRig) standIn(opts mtalab.SinkOptions) *mtalab.Sink {
 	return s
 }
 
-// recover clears a fault of the peer or the daemon (already done by the
-// caller), flushes the queue and fills in what became of every message.
-func (r *outRig) recover(c *faultCount) {
+// recover clears the fault: the daemon's with clear (nil if there is
+// none), the peer's by putting the good sink back. It then flushes the
+// queue and fills in what became of every message. Deliveries count as
+// recovered when they end after clearing began: Postfix retries every
+// second or two, so one can follow clear() at once.
+func (r *outRig) recover(c *faultCount, clear func()) {
 	r.t.Helper()
+	cleared := time.Now()
+	if clear != nil {
+		clear()
+	}
 	r.peer.SetTarget(r.good.Addr())
 	r.refuse.Store(false)
-	cleared := time.Now()
 	if err := r.pf.Flush(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -329,8 +335,7 @@ func outDaemonDownAtStart(t *testing.T, c *faultCount) {
 	if n := r.sessions(); n != 0 {
 		t.Errorf("Postfix connected to the covered peer %d time(s) without a policy", n)
 	}
-	r.g.Start()
-	r.recover(c)
+	r.recover(c, r.g.Start)
 }
 
 func outDaemonKilled(t *testing.T, c *faultCount) {
@@ -369,8 +374,7 @@ func outDaemonKilled(t *testing.T, c *faultCount) {
 	}
 	// The killed daemon left its socket file behind; the new one
 	// replaces it.
-	r.g.Start()
-	r.recover(c)
+	r.recover(c, r.g.Start)
 }
 
 func outDaemonTemp(t *testing.T, c *faultCount) {
@@ -393,8 +397,7 @@ func outDaemonTemp(t *testing.T, c *faultCount) {
 	if n := r.sessions(); n != 0 {
 		t.Errorf("Postfix connected to the covered peer %d time(s) while the daemon answered TEMP", n)
 	}
-	r.g.Reload(r.cfg.render(r.l))
-	r.recover(c)
+	r.recover(c, func() { r.g.Reload(r.cfg.render(r.l)) })
 }
 
 // hungServer listens on a unix socket, accepts every connection, reads
@@ -476,9 +479,7 @@ func outDaemonHung(t *testing.T, c *faultCount) {
 	if n := r.sessions(); n != 0 {
 		t.Errorf("Postfix connected to the covered peer %d time(s) while the daemon hung", n)
 	}
-	h.Close()
-	r.g.Start()
-	r.recover(c)
+	r.recover(c, func() { h.Close(); r.g.Start() })
 }
 
 func outDaemonBadConfig(t *testing.T, c *faultCount) {
@@ -501,9 +502,7 @@ func outDaemonBadConfig(t *testing.T, c *faultCount) {
 	if n := r.sessions(); n != 0 {
 		t.Errorf("Postfix connected to the covered peer %d time(s) while tlsgate could not start", n)
 	}
-	r.l.writeConfig(r.cfg.render(r.l))
-	r.g.Start()
-	r.recover(c)
+	r.recover(c, func() { r.l.writeConfig(r.cfg.render(r.l)); r.g.Start() })
 }
 
 func outPeerNoSTARTTLS(t *testing.T, c *faultCount) {
@@ -516,7 +515,7 @@ func outPeerNoSTARTTLS(t *testing.T, c *faultCount) {
 	if len(plain.Sessions()) == 0 {
 		t.Error("Postfix never connected to the peer without STARTTLS")
 	}
-	r.recover(c)
+	r.recover(c, nil)
 }
 
 func outPeerWrongCert(t *testing.T, c *faultCount) {
@@ -532,7 +531,7 @@ func outPeerWrongCert(t *testing.T, c *faultCount) {
 	if n := len(wrong.Sessions()); n == 0 {
 		t.Error("Postfix never connected to the peer with the wrong certificate")
 	}
-	r.recover(c)
+	r.recover(c, nil)
 }
 
 // Inbound.
@@ -663,6 +662,9 @@ func (r *inRig) recover(c *faultCount) {
 	if q, err := r.pf.Queue(); err != nil || len(q) != 0 {
 		r.t.Errorf("Postfix queued mail while the milter was faulty: %+v %v", q, err)
 	}
+	// The fault is over: Postfix's default milter timeouts again, so that
+	// a busy test machine cannot turn a healthy but slow answer into a 4xx.
+	postconfReload(r.t, r.pf, "milter_command_timeout=30s", "milter_content_timeout=300s")
 	for _, m := range r.msgs {
 		if err := submit(r.addr, m); err != nil {
 			r.t.Errorf("retry of %s after the fault: %v", m.From, err)

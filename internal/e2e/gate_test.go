@@ -405,13 +405,19 @@ func (g *gate) exitErr() error {
 }
 
 // lookups returns the daemon's tls-policy-lookup lines for key (matched
-// exactly, as the MTA sent it).
+// exactly, as the MTA sent it). The daemon's log reaches the test through
+// a pipe, possibly after the MTA's own log line that the test waited for,
+// so it waits up to 5 s for the first line.
 func (g *gate) lookups(key string) []string {
 	var out []string
-	for _, line := range strings.Split(g.Log(), "\n") {
-		if strings.Contains(line, " tls-policy-lookup ") && strings.Contains(line, " key="+key+" ") {
-			out = append(out, line)
+	waitUntil(5*time.Second, func() bool {
+		out = out[:0]
+		for _, line := range strings.Split(g.Log(), "\n") {
+			if strings.Contains(line, " tls-policy-lookup ") && strings.Contains(line, " key="+key+" ") {
+				out = append(out, line)
+			}
 		}
-	}
+		return len(out) > 0
+	})
 	return out
 }

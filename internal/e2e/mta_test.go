@@ -53,7 +53,15 @@ func applyMTAConfig(t *testing.T, l *lab, pf *mtalab.Postfix, extra ...string) [
 	if len(args) == 0 {
 		t.Fatalf("mta-config printed no main.cf lines:\n%s", text)
 	}
-	args = append(args, extra...)
+	postconfReload(t, pf, append(args, extra...)...)
+	t.Logf("applied tlsgate mta-config to %s/main.cf:\n  %s", pf.ConfigDir(), strings.Join(lines, "\n  "))
+	return lines
+}
+
+// postconfReload sets main.cf parameters (NAME=VALUE) with postconf -e and
+// waits until the master has reloaded.
+func postconfReload(t *testing.T, pf *mtalab.Postfix, args ...string) {
+	t.Helper()
 	out, err := exec.Command("/usr/sbin/postconf", append([]string{"-c", pf.ConfigDir(), "-e"}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("postconf -e %q: %v\n%s", args, err, out)
@@ -65,8 +73,6 @@ func applyMTAConfig(t *testing.T, l *lab, pf *mtalab.Postfix, extra ...string) [
 	if _, err := pf.WaitLogAfter(mark, regexp.MustCompile(`postfix/master\[\d+\]: reload`), 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("applied tlsgate mta-config to %s/main.cf:\n  %s", pf.ConfigDir(), strings.Join(lines, "\n  "))
-	return lines
 }
 
 // message is one SMTP submission.
