@@ -14,17 +14,24 @@ FUZZ_TARGETS = \
 	./milter:FuzzStampHeaders \
 	./milter:FuzzMilterSession
 
-.PHONY: all build test unit deps vet fmtcheck fmt fuzz fuzz-long bench bench-micro demo install man clean
+.PHONY: all gocheck build test unit deps vet fmtcheck fmt fuzz fuzz-long bench bench-micro demo install man clean
 
 all: build
 
-build:
+# Debian 12 ships Go 1.19, which cannot even read go.mod: say what to do.
+gocheck:
+	@command -v $(GO) >/dev/null || { echo "make: no Go found; Go 1.26 or newer is needed (README.md, Quick start)" >&2; exit 1; }
+	@$(GO) version | awk '{ v = $$3; sub(/^go/, "", v); split(v, a, "."); \
+		if (a[1] + 0 < 1 || (a[1] + 0 == 1 && a[2] + 0 < 26)) { \
+		print "make: " $$0 " is too old; Go 1.26 or newer is needed (README.md, Quick start)" > "/dev/stderr"; exit 1 } }'
+
+build: gocheck
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o tlsgate ./cmd/tlsgate
 
 # Every test: installs what the real-MTA tests need (root, Debian 12), then
 # vet, format check, the whole suite with the race detector, and a short
 # run of every fuzz target. This is README's test command and what CI runs.
-test: deps vet fmtcheck unit fuzz
+test: gocheck deps vet fmtcheck unit fuzz
 
 unit:
 	CI=$${CI:-true} $(GO) test -race -count=1 -timeout 25m ./...
