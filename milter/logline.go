@@ -3,6 +3,7 @@ package milter
 import (
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"github.com/tlsgate/tlsgate/internal/logx"
 )
@@ -33,6 +34,10 @@ type Decision struct {
 	// Unchecked lists requirements this milter cannot see (on Postfix:
 	// fingerprints, judged by the policy-delegation server).
 	Unchecked string
+	// Duration is how long the milter took to judge the message, from
+	// the MAIL command's arrival to the verdict; 0 when no MAIL command
+	// was judged (an internal error before one). It is not logged.
+	Duration time.Duration
 }
 
 // FormatDecision returns the log line of a decision in the style of

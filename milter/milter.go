@@ -340,6 +340,7 @@ func (c *session) Helo(name string, m gomilter.Modifier) (resp *gomilter.Respons
 func (c *session) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (resp *gomilter.Response, err error) {
 	defer c.guard("mail", &resp, &err)
 	c.flush()
+	start := time.Now() // Decision.Duration counts from here
 	c.absorb(m)
 	msgVals := map[string]string{}
 	for _, n := range []string{macroQueueID, macroMailAddr} {
@@ -368,6 +369,7 @@ func (c *session) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (resp *g
 		c.broken = MTAMismatch(c.mta, c.get(msgVals))
 	}
 	if c.broken != nil {
+		msg.dec.Duration = time.Since(start)
 		c.internalError(c.broken)
 		c.msg = nil
 		return tempFail(), nil
@@ -406,6 +408,7 @@ func (c *session) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (resp *g
 	default:
 		msg.dec.Result = "defer"
 	}
+	msg.dec.Duration = time.Since(start)
 	if !v.Refuse {
 		return gomilter.RespContinue, nil
 	}

@@ -101,6 +101,16 @@ func newLogger(p *policy.Policy, stderr io.Writer) (*slog.Logger, error) {
 	return slog.New(h), nil
 }
 
+// milterOptions configures the milter on h's policy; with metrics, each
+// decision is counted and its judgement timed.
+func milterOptions(h *tdaemon.Holder, log *slog.Logger, m *metrics.Metrics) milter.Options {
+	opts := milter.Options{Policy: h.Policy, Logger: log}
+	if m != nil {
+		opts.OnDecision = m.MilterDecision
+	}
+	return opts
+}
+
 type running struct {
 	name, addr string
 	srv        server
@@ -130,11 +140,7 @@ func serve(h *tdaemon.Holder, log *slog.Logger, m *metrics.Metrics, grace time.D
 		return true
 	}
 	if s.Milter.Addr != "" {
-		opts := milter.Options{Policy: h.Policy, Logger: log}
-		if m != nil {
-			opts.OnDecision = func(d milter.Decision) { m.Decisions.WithLabelValues("milter", d.Endpoints, d.Result).Inc() }
-		}
-		ms, err := milter.New(opts)
+		ms, err := milter.New(milterOptions(h, log, m))
 		if err != nil || !open("milter", s.Milter, ms) {
 			closeAll()
 			return exitRuntime

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tlsgate/tlsgate/milter"
 	"github.com/tlsgate/tlsgate/policyd"
 )
 
@@ -33,7 +34,9 @@ type Metrics struct {
 	Lookups *prometheus.CounterVec
 	// LookupSeconds is the time to answer a socketmap lookup.
 	LookupSeconds prometheus.Histogram
-	// DecisionSeconds is the time to judge an inbound request, by part.
+	// DecisionSeconds is the time to judge an inbound request, by part:
+	// for the milter from the MAIL command's arrival to the verdict, for
+	// delegation one policy request.
 	DecisionSeconds *prometheus.HistogramVec
 	// Reloads counts reloads by result (ok, failed).
 	Reloads *prometheus.CounterVec
@@ -56,7 +59,7 @@ func New() *Metrics {
 		LookupSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tlsgate_outbound_lookup_duration_seconds",
 			Help: "Time to answer one socketmap lookup.", Buckets: buckets}),
 		DecisionSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tlsgate_inbound_decision_duration_seconds",
-			Help: "Time to judge one inbound request.", Buckets: buckets}, []string{"part"}),
+			Help: "Time to judge one inbound request, by part (milter: from the MAIL command to the verdict; delegation: one policy request).", Buckets: buckets}, []string{"part"}),
 		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsgate_reloads_total",
 			Help: "Configuration reloads by result."}, []string{"result"}),
 		Generation: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tlsgate_config_generation",
@@ -78,6 +81,16 @@ func (m *Metrics) Lookuper(inner policyd.Lookuper) policyd.Lookuper {
 		m.Lookups.WithLabelValues(strings.ToLower(r.Status.String())).Inc()
 		return r
 	})
+}
+
+// MilterDecision counts a milter decision by endpoint and result and, when
+// the milter judged a MAIL command (d.Duration > 0), records the time it
+// took under part="milter". It fits milter.Options.OnDecision.
+func (m *Metrics) MilterDecision(d milter.Decision) {
+	m.Decisions.WithLabelValues("milter", d.Endpoints, d.Result).Inc()
+	if d.Duration > 0 {
+		m.DecisionSeconds.WithLabelValues("milter").Observe(d.Duration.Seconds())
+	}
 }
 
 // Decider wraps a policy-delegation Decider and counts and times its

@@ -7,9 +7,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tlsgate/tlsgate/milter"
 	"github.com/tlsgate/tlsgate/policyd"
 )
 
@@ -55,5 +57,53 @@ func TestWrappersAndEndpoint(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve: %v", err)
+	}
+}
+
+func TestMilterDecision(t *testing.T) {
+	m := New()
+	for _, d := range []milter.Decision{
+		{Endpoints: "company-b", Result: "defer", Duration: 3 * time.Millisecond},
+		{Endpoints: "company-b", Result: "defer", Duration: time.Millisecond},
+		{Endpoints: "", Result: "none", Duration: 20 * time.Microsecond},
+		{Result: "tempfail"}, // no MAIL judged: counted, not timed
+	} {
+		m.MilterDecision(d)
+	}
+	for _, tc := range []struct {
+		endpoint, result string
+		want             float64
+	}{
+		{"company-b", "defer", 2},
+		{"", "none", 1},
+		{"", "tempfail", 1},
+	} {
+		if got := testutil.ToFloat64(m.Decisions.WithLabelValues("milter", tc.endpoint, tc.result)); got != tc.want {
+			t.Errorf("decisions{milter,%q,%q} = %v, want %v", tc.endpoint, tc.result, got, tc.want)
+		}
+	}
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, mf := range mfs {
+		if mf.GetName() != "tlsgate_inbound_decision_duration_seconds" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			if len(s.GetLabel()) != 1 || s.GetLabel()[0].GetValue() != "milter" {
+				t.Errorf("unexpected series %v", s.GetLabel())
+				continue
+			}
+			found = true
+			h := s.GetHistogram()
+			if h.GetSampleCount() != 3 || h.GetSampleSum() < 0.00402 || h.GetSampleSum() > 0.00403 {
+				t.Errorf(`part="milter": %d samples, sum %v; want 3, 0.00402`, h.GetSampleCount(), h.GetSampleSum())
+			}
+		}
+	}
+	if !found {
+		t.Error(`no tlsgate_inbound_decision_duration_seconds{part="milter"} series`)
 	}
 }
