@@ -103,9 +103,35 @@ func (r smtpResult) code() int {
 // refused message is followed by RSET and the next one is tried.
 func sendSession(t *testing.T, addr string, tlsCfg *tls.Config, msgs ...mail) []smtpResult {
 	t.Helper()
-	c, err := smtp.Dial(addr)
+	return sendSessionFrom(t, "", addr, tlsCfg, msgs...)
+}
+
+// sendSessionFrom is sendSession from the local address src (an IP
+// address; "" lets the kernel choose, which for 127.0.0.1 is 127.0.0.1).
+// On Linux every address of 127.0.0.0/8 is local, so a test can be a
+// client that no other test is.
+func sendSessionFrom(t *testing.T, src, addr string, tlsCfg *tls.Config, msgs ...mail) []smtpResult {
+	t.Helper()
+	d := net.Dialer{Timeout: 30 * time.Second}
+	if src != "" {
+		ip := net.ParseIP(src)
+		if ip == nil {
+			t.Fatalf("bad source address %q", src)
+		}
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
+		t.Fatalf("dial %s from %q: %v", addr, src, err)
+	}
+	// A generous bound, so that a wedged MTA fails the test instead of
+	// hanging it until the package's timeout.
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Minute))
+	host, _, _ := net.SplitHostPort(addr)
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		conn.Close()
+		t.Fatalf("greeting from %s: %v", addr, err)
 	}
 	defer c.Close()
 	if err := c.Hello("client.lab.test"); err != nil {

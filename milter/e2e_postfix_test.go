@@ -16,7 +16,11 @@ import (
 )
 
 // Endpoints are chosen by sender domain: every lab client connects from
-// 127.0.0.1 ("localhost").
+// 127.0.0.1 ("localhost"), except the one of the "by-ip" case, which
+// connects from postfixByIPClient (no name in the lab's hosts file) and is
+// covered by that address alone.
+const postfixByIPClient = "127.0.0.41"
+
 const postfixE2EPolicy = `
 mta = "postfix"
 [milter]
@@ -76,6 +80,12 @@ mode  = "monitor"
   [endpoint.inbound]
   encryption    = true
   validate_cert = true
+
+[[endpoint]]
+name  = "by-ip"
+hosts = ["` + postfixByIPClient + `"]
+  [endpoint.inbound]
+  encryption = true
 `
 
 // TestPostfixEndToEnd runs the issue's matrix against a real private
@@ -257,6 +267,29 @@ func TestPostfixEndToEnd(t *testing.T) {
 		wantContains(t, "Received", rcv, "(no TLS: plaintext session) (endpoint=watching policy=fail mode=monitor failed=encryption);")
 		wantContains(t, "Authentication-Results", ar, "mx.lab.test; x-tls=fail reason=encryption policy.endpoint=watching")
 		wantContains(t, "log", lm.lineFor(t, "a@monitor.test"), "result=monitor")
+	})
+	t.Run("peer covered only by its IP address", func(t *testing.T) {
+		// The sender domain is covered by no endpoint, and the address has
+		// no name: only the client address can choose "by-ip".
+		r := sendSessionFrom(t, postfixByIPClient, addr, nil, mail{from: "ip-plain@free.test", to: to})
+		refused(t, r[0], 451, "4.7.1 TLS required by local policy for this peer")
+		wantContains(t, "log", lm.lineFor(t, "ip-plain@free.test"),
+			"NOQUEUE: tlsgate: client=unknown["+postfixByIPClient+"]", "endpoint=by-ip tls=none result=defer", "check=encryption")
+
+		r = sendSessionFrom(t, postfixByIPClient, addr, clientTLS(t, pki, nil), mail{from: "ip-tls@free.test", to: to})
+		accepted(t, r[0])
+		line := lm.lineFor(t, "ip-tls@free.test")
+		wantContains(t, "log", line, "client=unknown["+postfixByIPClient+"]", "endpoint=by-ip tls=TLSv1.3", "result=pass")
+		hdrs := delivered(t, "ip-tls@free.test")
+		t.Logf("sink copy:\n%s", strings.Join(hdrs, "\n"))
+		rcv, ar := ours(t, hdrs)
+		wantContains(t, "Received", rcv, "from client.lab.test (unknown ["+postfixByIPClient+"]) by mx.lab.test (tlsgate) with ESMTPS",
+			"verify=UNVERIFIED)", "(endpoint=by-ip policy=pass);")
+		wantContains(t, "Authentication-Results", ar, "mx.lab.test; x-tls=pass policy.endpoint=by-ip", "smtp.version=TLSv1.3")
+		// Postfix saw the same address (not a NAT'd 127.0.0.1).
+		if _, err := pf.WaitLog(regexp.MustCompile(`connect from unknown\[`+regexp.QuoteMeta(postfixByIPClient)+`\]`), 10*time.Second); err != nil {
+			t.Error(err)
+		}
 	})
 	t.Run("uncovered peer passes stamped", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@free.test", to: to})

@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"crypto/tls"
 	"crypto/x509/pkix"
 	"fmt"
 	"regexp"
@@ -12,6 +13,12 @@ import (
 	"github.com/tlsgate/tlsgate/internal/mtalab"
 	"github.com/tlsgate/tlsgate/internal/testpki"
 )
+
+// Endpoints are chosen by sender domain: every lab client connects from
+// 127.0.0.1 ("localhost"), except the one of the "by-ip" case, which
+// connects from sendmailByIPClient (no name in the lab's hosts file) and is
+// covered by that address alone.
+const sendmailByIPClient = "127.0.0.42"
 
 func sendmailE2EPolicy(pin string) string {
 	return fmt.Sprintf(`
@@ -67,7 +74,41 @@ hosts  = ["reject.test"]
 action = "reject"
   [endpoint.inbound]
   encryption = true
-`, pin)
+
+[[endpoint]]
+name  = "strong"
+hosts = ["strong.test"]
+  [endpoint.inbound]
+  encryption = true
+  min_bits   = 256
+
+[[endpoint]]
+name  = "host-cn"
+hosts = ["hostcn.test"]
+  [endpoint.inbound]
+  validate_cert = true
+  match_cn      = true
+
+[[endpoint]]
+name  = "wrong-issuer-cn"
+hosts = ["wrongissuercn.test"]
+  [endpoint.inbound]
+  issuer_cn = "Other CA"
+
+[[endpoint]]
+name  = "watching"
+hosts = ["monitor.test"]
+mode  = "monitor"
+  [endpoint.inbound]
+  encryption    = true
+  validate_cert = true
+
+[[endpoint]]
+name  = "by-ip"
+hosts = ["%s"]
+  [endpoint.inbound]
+  encryption = true
+`, pin, sendmailByIPClient)
 }
 
 // TestSendmailEndToEnd runs the core matrix against a real Sendmail
@@ -191,6 +232,78 @@ func TestSendmailEndToEnd(t *testing.T) {
 		r = sendSession(t, addr, clientTLS(t, pki, other), mail{from: "b@cn.test", to: to})
 		refused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "b@cn.test"), "check=cn want=client.lab.test got=other.lab.test")
+	})
+	t.Run("CN defaults to the peer's verified host name", func(t *testing.T) {
+		// Sendmail resolves 127.0.0.1 to "localhost" through the lab's
+		// hosts file and confirms it forwards ({client_resolve}=OK).
+		localhostCert := issueClient(t, pki, "sm-localhost-client", pkix.Name{Country: []string{"DE"}, Organization: []string{"Lab Test"}, CommonName: "localhost"})
+		r := sendSession(t, addr, clientTLS(t, pki, localhostCert), mail{from: "ok@hostcn.test", to: to})
+		accepted(t, r[0])
+		wantContains(t, "log", lm.lineFor(t, "ok@hostcn.test"), "client=localhost[127.0.0.1]", "endpoint=host-cn tls=TLSv1.3", "verify=OK result=pass")
+		rcv, ar := ours(t, delivered(t, "ok@hostcn.test"))
+		wantContains(t, "Received", rcv, "(subject-cn=localhost issuer-cn=Lab+20Test+20CA) (endpoint=host-cn policy=pass);")
+		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=pass policy.endpoint=host-cn")
+
+		r = sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "bad@hostcn.test", to: to})
+		refused(t, r[0], 451, "4.7.1")
+		wantContains(t, "log", lm.lineFor(t, "bad@hostcn.test"), "endpoint=host-cn", "verify=OK result=defer", "check=cn want=localhost got=client.lab.test")
+	})
+	t.Run("issuer CN mismatch", func(t *testing.T) {
+		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@wrongissuercn.test", to: to})
+		refused(t, r[0], 451, "4.7.1")
+		wantContains(t, "log", lm.lineFor(t, "a@wrongissuercn.test"), "endpoint=wrong-issuer-cn", "result=defer", `check=issuer_cn want=\"Other CA\" got=\"Lab Test CA\"`)
+	})
+	t.Run("TLS 1.2 128-bit cipher against min_bits 256", func(t *testing.T) {
+		cfg := clientTLS(t, pki, nil)
+		cfg.MaxVersion = tls.VersionTLS12
+		cfg.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}
+		r := sendSession(t, addr, cfg, mail{from: "weak@strong.test", to: to})
+		refused(t, r[0], 451, "4.7.1")
+		wantContains(t, "log", lm.lineFor(t, "weak@strong.test"), "endpoint=strong tls=TLSv1.2 cipher=ECDHE-RSA-AES128-GCM-SHA256 bits=128 verify=NO result=defer",
+			`check=min_bits want=\">=256\" got=128`)
+		cfg.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}
+		r = sendSession(t, addr, cfg, mail{from: "strong@strong.test", to: to})
+		accepted(t, r[0])
+		wantContains(t, "log", lm.lineFor(t, "strong@strong.test"), "tls=TLSv1.2 cipher=ECDHE-RSA-AES256-GCM-SHA384 bits=256", "result=pass")
+		rcv, ar := ours(t, delivered(t, "strong@strong.test"))
+		wantContains(t, "Received", rcv, "(version=TLSv1.2 cipher=ECDHE-RSA-AES256-GCM-SHA384 bits=256 verify=NO)", "(endpoint=strong policy=pass);")
+		wantContains(t, "Authentication-Results", ar, "x-tls=pass policy.endpoint=strong smtp.bits=256")
+	})
+	t.Run("monitor mode accepts and stamps the failure", func(t *testing.T) {
+		r := sendSession(t, addr, nil, mail{from: "a@monitor.test", to: to})
+		accepted(t, r[0])
+		rcv, ar := ours(t, delivered(t, "a@monitor.test"))
+		wantContains(t, "Received", rcv, "(no TLS: plaintext session) (endpoint=watching policy=fail mode=monitor failed=encryption);")
+		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=fail reason=encryption policy.endpoint=watching")
+		wantContains(t, "log", lm.lineFor(t, "a@monitor.test"), "endpoint=watching tls=none result=monitor", "check=encryption")
+
+		// Over TLS with a certificate Sendmail could not verify.
+		r = sendSession(t, addr, clientTLS(t, pki, pki.SelfSigned), mail{from: "self@monitor.test", to: to})
+		accepted(t, r[0])
+		rcv, ar = ours(t, delivered(t, "self@monitor.test"))
+		wantContains(t, "Received", rcv, "verify=FAIL)", "(endpoint=watching policy=fail mode=monitor failed=validate_cert);")
+		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=fail reason=validate_cert policy.endpoint=watching")
+		wantContains(t, "log", lm.lineFor(t, "self@monitor.test"), "endpoint=watching tls=TLSv1.3", "verify=FAIL result=monitor", "check=validate_cert want=trusted got=untrusted")
+	})
+	t.Run("peer covered only by its IP address", func(t *testing.T) {
+		// The sender domain is covered by no endpoint, and the address has
+		// no name: only the client address can choose "by-ip".
+		r := sendSessionFrom(t, sendmailByIPClient, addr, nil, mail{from: "ip-plain@free.test", to: to})
+		refused(t, r[0], 451, "4.7.1")
+		wantContains(t, "log", lm.lineFor(t, "ip-plain@free.test"),
+			"tlsgate: client=unknown["+sendmailByIPClient+"]", "endpoint=by-ip tls=none result=defer", "check=encryption")
+
+		r = sendSessionFrom(t, sendmailByIPClient, addr, clientTLS(t, pki, nil), mail{from: "ip-tls@free.test", to: to})
+		accepted(t, r[0])
+		wantContains(t, "log", lm.lineFor(t, "ip-tls@free.test"), "client=unknown["+sendmailByIPClient+"]", "endpoint=by-ip tls=TLSv1.3", "verify=NO result=pass")
+		hdrs := delivered(t, "ip-tls@free.test")
+		t.Logf("sink copy:\n%s", strings.Join(hdrs, "\n"))
+		rcv, ar := ours(t, hdrs)
+		wantContains(t, "Received", rcv, "from client.lab.test (unknown ["+sendmailByIPClient+"]) by sm.lab.test (tlsgate) with ESMTPS",
+			"verify=NO)", "(endpoint=by-ip policy=pass);")
+		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=pass policy.endpoint=by-ip", "smtp.version=TLSv1.3")
+		// Sendmail's own trace line names the same address.
+		wantContains(t, "headers", strings.Join(fieldsNamed(hdrs, "Received"), "\n"), "["+sendmailByIPClient+"]) by sm.lab.test (8.17")
 	})
 	t.Run("pinned endpoint with Sendmail's default MD5 fails closed", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@pin.test", to: to})
