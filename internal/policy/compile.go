@@ -13,6 +13,7 @@ type compiler struct {
 	file     string
 	loc      *locator
 	problems []*Problem
+	firsts   map[*Endpoint]map[string]int // see firstHost
 }
 
 func (c *compiler) problem(line int, format string, args ...any) {
@@ -66,17 +67,20 @@ func (c *compiler) compile(raw *rawFile) *Policy {
 		}
 		names[strings.ToLower(ep.Name)] = len(p.Endpoints)
 		idx := int32(len(p.Endpoints))
-		for _, h := range ep.Hosts {
+		p.Endpoints = append(p.Endpoints, ep)
+		for k, h := range ep.Hosts {
 			if other := p.ix.add(h, idx); other == idx {
-				c.problem(c.loc.valueLine(fmt.Sprintf("endpoint.%d.hosts", i), h.Text),
-					"host %q is listed twice in endpoint %q (as %q)", h.Text, ep.Name, h.Canonical())
+				text, line := c.firstHost(ep, h)
+				c.problem(c.hostLine(ep, k),
+					"host %q is listed twice in endpoint %q (as %q; first as %q on line %d)", h.Text, ep.Name, h.Canonical(), text, line)
 			} else if other >= 0 {
-				c.problem(c.loc.valueLine(fmt.Sprintf("endpoint.%d.hosts", i), h.Text),
-					"host %q of endpoint %q is already covered by endpoint %q (as %q); a host may belong to one endpoint only",
-					h.Text, ep.Name, p.Endpoints[other].Name, h.Canonical())
+				o := p.Endpoints[other]
+				text, line := c.firstHost(o, h)
+				c.problem(c.hostLine(ep, k),
+					"host %q of endpoint %q is already covered by endpoint %q (as %q; there as %q on line %d); a host may belong to one endpoint only",
+					h.Text, ep.Name, o.Name, h.Canonical(), text, line)
 			}
 		}
-		p.Endpoints = append(p.Endpoints, ep)
 	}
 	if p.MTA != "" {
 		for i, ep := range p.Endpoints {
@@ -85,6 +89,36 @@ func (c *compiler) compile(raw *rawFile) *Policy {
 		}
 	}
 	return p
+}
+
+// hostLine returns the line of ep's k-th host pattern.
+func (c *compiler) hostLine(ep *Endpoint, k int) int {
+	return c.loc.valueLine("endpoint."+strconv.Itoa(ep.index)+".hosts", ep.Hosts[k].Text)
+}
+
+// firstHost returns the text and line of the first of ep's host patterns
+// that is the same pattern as h. The per-endpoint lookup is built on the
+// first duplicate only, so a file of many duplicates stays linear.
+func (c *compiler) firstHost(ep *Endpoint, h Pattern) (string, int) {
+	key := func(p Pattern) string { return strconv.Itoa(int(p.Kind)) + p.Canonical() }
+	m := c.firsts[ep]
+	if m == nil {
+		m = make(map[string]int, len(ep.Hosts))
+		for k, q := range ep.Hosts {
+			if _, ok := m[key(q)]; !ok {
+				m[key(q)] = k
+			}
+		}
+		if c.firsts == nil {
+			c.firsts = map[*Endpoint]map[string]int{}
+		}
+		c.firsts[ep] = m
+	}
+	k, ok := m[key(h)]
+	if !ok {
+		return h.Text, 0
+	}
+	return ep.Hosts[k].Text, c.hostLine(ep, k)
 }
 
 // endpointPath finds the locator path of the i-th compiled endpoint.

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -161,6 +162,7 @@ func TestSendmailKeys(t *testing.T) {
 		{"srv_features:127.0.0.1", "v"},
 		{"srv_features:localhost", ""},
 		{"srv_features:enc.example", ""}, // no inbound cert request
+		{"srv_features:", "V"},           // nobody else is asked for a certificate
 		{"tls_clt:127.0.0.1", ""},        // the milter enforces inbound
 		{"connect:127.0.0.1", ""},
 		{"from:a@company-b.example", ""},
@@ -276,3 +278,48 @@ func withName(f Facts, n string) Facts { f.ClientName = n; return f }
 func withCN(f Facts, n string) Facts   { f.SubjectCN = n; return f }
 func withIssuer(f Facts, d DN) Facts   { f.IssuerDN = d; return f }
 func withAddr(f Facts, a string) Facts { f.ClientAddr = netip.MustParseAddr(a); return f }
+
+func TestFullLengthPrefixIsAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.10/32":         "192.0.2.10",
+		"2001:DB8::1/128":       "2001:db8::1",
+		"::ffff:192.0.2.10/128": "192.0.2.10",
+		"192.0.2.0/31":          "192.0.2.0/31",
+		"2001:db8::/127":        "2001:db8::/127",
+		"::ffff:192.0.2.10":     "192.0.2.10",
+		"[2001:db8::1]":         "2001:db8::1",
+		"::ffff:192.0.2.0/120":  "192.0.2.0/24",
+		"0.0.0.0/32":            "0.0.0.0",
+		"::/128":                "::",
+		"255.255.255.255/32":    "255.255.255.255",
+		"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128": "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+	} {
+		p, err := ParsePattern(in)
+		if err != nil {
+			t.Errorf("ParsePattern(%q): %v", in, err)
+			continue
+		}
+		if got := p.Canonical(); got != want {
+			t.Errorf("ParsePattern(%q).Canonical() = %q, want %q", in, got, want)
+		}
+		if single := !strings.Contains(want, "/"); single != (p.Kind == PatternAddr) {
+			t.Errorf("ParsePattern(%q).Kind = %v", in, p.Kind)
+		}
+	}
+	// A /32 still matches its address when no bare address is listed.
+	p := mustParse(t, `mta = "postfix"
+[[endpoint]]
+name = "a"
+hosts = ["192.0.2.10/32", "2001:db8::1/128"]
+  [endpoint.outbound]
+  encryption = true
+`)
+	for _, key := range []string{"[192.0.2.10]", "[IPv6:2001:db8::1]", "192.0.2.10"} {
+		if a, err := p.Outbound(key); err != nil || !a.Found {
+			t.Errorf("Outbound(%q) = %+v, %v", key, a, err)
+		}
+	}
+	if a, _ := p.Outbound("[192.0.2.11]"); a.Found {
+		t.Errorf("192.0.2.11 matched a /32 of another address")
+	}
+}

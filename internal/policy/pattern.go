@@ -116,6 +116,13 @@ func ParsePattern(s string) (Pattern, error) {
 			return Pattern{}, fmt.Errorf("%q has host bits set; write %s", s, pfx.Masked())
 		}
 		pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-unmapBits(pfx.Addr()))
+		if pfx.IsSingleIP() {
+			// A full-length range (/32, /128) is one address: compile it
+			// as the address, so that it and the bare address are the same
+			// pattern (a duplicate) instead of the address silently
+			// winning over the range.
+			return Pattern{Text: strings.Clone(s), Kind: PatternAddr, Prefix: pfx}, nil
+		}
 		return Pattern{Text: strings.Clone(s), Kind: PatternPrefix, Prefix: pfx}, nil
 	}
 	if a, err := netip.ParseAddr(strings.Trim(t, "[]")); err == nil {
