@@ -207,7 +207,7 @@ func serve(h *tdaemon.Holder, log *slog.Logger, m *metrics.Metrics, grace time.D
 	log.Info("start", "file", p.File, "mta", string(p.MTA), "endpoints", len(p.Endpoints), "pid", os.Getpid())
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 
-	daily := time.NewTicker(24 * time.Hour)
+	daily := time.NewTicker(expiryEvery)
 	defer daily.Stop()
 	code := exitOK
 loop:
@@ -223,9 +223,7 @@ loop:
 			log.Info("stop", "signal", sig.String())
 			break loop
 		case <-daily.C:
-			if plan, err := trust.Prepare(h.Policy()); err == nil {
-				logExpiry(plan, log)
-			}
+			checkExpiry(h.Policy(), time.Now(), log, m)
 		case err := <-errc:
 			log.Error("stop", "error", err.Error())
 			code = exitRuntime
@@ -254,19 +252,40 @@ func prepareTrust(p *policy.Policy, log *slog.Logger, m *metrics.Metrics) error 
 	if err := plan.Write(p); err != nil {
 		return err
 	}
-	logExpiry(plan, log)
-	if m != nil {
-		m.CertExpiry.Reset()
-		for _, k := range plan.Known {
-			m.CertExpiry.WithLabelValues(k.Name).Set(time.Until(k.Cert.NotAfter).Seconds())
-		}
-	}
+	refreshExpiry(plan, time.Now(), log, m)
 	return nil
 }
 
-func logExpiry(plan *trust.Plan, log *slog.Logger) {
-	for _, r := range plan.Expiry(time.Now(), certs.DefaultWarnWithin) {
+// expiryEvery is how often serve re-reads the certificates it knows to
+// log those expiring soon and refresh the expiry gauge (tests shorten it).
+var expiryEvery = 24 * time.Hour
+
+// checkExpiry re-reads the certificates p names (a renewed server
+// certificate or CA store is picked up without a reload) and refreshes
+// their expiry as of now. A certificate that can no longer be read is
+// logged; the gauge then keeps its last values.
+func checkExpiry(p *policy.Policy, now time.Time, log *slog.Logger, m *metrics.Metrics) {
+	plan, err := trust.Prepare(p)
+	if err != nil {
+		log.Warn("cert-expiry", "file", p.File, "error", err.Error())
+		return
+	}
+	refreshExpiry(plan, now, log, m)
+}
+
+// refreshExpiry logs the certificates of plan that expire within
+// certs.DefaultWarnWithin of now or have expired and, with metrics, sets
+// tlsgate_cert_expiry_seconds to exactly plan's certificates. Start,
+// reload and the daily check all go through it.
+func refreshExpiry(plan *trust.Plan, now time.Time, log *slog.Logger, m *metrics.Metrics) {
+	for _, r := range plan.Expiry(now, certs.DefaultWarnWithin) {
 		log.Warn("cert-expiry", "cert", r.Name, "not_after", r.NotAfter.UTC().Format(time.RFC3339), "days_left", int(r.Left.Hours()/24), "status", r.Status.String())
+	}
+	if m != nil {
+		m.CertExpiry.Reset()
+		for _, k := range plan.Known {
+			m.CertExpiry.WithLabelValues(k.Name).Set(k.Cert.NotAfter.Sub(now).Seconds())
+		}
 	}
 }
 
