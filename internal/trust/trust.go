@@ -6,7 +6,10 @@ package trust
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -98,11 +101,21 @@ func IssuerMatches(o *policy.Requirements, c *x509.Certificate) bool {
 }
 
 // Write writes the CA bundle ([certs] ca_bundle) and the trust-anchor
-// files, each atomically.
+// files, each atomically. The directory of each file is created (mode 0755
+// less the umask) when it is missing, but not its parents: a mistyped path
+// fails rather than growing a tree.
 func (plan *Plan) Write(p *policy.Policy) error {
 	if plan.Store != nil && p.Settings.CABundle != "" {
+		if err := makeDir(filepath.Dir(p.Settings.CABundle)); err != nil {
+			return fmt.Errorf("[certs] ca_bundle: %w", err)
+		}
 		if err := plan.Store.WriteBundle(p.Settings.CABundle); err != nil {
 			return err
+		}
+	}
+	if len(plan.Anchors) > 0 {
+		if err := makeDir(filepath.Clean(p.Settings.TrustAnchorDir)); err != nil {
+			return fmt.Errorf("[certs] trust_anchor_dir: %w", err)
 		}
 	}
 	for path, cas := range plan.Anchors {
@@ -115,6 +128,15 @@ func (plan *Plan) Write(p *policy.Policy) error {
 		}
 	}
 	return nil
+}
+
+// makeDir creates dir if it does not exist; its parent must.
+func makeDir(dir string) error {
+	err := os.Mkdir(dir, 0o755)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	return err
 }
 
 // Expiry reports every known certificate expiring within warn, and those

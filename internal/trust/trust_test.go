@@ -72,6 +72,37 @@ hosts = ["b.example"]
 	}
 }
 
+// TestWriteMakesDirectory: a missing trust-anchor or bundle directory is
+// created (the shipped example puts the trust anchors in a directory of
+// their own below /var/spool/postfix/tlsgate), a missing parent is not.
+func TestWriteMakesDirectory(t *testing.T) {
+	p, _, dir := setup(t, `
+[[endpoint]]
+name = "by-cn"
+hosts = ["a.example"]
+  [endpoint.outbound]
+  issuer_cn = "lab test ca"
+`)
+	os.Remove(filepath.Join(dir, "ta"))
+	p.Settings.CABundle = filepath.Join(dir, "lib", "bundle.pem")
+	plan, err := Prepare(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plan.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ta/by-cn.pem", "lib/bundle.pem"} {
+		if _, err := certs.ReadCertificateFile(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	p.Settings.CABundle = filepath.Join(dir, "no", "such", "bundle.pem")
+	if err := plan.Write(p); err == nil || !strings.Contains(err.Error(), "[certs] ca_bundle") {
+		t.Errorf("missing parent: err = %v", err)
+	}
+}
+
 func TestPinWithoutCA(t *testing.T) {
 	p, _, _ := setup(t, `
 [[endpoint]]
