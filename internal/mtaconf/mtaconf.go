@@ -146,10 +146,13 @@ func Sendmail(p *policy.Policy) (string, error) {
 	if accessMap {
 		b.WriteString("dnl every access-map lookup goes to tlsgate; it answers only TLS_Srv, TLS_Rcpt and Srv_Features\n")
 		fmt.Fprintf(&b, "FEATURE(`access_db', `socket -T<TMPF> -d5 %s')dnl\n", sendmailSocket(s.Socketmap.Addr))
+		b.WriteString("dnl Sendmail asks every TLS client for a certificate unless Srv_Features says V;\n")
+		b.WriteString("dnl tlsgate answers Srv_Features with v (ask) for a client name or address whose\n")
+		b.WriteString("dnl endpoint needs the client's certificate, and with V for the bare Srv_Features:\n")
+		b.WriteString("dnl default, so no other client is asked\n")
 		if askCert {
-			b.WriteString("dnl Sendmail asks every TLS client for a certificate by default (no TLSSrvOptions V);\n")
-			b.WriteString("dnl Srv_Features answers v for covered peers too, so an endpoint covered by its\n")
-			b.WriteString("dnl sender domain only is still asked\n")
+			b.WriteString("dnl the sender is not known yet when the certificate is asked for: an endpoint that\n")
+			b.WriteString("dnl needs one must list the client's host names or addresses in hosts\n")
 		}
 	}
 	if s.Milter.Addr != "" {

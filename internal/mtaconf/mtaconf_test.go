@@ -281,3 +281,47 @@ hosts = ["a.example"]
 		t.Errorf("m4 did not warn about LOCAL_TRY_TLS before MAILER(): %q", warnings)
 	}
 }
+
+// The Srv_Features lines say what tlsgate answers; check them against the
+// policy's own answers so that the comment stays true.
+func TestSendmailSrvFeaturesText(t *testing.T) {
+	p, err := policy.Parse("t.toml", []byte(`mta = "sendmail"
+[policyd]
+listen = "unix:/run/tlsgate/policy.sock"
+[[endpoint]]
+name = "a"
+hosts = ["a.example", "192.0.2.1"]
+  [endpoint.inbound]
+  validate_cert = true
+[[endpoint]]
+name = "b"
+hosts = ["b.example"]
+  [endpoint.outbound]
+  encryption = true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := Sendmail(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ key, answer, says string }{
+		{"srv_features:", "V", "with V for the bare Srv_Features:"},
+		{"srv_features:a.example", "v", "with v (ask) for a client name or address"},
+		{"srv_features:192.0.2.1", "v", "with v (ask) for a client name or address"},
+	} {
+		if a := p.SendmailAccess(tc.key); !a.Found || a.Text != tc.answer {
+			t.Errorf("%s answers %v %q, the .mc comment says %q", tc.key, a.Found, a.Text, tc.answer)
+		}
+		if !strings.Contains(text, tc.says) {
+			t.Errorf("the .mc lines do not say %q:\n%s", tc.says, text)
+		}
+	}
+	if a := p.SendmailAccess("srv_features:b.example"); a.Found {
+		t.Errorf("srv_features:b.example answers %q; b asks for no client certificate", a.Text)
+	}
+	if !strings.Contains(text, "must list the client's host names or addresses in hosts") {
+		t.Errorf("no advice to list client hosts:\n%s", text)
+	}
+}

@@ -119,11 +119,10 @@ func (p *Policy) lookupHost(h, key string) (int32, bool, error) {
 // SendmailAccess answers a Sendmail access-map key (lower-cased, with its
 // tag). tls_rcpt: is decided on the full recipient address (Sendmail asks
 // it first, so the later user@ and parent-domain keys are not found);
-// tls_srv: on the server's name or address; srv_features: answers "v"
-// (request a client certificate) for peers whose endpoint requests one.
-// Every other tag (connect:, from:, to:, tls_clt:, ...) is not found, so
-// Sendmail's own defaults apply; inbound requirements are enforced by the
-// milter.
+// tls_srv: on the server's name or address; srv_features: as
+// SrvFeatures does. Every other tag (connect:, from:, to:, tls_clt:, ...)
+// is not found, so Sendmail's own defaults apply; inbound requirements are
+// enforced by the milter.
 func (p *Policy) SendmailAccess(key string) Answer {
 	tag, val, ok := strings.Cut(key, ":")
 	if !ok {
@@ -147,11 +146,50 @@ func (p *Policy) SendmailAccess(key string) Answer {
 			return p.answer(i, p.Endpoints[i].sendmailOut)
 		}
 	case "srv_features":
-		if i, ok := p.sendmailHost(val); ok && p.Endpoints[i].Inbound.RequestCert {
-			return p.answer(i, "v")
-		}
+		return p.srvFeatures(val)
 	}
 	return Answer{}
+}
+
+// Srv_Features letters (Sendmail's srvrsmtp.c srvfeatures(): a lower-case
+// letter turns a feature on, its upper-case form turns it off).
+const (
+	// srvAskCert makes Sendmail request a client certificate in
+	// the TLS handshake (sets SRV_VRFY_CLT).
+	srvAskCert = "v"
+	// srvNoCert makes Sendmail not request one (clears it).
+	srvNoCert = "V"
+)
+
+// srvFeatures answers Sendmail's srv_features ruleset, which runs when a
+// client connects and walks srv_features:{client_name} (then its parent
+// domains), srv_features:{client_addr} (then its shorter nets) and the
+// bare srv_features: tag, stopping at the first key found. Sendmail
+// requests a certificate from every client unless told "V", so:
+//
+//   - a name or address covered by an endpoint whose inbound side needs
+//     the client's certificate (request_cert, validate_cert, cn, DNs,
+//     issuer or fingerprints; compile sets RequestCert for all of them)
+//     answers "v", also in monitor mode: asking enforces nothing, and
+//     monitor mode must see the certificate it reports on;
+//   - any other name or address is not found, so that the walk goes on
+//     (an address covered by an endpoint that asks still gets its "v"
+//     after a name covered by one that does not);
+//   - the bare srv_features: key answers "V", so no other client is
+//     asked.
+//
+// The sender domain is not known yet at connect time: an endpoint that
+// covers a client only by its sender domain is not asked for a
+// certificate.
+func (p *Policy) srvFeatures(val string) Answer {
+	if val == "" {
+		return Answer{Found: true, Text: srvNoCert}
+	}
+	i, ok := p.sendmailHost(val)
+	if !ok || !p.Endpoints[i].Inbound.RequestCert {
+		return Answer{}
+	}
+	return Answer{Found: true, Text: srvAskCert, Endpoint: p.Endpoints[i]}
 }
 
 func (p *Policy) sendmailHost(v string) (int32, bool) {
