@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"crypto/x509"
 	"fmt"
 	"io/fs"
 	"os"
@@ -36,7 +37,8 @@ Options:
   --force               replace existing output files
   --store DIR           also add the CA certificates that came with it (our
                         own signing CA) to tlsgate's CA store, so that the
-                        MTA trusts peers whose certificates it signed
+                        MTA trusts peers whose certificates it signed; DIR
+                        is created if missing, as "store add" does
 
 Example:
   tlsgate certs pfx2pem --out /etc/postfix/tls/mx mx.example.net.pfx
@@ -94,6 +96,32 @@ func runPFX(e *env, args []string) int {
 	if err != nil {
 		return e.fail(ExitUsage, err)
 	}
+	// Everything --store needs is settled before any file is written, so
+	// that a store problem leaves nothing half done. Like "store add", a
+	// missing store directory is created.
+	var st *Store
+	var storeCAs []*x509.Certificate
+	if *storeDir != "" {
+		for _, ca := range b.CACerts {
+			if ca.IsCA {
+				storeCAs = append(storeCAs, ca)
+			}
+		}
+		if len(storeCAs) == 0 {
+			return e.fail(ExitUsage, fmt.Errorf("certs: --store: %s holds no CA certificate to add; nothing was written", in))
+		}
+		for _, ca := range storeCAs {
+			if err := checkCA(ca); err != nil {
+				return e.fail(ExitUsage, fmt.Errorf("certs: --store: %w; nothing was written", err))
+			}
+		}
+		if err := os.MkdirAll(*storeDir, 0o755); err != nil {
+			return e.fail(ExitUsage, fmt.Errorf("certs: create CA store: %w; nothing was written", err))
+		}
+		if st, err = e.openStore(*storeDir); err != nil {
+			return e.fail(ExitUsage, fmt.Errorf("%w; nothing was written", err))
+		}
+	}
 	type output struct {
 		path string
 		data []byte
@@ -120,21 +148,11 @@ func runPFX(e *env, args []string) int {
 	if b.Chain == nil {
 		fmt.Fprintln(e.stdout, "note: the file had no CA certificates; partners may need the intermediate certificate from your CA in the fullchain file")
 	}
-	if *storeDir != "" {
-		if len(b.CACerts) == 0 {
-			return e.fail(ExitUsage, fmt.Errorf("certs: --store: %s holds no CA certificate to add", in))
-		}
-		st, err := OpenStore(*storeDir)
-		if err != nil {
-			return e.fail(ExitUsage, err)
-		}
-		for _, ca := range b.CACerts {
-			if !ca.IsCA {
-				continue
-			}
+	if st != nil {
+		for _, ca := range storeCAs {
 			added, err := st.Add(EncodeCertificatesPEM(ca))
 			if err != nil {
-				return e.fail(ExitUsage, err)
+				return e.fail(ExitUsage, fmt.Errorf("%w (the PEM files above were written)", err))
 			}
 			for _, en := range added {
 				fmt.Fprintf(e.stdout, "added to CA store %s: %s (expires %s)\n", *storeDir, en.Subject, en.NotAfter.UTC().Format("2006-01-02"))

@@ -187,6 +187,7 @@ func TestCLIPFX2PEM(t *testing.T) {
 	os.Mkdir(filepath.Dir(out), 0o755)
 	store := filepath.Join(dir, "store")
 	os.Mkdir(store, 0o755)
+	newStore := filepath.Join(dir, "new", "ca") // pfx2pem creates it, like "store add"
 
 	for _, tc := range []cliCase{
 		{name: "with chain, default prefix", args: []string{"pfx2pem", "--password-env", "PFX_PASS", full},
@@ -211,7 +212,12 @@ func TestCLIPFX2PEM(t *testing.T) {
 		{name: "store our signing CAs", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "s"), "--store", store, full},
 			stdout: []string{"added to CA store " + store + ": CN=PFX Root", "added to CA store " + store + ": CN=PFX Issuing CA"}},
 		{name: "store without CAs", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "b2"), "--store", store, bare}, code: 2,
-			stderr: []string{"holds no CA certificate to add"}},
+			stderr: []string{"holds no CA certificate to add; nothing was written"}, noOut: true},
+		{name: "store directory created", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "n"), "--store", newStore, full},
+			stdout: []string{"wrote " + filepath.Join(dir, "n.fullchain.crt"), "added to CA store " + newStore + ": CN=PFX Root",
+				"added to CA store " + newStore + ": CN=PFX Issuing CA", "subject:            CN=mx.example.net"}},
+		{name: "store is a file", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "f"), "--store", pwFile, full}, code: 2,
+			stderr: []string{"create CA store", "nothing was written"}, noOut: true},
 		{name: "output directory missing", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "nodir", "mx"), full}, code: 2,
 			stderr: []string{"output directory " + filepath.Join(dir, "nodir") + " does not exist"}},
 	} {
@@ -235,7 +241,12 @@ func TestCLIPFX2PEM(t *testing.T) {
 	if _, err := os.Stat(out + ".chain.crt"); err == nil {
 		t.Error("empty chain file written")
 	}
-	for _, f := range []string{"w.key", "w.crt", "mismatch.key"} {
+	if fi, err := os.Stat(filepath.Join(dir, "new", "ca")); err != nil || !fi.IsDir() {
+		t.Errorf("store directory not created: %v", err)
+	} else if st, err := OpenStore(filepath.Join(dir, "new", "ca")); err != nil || len(st.List()) != 2 {
+		t.Errorf("new store: %v", err)
+	}
+	for _, f := range []string{"w.key", "w.crt", "mismatch.key", "b2.key", "b2.crt", "f.key", "f.fullchain.crt"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
 			t.Errorf("%s written despite the error", f)
 		}
