@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"net/netip"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
 // DefaultSocketMode is the mode Listen gives a unix socket when called with mode 0: owner
@@ -49,36 +48,14 @@ func Listen(spec string, mode os.FileMode, group string) (net.Listener, error) {
 	return listenUnix(spec, addr, mode, group)
 }
 
-// parseSpec turns a listener spec into a Go network and address.
+// parseSpec turns a listener spec into a Go network and address, by the
+// rule policy.ParseListen shares with `tlsgate check`.
 func parseSpec(spec string) (network, addr string, err error) {
-	kind, rest, ok := strings.Cut(spec, ":")
-	switch {
-	case ok && kind == "unix":
-		if rest == "" || !filepath.IsAbs(rest) {
-			return "", "", fmt.Errorf("policyd: listener %q: unix socket path must be absolute (unix:/path/to/socket)", spec)
-		}
-		if strings.IndexByte(rest, 0) >= 0 {
-			return "", "", fmt.Errorf("policyd: listener %q: NUL byte in socket path", spec)
-		}
-		return "unix", filepath.Clean(rest), nil
-	case ok && kind == "inet":
-		host, port, err := net.SplitHostPort(rest)
-		if err != nil {
-			return "", "", fmt.Errorf("policyd: listener %q: want inet:127.0.0.1:PORT or inet:[::1]:PORT: %w", spec, err)
-		}
-		ip, err := netip.ParseAddr(host)
-		if err != nil || ip.Zone() != "" {
-			return "", "", fmt.Errorf("policyd: listener %q: host %q is not an IP address; want inet:127.0.0.1:PORT or inet:[::1]:PORT", spec, host)
-		}
-		if !ip.IsLoopback() {
-			return "", "", fmt.Errorf("policyd: listener %q: %s is not a loopback address; the protocol has no authentication, use a unix socket or loopback", spec, ip)
-		}
-		if p, err := strconv.ParseUint(port, 10, 16); err != nil || strconv.FormatUint(p, 10) != port {
-			return "", "", fmt.Errorf("policyd: listener %q: bad port %q (want 0-65535)", spec, port)
-		}
-		return "tcp", net.JoinHostPort(ip.String(), port), nil
+	network, addr, err = policy.ParseListen(spec)
+	if err != nil {
+		return "", "", fmt.Errorf("policyd: listener %q: %w", spec, err)
 	}
-	return "", "", fmt.Errorf("policyd: listener %q: want unix:/path, inet:127.0.0.1:PORT or inet:[::1]:PORT", spec)
+	return network, addr, nil
 }
 
 var tmpSocketSeq struct {

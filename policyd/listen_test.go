@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
 func TestParseSpec(t *testing.T) {
@@ -43,6 +45,7 @@ func TestParseSpec(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.spec, func(t *testing.T) {
+			checkAgrees(t, tc.spec, tc.errSub == "")
 			network, addr, err := parseSpec(tc.spec)
 			if tc.errSub != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errSub) || !strings.HasPrefix(err.Error(), "policyd: ") {
@@ -57,6 +60,31 @@ func TestParseSpec(t *testing.T) {
 				t.Fatalf("parseSpec(%q) = %q, %q, %v; want %q, %q", tc.spec, network, addr, err, tc.network, tc.addr)
 			}
 		})
+	}
+}
+
+// checkAgrees: `tlsgate check` (policy.Parse) accepts spec as every
+// listener setting exactly when Listen does, and reports a refusal at the
+// setting's line. Port 0 is the one exception: Listen accepts it (tests
+// bind free ports), a configuration may not; and "" disables a listener
+// in a configuration.
+func checkAgrees(t *testing.T, spec string, listenOK bool) {
+	t.Helper()
+	if spec == "" {
+		return
+	}
+	quoted := `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\x00", `\u0000`).Replace(spec) + `"`
+	for _, setting := range []struct{ table, key string }{{"milter", "listen"}, {"policyd", "listen"}, {"policyd", "delegation_listen"}, {"metrics", "listen"}} {
+		conf := "mta = \"postfix\"\n[" + setting.table + "]\n" + setting.key + " = " + quoted + "\n"
+		_, err := policy.Parse("t.toml", []byte(conf))
+		port0 := strings.HasSuffix(spec, ":0")
+		if ok := err == nil; ok != (listenOK && !port0) {
+			t.Errorf("[%s] %s = %s: check error %v, Listen accepts: %v", setting.table, setting.key, quoted, err, listenOK)
+			continue
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "t.toml:3: "+setting.key+" = ") {
+			t.Errorf("[%s] %s = %s: check error %q, want it at t.toml:3", setting.table, setting.key, quoted, err)
+		}
 	}
 }
 

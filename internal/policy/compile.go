@@ -1,7 +1,10 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -144,26 +147,63 @@ func (c *compiler) listener(path, key, addr, mode, group string) Listener {
 	return l
 }
 
-// checkListen validates "unix:/abs/path" and "inet:HOST:PORT".
+// checkListen validates a listener setting with ParseListen, the rule
+// policyd.Listen applies when the daemon opens it, so that check refuses
+// exactly what serve would. Port 0 is refused here as well: it picks a
+// free port at random, and the MTA could not be told which.
 func checkListen(key, addr string) error {
-	switch {
-	case strings.HasPrefix(addr, "unix:"):
-		if !filepath.IsAbs(addr[5:]) {
-			return fmt.Errorf("%s = %q: a unix socket needs an absolute path, like unix:/var/spool/postfix/tlsgate/milter.sock", key, addr)
-		}
-		return nil
-	case strings.HasPrefix(addr, "inet:"):
-		hp := addr[5:]
-		i := strings.LastIndexByte(hp, ':')
-		if i <= 0 {
-			return fmt.Errorf("%s = %q: want inet:HOST:PORT, like inet:127.0.0.1:10031", key, addr)
-		}
-		if n, err := strconv.Atoi(hp[i+1:]); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%s = %q: %q is not a port number", key, addr, hp[i+1:])
-		}
-		return nil
+	network, hp, err := ParseListen(addr)
+	if err != nil {
+		return fmt.Errorf("%s = %q: %v", key, addr, err)
 	}
-	return fmt.Errorf("%s = %q: want unix:/path or inet:HOST:PORT", key, addr)
+	if network == "tcp" && strings.HasSuffix(hp, ":0") {
+		return fmt.Errorf("%s = %q: port 0 picks a random port the MTA cannot know; give a fixed port, like inet:127.0.0.1:10031", key, addr)
+	}
+	return nil
+}
+
+// ParseListen validates a listener spec and returns the Go network
+// ("unix" or "tcp") and address for net.Listen. It is the one rule for
+// every listener tlsgate opens (policyd.Listen uses it) and for `check`:
+//
+//   - "unix:/abs/path": an absolute path without NUL bytes (returned
+//     cleaned);
+//   - "inet:127.0.0.1:PORT" or "inet:[::1]:PORT": a loopback IP literal
+//     (no host names, no zones) and a port 0-65535 in plain decimal. The
+//     protocols carry no authentication, so a policy that decides TLS must
+//     not be reachable from the network.
+//
+// Its errors say what is wrong and what is accepted, without naming the
+// spec; callers add that.
+func ParseListen(spec string) (network, addr string, err error) {
+	kind, rest, ok := strings.Cut(spec, ":")
+	switch {
+	case ok && kind == "unix":
+		if rest == "" || !filepath.IsAbs(rest) {
+			return "", "", errors.New("a unix socket needs an absolute path, like unix:/run/tlsgate/policy.sock")
+		}
+		if strings.IndexByte(rest, 0) >= 0 {
+			return "", "", errors.New("NUL byte in the socket path")
+		}
+		return "unix", filepath.Clean(rest), nil
+	case ok && kind == "inet":
+		host, port, err := net.SplitHostPort(rest)
+		if err != nil {
+			return "", "", fmt.Errorf("want inet:127.0.0.1:PORT or inet:[::1]:PORT: %v", err)
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil || ip.Zone() != "" {
+			return "", "", fmt.Errorf("host %q is not an IP address; want inet:127.0.0.1:PORT or inet:[::1]:PORT", host)
+		}
+		if !ip.IsLoopback() {
+			return "", "", fmt.Errorf("%s is not a loopback address; the protocol has no authentication, use a unix socket or loopback", ip)
+		}
+		if p, err := strconv.ParseUint(port, 10, 16); err != nil || strconv.FormatUint(p, 10) != port {
+			return "", "", fmt.Errorf("bad port %q (want 0-65535)", port)
+		}
+		return "tcp", net.JoinHostPort(ip.String(), port), nil
+	}
+	return "", "", errors.New("want unix:/path or inet:HOST:PORT with a loopback IP as HOST (inet:127.0.0.1:PORT, inet:[::1]:PORT)")
 }
 
 func (c *compiler) settings(p *Policy, raw *rawFile) {
