@@ -323,3 +323,52 @@ hosts = ["192.0.2.10/32", "2001:db8::1/128"]
 		t.Errorf("192.0.2.11 matched a /32 of another address")
 	}
 }
+
+// A cn is compared with the certificate's names, which carry
+// internationalised host names as A-labels: both MTAs get the A-label
+// form, as host patterns do. Sendmail's CN: compares the subject CN as a
+// string, so a cn that is not a host name stays as written there;
+// Postfix's match= takes host names only, so the compiler refuses it.
+func TestCNAsALabels(t *testing.T) {
+	for _, tc := range []struct {
+		mta, cn, want string
+	}{
+		{"postfix", "MX.Bücher.example", "secure match=mx.xn--bcher-kva.example"},
+		{"postfix", "mx.xn--bcher-kva.example", "secure match=mx.xn--bcher-kva.example"},
+		{"postfix", "MX.Example.COM.", "secure match=mx.example.com"},
+		{"postfix", "ＭＸ.example", "secure match=mx.example"}, // full-width, mapped as for lookups
+		{"sendmail", "MX.Bücher.example", "TEMP+VERIFY+CN:mx.xn--bcher-kva.example"},
+		{"sendmail", "mx.company-b.example", "TEMP+VERIFY+CN:mx.company-b.example"},
+		{"sendmail", "Company B Gateway", "TEMP+VERIFY+CN:Company+20B+20Gateway"},
+		{"sendmail", "Bücher Gateway", "TEMP+VERIFY+CN:B+C3+BCcher+20Gateway"},
+	} {
+		t.Run(tc.mta+"/"+tc.cn, func(t *testing.T) {
+			p := mustParse(t, `mta = "`+tc.mta+`"
+[[endpoint]]
+name = "idn"
+hosts = ["bücher.example"]
+  [endpoint.outbound]
+  cn = "`+tc.cn+`"
+`)
+			a, err := p.Outbound("xn--bcher-kva.example")
+			if tc.mta == "sendmail" {
+				a, err = p.Outbound("tls_rcpt:u@xn--bcher-kva.example")
+			}
+			if err != nil || !a.Found || a.Text != tc.want {
+				t.Errorf("answer %v %q (%v), want %q", a.Found, a.Text, err, tc.want)
+			}
+		})
+	}
+	for _, cn := range []string{"Company B Gateway", "Bücher Gateway", "mx..example"} {
+		_, err := Parse("t.toml", []byte(`mta = "postfix"
+[[endpoint]]
+name = "idn"
+hosts = ["bücher.example"]
+  [endpoint.outbound]
+  cn = "`+cn+`"
+`))
+		if err == nil || !strings.Contains(err.Error(), "outbound.cn") && !strings.Contains(err.Error(), "is not one") {
+			t.Errorf("postfix cn = %q: error %v, want a refusal of the cn", cn, err)
+		}
+	}
+}

@@ -238,7 +238,7 @@ func postfixEntry(o *Requirements) string {
 		}
 	case o.ValidateCert && o.CN != "":
 		b.WriteString("secure match=")
-		b.WriteString(strings.ToLower(o.CN))
+		b.WriteString(certHostName(o.CN))
 	case o.ValidateCert:
 		b.WriteString("verify match=hostname")
 	default:
@@ -276,7 +276,7 @@ func sendmailRHS(o *Requirements) string {
 	var ext []string
 	if o.MatchCN {
 		if o.CN != "" {
-			ext = append(ext, "CN:"+Xtext(o.CN))
+			ext = append(ext, "CN:"+Xtext(certHostName(o.CN)))
 		} else {
 			ext = append(ext, "CN")
 		}
@@ -292,6 +292,22 @@ func sendmailRHS(o *Requirements) string {
 		b.WriteString(strings.Join(ext, "++"))
 	}
 	return b.String()
+}
+
+// certHostName returns an expected certificate name (cn) in the form the
+// MTAs compare with the certificate: a host name is lower-cased and
+// converted to A-labels with NormalizeName, as host patterns are, because
+// certificates carry internationalised host names as A-labels (RFC 5280
+// 7.2, RFC 6125 6.4.2) and Postfix's match= compares the certificate's
+// DNS names. A cn that is not a host name ("Company B Mail Gateway") is
+// returned as written: Sendmail's CN: compares it with the certificate's
+// subject CN as it is; for Postfix the compiler refuses such a cn
+// (capabilities checks it with NormalizeName), so it never gets here.
+func certHostName(cn string) string {
+	if n, err := NormalizeName(cn); err == nil {
+		return n
+	}
+	return cn
 }
 
 // Xtext encodes s the way Sendmail's xtextify does for certificate macros:
