@@ -25,6 +25,11 @@ import (
 // of NOQUEUE.
 const QueueIDKey = "queue_id"
 
+// syslogNetwork and syslogAddr are where New sends syslog lines. Empty
+// (the default) means the local syslog daemon, as syslog.New finds it
+// (/dev/log); tests point them at a socket of their own.
+var syslogNetwork, syslogAddr string
+
 // Handler is a slog.Handler writing Postfix-style lines.
 type Handler struct {
 	mu     *sync.Mutex
@@ -60,7 +65,8 @@ func New(opts Options) (*Handler, error) {
 		tag = "tlsgate"
 	}
 	if opts.Syslog != "no" {
-		w, err := syslog.New(syslog.LOG_MAIL|syslog.LOG_INFO, tag)
+		// The severity is replaced per line; the facility stays mail.
+		w, err := syslog.Dial(syslogNetwork, syslogAddr, syslog.LOG_MAIL|syslog.LOG_INFO, tag)
 		switch {
 		case err == nil:
 			h.sys = w

@@ -3,8 +3,14 @@ package logx
 import (
 	"bytes"
 	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFormat(t *testing.T) {
@@ -49,5 +55,90 @@ func TestHandlerStderr(t *testing.T) {
 	}
 	if _, err := New(Options{Syslog: "no"}); err == nil || !strings.Contains(err.Error(), "no syslog") {
 		t.Errorf("missing stderr: %v", err)
+	}
+}
+
+// listenSyslog points New at a unixgram socket in a temporary directory
+// and returns it, for the duration of the test.
+func listenSyslog(t *testing.T) *net.UnixConn {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "log")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	oldNet, oldAddr := syslogNetwork, syslogAddr
+	syslogNetwork, syslogAddr = "unixgram", path
+	t.Cleanup(func() { syslogNetwork, syslogAddr = oldNet, oldAddr })
+	return c
+}
+
+func TestHandlerSyslog(t *testing.T) {
+	sock := listenSyslog(t)
+	var stderr bytes.Buffer
+	h, err := New(Options{Syslog: "yes", Stderr: &stderr, Level: slog.LevelDebug})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := slog.New(h)
+	const mail = 2 << 3 // LOG_MAIL: facility 2
+	for _, tc := range []struct {
+		log  func(string, ...any)
+		name string
+		pri  int
+	}{
+		{l.Debug, "debug", mail + 7},
+		{l.Info, "info", mail + 6},
+		{l.Warn, "warn", mail + 4},
+		{l.Error, "error", mail + 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.log("reload", QueueIDKey, "4BC3D1E2F", "result", tc.name)
+			sock.SetReadDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 4096)
+			n, err := sock.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := string(buf[:n])
+			// <PRI>TIMESTAMP [HOSTNAME ]tlsgate[PID]: LINE
+			re := regexp.MustCompile(`^<(\d+)>\S.* tlsgate\[(\d+)\]: (.*?)\n?$`)
+			m := re.FindStringSubmatch(got)
+			if m == nil {
+				t.Fatalf("not a syslog line with tag tlsgate[PID]: %q", got)
+			}
+			if m[1] != strconv.Itoa(tc.pri) {
+				t.Errorf("<PRI> = %s, want %d (mail.%s)", m[1], tc.pri, tc.name)
+			}
+			if m[2] != strconv.Itoa(os.Getpid()) {
+				t.Errorf("tag PID %s, want %d", m[2], os.Getpid())
+			}
+			if want := "4BC3D1E2F: reload result=" + tc.name; m[3] != want {
+				t.Errorf("message %q, want %q", m[3], want)
+			}
+		})
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("syslog lines also went to stderr: %q", stderr.String())
+	}
+}
+
+func TestHandlerSyslogUnreachable(t *testing.T) {
+	oldNet, oldAddr := syslogNetwork, syslogAddr
+	syslogNetwork, syslogAddr = "unixgram", filepath.Join(t.TempDir(), "no-such-log")
+	defer func() { syslogNetwork, syslogAddr = oldNet, oldAddr }()
+
+	if _, err := New(Options{Syslog: "yes"}); err == nil || !strings.Contains(err.Error(), "logx: syslog:") {
+		t.Errorf(`Syslog "yes" without a syslog socket: err = %v, want a logx: syslog: error`, err)
+	}
+	var stderr bytes.Buffer
+	h, err := New(Options{Syslog: "auto", Stderr: &stderr})
+	if err != nil {
+		t.Fatalf(`Syslog "auto" must fall back to stderr: %v`, err)
+	}
+	slog.New(h).Error("stop", "error", "x")
+	if want := "<3>NOQUEUE: stop error=x\n"; stderr.String() != want {
+		t.Errorf("fallback wrote %q, want %q", stderr.String(), want)
 	}
 }
