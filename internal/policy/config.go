@@ -162,7 +162,8 @@ type Policy struct {
 	// Settings of the daemons.
 	Settings Settings
 
-	ix *index
+	ix    *index
+	lines map[string]int // line of each key outside [[endpoint]] ("certs.ca_store"), see Line
 }
 
 type rawFile struct {
@@ -291,6 +292,7 @@ func Parse(name string, data []byte) (*Policy, error) {
 	if e := c.err(); e != nil {
 		return nil, e
 	}
+	p.lines = c.loc.settingLines()
 	return p, nil
 }
 

@@ -39,3 +39,42 @@ func (e *LoadError) Error() string {
 	}
 	return b.String()
 }
+
+// Line returns the line of the file on which the setting at key (a path
+// outside [[endpoint]], such as "certs.ca_store") was written, else the
+// line of its table, else 0.
+func (p *Policy) Line(key string) int {
+	for k := key; k != ""; {
+		if n, ok := p.lines[k]; ok {
+			return n
+		}
+		dot := strings.LastIndexByte(k, '.')
+		if dot < 0 {
+			break
+		}
+		k = k[:dot]
+	}
+	return 0
+}
+
+// SettingProblem describes err, found while using the setting at key (such
+// as "certs.ca_store" when the CA store cannot be read), as a problem at
+// the setting's line: "FILE:LINE: [certs] ca_store: message". A leading
+// "certs: " in err (a package prefix repeating the table's name) is
+// dropped.
+func (p *Policy) SettingProblem(key string, err error) *Problem {
+	table, name, ok := strings.Cut(key, ".")
+	msg := err.Error()
+	where := key
+	if ok {
+		where = "[" + table + "] " + name
+		msg = strings.TrimPrefix(msg, table+": ")
+	}
+	return &Problem{File: p.File, Line: p.Line(key), Msg: where + ": " + msg}
+}
+
+// SettingError is SettingProblem as a *LoadError, printed like the
+// problems Load reports.
+func (p *Policy) SettingError(key string, err error) error {
+	return &LoadError{Problems: []*Problem{p.SettingProblem(key, err)}}
+}

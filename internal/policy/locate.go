@@ -231,3 +231,15 @@ func stripIndexes(path string) string {
 	}
 	return strings.Join(out, ".")
 }
+
+// settingLines returns the lines of the keys and tables outside
+// [[endpoint]] (a handful, kept by the Policy for Line).
+func (l *locator) settingLines() map[string]int {
+	m := map[string]int{}
+	for k, n := range l.keys {
+		if k != "endpoint" && !strings.HasPrefix(k, "endpoint.") {
+			m[k] = n
+		}
+	}
+	return m
+}

@@ -1,10 +1,12 @@
 package policy
 
 import (
+	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -125,5 +127,55 @@ func BenchmarkLocator(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		newLocator(data)
+	}
+}
+
+// TestSettingProblem: problems found after loading (a missing CA store,
+// an unreadable server certificate) are placed at their setting's line,
+// without the package prefix that repeats the table's name.
+func TestSettingProblem(t *testing.T) {
+	const f = "testdata/good/postfix-example.toml"
+	p, err := Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(f)
+	lineOf := func(prefix string) int {
+		for i, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(l, prefix) {
+				return i + 1
+			}
+		}
+		t.Fatalf("no line starts with %q", prefix)
+		return 0
+	}
+	store, table := lineOf("ca_store"), lineOf("[certs]")
+	for _, tc := range []struct {
+		key  string
+		err  string
+		want string
+	}{
+		{"certs.ca_store", "certs: CA store /etc/tlsgate/ca does not exist (create it)",
+			f + ":" + strconv.Itoa(store) + ": [certs] ca_store: CA store /etc/tlsgate/ca does not exist (create it)"},
+		{"certs.trust_anchor_dir", "certs: write /etc/tlsgate/tafiles/a.pem: permission denied",
+			f + ":" + strconv.Itoa(lineOf("trust_anchor_dir")) + ": [certs] trust_anchor_dir: write /etc/tlsgate/tafiles/a.pem: permission denied"},
+		// Not written: the table's line.
+		{"certs.no_such_key", "x", f + ":" + strconv.Itoa(table) + ": [certs] no_such_key: x"},
+		// Nothing to point at.
+		{"nowhere.key", "x", f + ": [nowhere] key: x"},
+	} {
+		if got := p.SettingProblem(tc.key, errors.New(tc.err)).Error(); got != tc.want {
+			t.Errorf("SettingProblem(%q, %q) = %q, want %q", tc.key, tc.err, got, tc.want)
+		}
+	}
+	var le *LoadError
+	if err := p.SettingError("certs.ca_store", errors.New("certs: gone")); !errors.As(err, &le) || le.Problems[0].Line != store {
+		t.Errorf("SettingError = %#v", err)
+	}
+	// Endpoint keys are not kept (a large file has millions).
+	for k := range p.lines {
+		if strings.HasPrefix(k, "endpoint") {
+			t.Errorf("lines keeps %q", k)
+		}
 	}
 }
