@@ -117,7 +117,7 @@ func TestQueryInbound(t *testing.T) {
 			"--cipher-bits", "256", "--verify", "trusted", "--cert-subject", "mx1.company-b.example", "--cert-issuer", "Example Issuing CA 2"}, []string{"result: pass"}, 0},
 		{[]string{"--client-addr", "198.51.100.7", "--tls-version", "TLSv1.2", "--cipher-bits", "56", "--verify", "trusted", "--cert-subject", "mx1.company-b.example", "--cert-issuer", "Other CA"},
 			[]string{`check=min_bits want=">=128" got=56`, `check=issuer_cn want="Example Issuing CA 2" got="Other CA"`}, 1},
-		{[]string{"--sender", "x@mx.company-c.example"}, []string{"monitor mode"}, 1},
+		{[]string{"--client-addr", "203.0.113.9", "--sender", "x@mx.company-c.example"}, []string{"monitor mode"}, 1},
 	}
 	for _, tc := range tests {
 		args := append([]string{"query", "-c", example, "inbound"}, tc.args...)

@@ -17,15 +17,26 @@ Outbound: print the socketmap reply the policy daemon sends for KEY, as
 Postfix or Sendmail would receive it ("OK secure match=...", "NOTFOUND ",
 "TEMP ..."). KEY is a next hop as the MTA sends it: example.com,
 .example.com, [mx.example.com]:587, [192.0.2.1], [IPv6:2001:db8::1]; for
-Sendmail an access-map key such as tls_rcpt:user@example.com or
-tls_srv:mx.example.com. With --socket the running daemon is asked instead of
-the file; postmap -q KEY socketmap:unix:PATH:tlspolicy asks it the Postfix way.
+Sendmail an access-map key. The Sendmail keys answered are:
+  tls_rcpt:USER@DOMAIN   the full recipient address, which Sendmail asks
+                         first; the later tls_rcpt:USER@, tls_rcpt:DOMAIN
+                         and parent-domain keys are NOTFOUND by design
+  tls_srv:HOST           the server's name or [address]
+  srv_features:CLIENT    the client's name or address, and the bare
+                         srv_features: key
+Any other tag is NOTFOUND. The tag is recognised in any case (TLS_Rcpt:)
+and a tagged key is lower-cased, as Sendmail does before asking.
+With --socket the running daemon is asked instead of the file, on map
+"access" for a tagged key and "tlspolicy" otherwise (--map overrides);
+postmap -q KEY socketmap:unix:PATH:tlspolicy asks it the Postfix way.
 Exit status: 0 found, 1 not found, 2 usage or configuration error, 3 the
 daemon answered TEMP/PERM or could not be reached.
 
 Inbound: print the verdict for a session with the given facts, exactly as
-the milter would judge it. Exit status: 0 pass or not covered, 1 the session
-fails, 2 usage or configuration error.
+the milter would judge it. --client-addr is required (the milter always
+knows it); the other facts default to a plaintext session from a client
+without a verified name or sender. Exit status: 0 pass or not covered,
+1 the session fails, 2 usage or configuration error.
 `
 
 func cmdQuery(args []string, stdout, stderr io.Writer) int {
@@ -64,15 +75,20 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "tlsgate query outbound: give exactly one KEY")
 			return exitUsage
 		}
+		key, tagged := sendmailKey(pos[1])
 		if *socket != "" {
-			return queryDaemon(*socket, *mapName, pos[1], stdout, stderr)
+			return queryDaemon(*socket, *mapName, key, tagged, stdout, stderr)
 		}
 		p, err := policy.Load(*file)
 		if err != nil {
 			printLoadError(stderr, err)
 			return exitUsage
 		}
-		a, err := p.Outbound(pos[1])
+		if tagged && p.MTA != policy.Sendmail {
+			fmt.Fprintf(stderr, "tlsgate query outbound: %q is a Sendmail access-map key, but %s has mta = %q\n", pos[1], p.File, p.MTA)
+			return exitUsage
+		}
+		a, err := p.Outbound(key)
 		r := policyd.AnswerReply(a, err)
 		fmt.Fprintln(stdout, r.String())
 		if a.Endpoint != nil {
@@ -86,6 +102,10 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	case "inbound":
 		if len(pos) != 1 {
 			fmt.Fprintf(stderr, "tlsgate query inbound: unexpected argument %q (facts are given as options)\n", pos[1])
+			return exitUsage
+		}
+		if f.addr == "" {
+			fmt.Fprintln(stderr, "tlsgate query inbound: --client-addr is missing: give the client's IP address (the milter always knows it)")
 			return exitUsage
 		}
 		p, err := policy.Load(*file)
@@ -119,10 +139,28 @@ func replyExit(r policyd.Reply) int {
 	return exitRuntime
 }
 
-func queryDaemon(spec, name, key string, stdout, stderr io.Writer) int {
+// sendmailKey reports whether key carries a Sendmail access-map tag
+// handled by tlsgate (tls_*: or srv_features:, in any case) and returns
+// it lower-cased if so, as Sendmail looks it up; other keys are returned
+// unchanged.
+func sendmailKey(key string) (string, bool) {
+	tag, _, ok := strings.Cut(key, ":")
+	if !ok {
+		return key, false
+	}
+	tag = strings.ToLower(tag)
+	if (strings.HasPrefix(tag, "tls_") && len(tag) > len("tls_")) || tag == "srv_features" {
+		return strings.ToLower(key), true
+	}
+	return key, false
+}
+
+// queryDaemon asks the daemon at spec for key on map name, by default
+// the access map for a Sendmail key and tlspolicy for any other.
+func queryDaemon(spec, name, key string, tagged bool, stdout, stderr io.Writer) int {
 	if name == "" {
 		name = "tlspolicy"
-		if i := strings.IndexByte(key, ':'); i > 0 && strings.HasPrefix(key, "tls_") || strings.HasPrefix(key, "srv_features:") {
+		if tagged {
 			name = policyd.SendmailMapName
 		}
 	}
