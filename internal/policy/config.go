@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -321,25 +322,137 @@ func (c *compiler) tomlError(err error) {
 	c.problem(line, "%s", msg)
 }
 
-var knownKeys = []string{"mta", "postfix_version", "milter", "policyd", "certs", "log", "metrics", "endpoint",
-	"listen", "socket_mode", "socket_group", "authserv_id", "map_name", "delegation_listen", "ca_store", "ca_bundle",
-	"trust_anchor_dir", "server_cert", "server_key", "level", "syslog", "name", "notes", "hosts", "mode", "action",
-	"inbound", "outbound", "encryption", "min_bits", "request_cert", "validate_cert", "match_cn", "cn", "subject_dn",
-	"issuer_dn", "issuer_cn", "fingerprints"}
+// keyTable is one table of the file's layout, read from the raw structs'
+// toml tags.
+type keyTable struct {
+	path  string          // "" (top), "milter", "endpoint", "endpoint.inbound"
+	array bool            // an array of tables ([[endpoint]])
+	keys  map[string]bool // its keys
+}
 
-// suggest names a known key close to an unknown one.
-func suggest(k toml.Key) string {
-	last := strings.ToLower(k[len(k)-1])
-	best, bestD := "", 3
-	for _, cand := range knownKeys {
-		if d := editDistance(last, cand); d < bestD {
-			best, bestD = cand, d
+// layout lists every table of a tlsgate file, in declaration order.
+var layout = func() []*keyTable {
+	var tables []*keyTable
+	var walk func(path string, array bool, t reflect.Type)
+	walk = func(path string, array bool, t reflect.Type) {
+		kt := &keyTable{path: path, array: array, keys: map[string]bool{}}
+		tables = append(tables, kt)
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name := f.Tag.Get("toml")
+			kt.keys[name] = true
+			ft, arr := f.Type, false
+			switch ft.Kind() {
+			case reflect.Pointer:
+				ft = ft.Elem()
+			case reflect.Slice:
+				ft, arr = ft.Elem(), true
+			}
+			if ft.Kind() == reflect.Struct {
+				sub := name
+				if path != "" {
+					sub = path + "." + name
+				}
+				walk(sub, arr, ft)
+			}
 		}
 	}
-	if best != "" {
-		return fmt.Sprintf(" (did you mean %q?)", best)
+	walk("", false, reflect.TypeFor[rawFile]())
+	return tables
+}()
+
+// String names the table as the file writes it.
+func (kt *keyTable) String() string {
+	switch {
+	case kt.path == "":
+		return "the top of the file, before any table"
+	case kt.array:
+		return "[[" + kt.path + "]]"
 	}
-	return ""
+	return "[" + kt.path + "]"
+}
+
+// suggest says where an unknown key belongs: the table that has a key of
+// that name when it was written in another table (min_bits directly under
+// [[endpoint]]), else a key of a close name, preferring the key's own table.
+func suggest(k toml.Key) string {
+	parent, last := strings.Join(k[:len(k)-1], "."), k[len(k)-1]
+	var home []*keyTable
+	for _, kt := range layout {
+		if kt.keys[last] && kt.path != parent {
+			home = append(home, kt)
+		}
+	}
+	if len(home) > 0 {
+		return " (it belongs " + where(home) + ")"
+	}
+	// The closest key name (by edit distance, then in the key's own table,
+	// then alphabetically), if any is close.
+	type hit struct {
+		cand string
+		d    int
+		same bool
+	}
+	lower := strings.ToLower(last)
+	best := hit{d: 3}
+	for _, kt := range layout {
+		for cand := range kt.keys {
+			h := hit{cand, editDistance(lower, cand), kt.path == parent}
+			if h.d < best.d || h.d == best.d && (h.same && !best.same || h.same == best.same && h.cand < best.cand) {
+				best = h
+			}
+		}
+	}
+	switch {
+	case best.cand == "":
+		return ""
+	case best.same:
+		return fmt.Sprintf(" (did you mean %q?)", best.cand)
+	}
+	var in []*keyTable
+	for _, kt := range layout {
+		if kt.keys[best.cand] {
+			in = append(in, kt)
+		}
+	}
+	return fmt.Sprintf(" (did you mean %q %s?)", best.cand, where(in))
+}
+
+// where says "in [a], [b] or [c]" (or "at the top of the file, ...").
+func where(tables []*keyTable) string {
+	var names []string
+	top := false
+	for _, kt := range tables {
+		if kt.path == "" {
+			top = true
+			continue
+		}
+		names = append(names, kt.String())
+	}
+	var b strings.Builder
+	if top {
+		b.WriteString("at the top of the file, before any table")
+		if len(names) > 0 {
+			b.WriteString(", or")
+		}
+	}
+	if len(names) > 0 {
+		if top {
+			b.WriteString(" ")
+		}
+		b.WriteString("in ")
+		for i, n := range names {
+			switch {
+			case i == 0:
+			case i == len(names)-1:
+				b.WriteString(" or ")
+			default:
+				b.WriteString(", ")
+			}
+			b.WriteString(n)
+		}
+	}
+	return b.String()
 }
 
 func editDistance(a, b string) int {

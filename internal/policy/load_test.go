@@ -121,3 +121,34 @@ func mustParse(t testing.TB, src string) *Policy {
 	}
 	return p
 }
+
+// TestUnknownKeySuggestions: an unknown key is answered with where a key
+// of that name belongs, or with a close key name and, if it is not in
+// the key's own table, where that one belongs; never with itself.
+func TestUnknownKeySuggestions(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"[[endpoint]]\nmin_bits = 128\n", `unknown key "endpoint.min_bits" (it belongs in [endpoint.inbound] or [endpoint.outbound])`},
+		{"[[endpoint]]\n[endpoint.inbound]\nhosts = []\n", `unknown key "endpoint.inbound.hosts" (it belongs in [[endpoint]])`},
+		{"listen = \"unix:/x\"\n", `unknown key "listen" (it belongs in [milter], [policyd] or [metrics])`},
+		{"[certs]\nmta = \"postfix\"\n", `unknown key "certs.mta" (it belongs at the top of the file, before any table)`},
+		{"[log]\nca_store = \"/x\"\n", `unknown key "log.ca_store" (it belongs in [certs])`},
+		{"[[endpoint]]\n[endpoint.inbound]\nmin_bitz = 1\n", `unknown key "endpoint.inbound.min_bitz" (did you mean "min_bits"?)`},
+		{"[[endpoint]]\nmin_bitz = 1\n", `unknown key "endpoint.min_bitz" (did you mean "min_bits" in [endpoint.inbound] or [endpoint.outbound]?)`},
+		{"[policyd]\nlistn = \"unix:/x\"\n", `unknown key "policyd.listn" (did you mean "listen"?)`},
+		{"[[endpoint]]\n[endpoint.inbond]\n", `unknown key "endpoint.inbond" (did you mean "inbound"?)`},
+		{"[milter]\nMap_Name = \"x\"\n", `unknown key "milter.Map_Name" (did you mean "map_name" in [policyd]?)`},
+		{"[milter]\nzzzzzzzz = 1\n", `unknown key "milter.zzzzzzzz"`},
+	} {
+		_, err := Parse("t.toml", []byte("mta = \"postfix\"\n"+tc.src))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q:\n got %v\nwant %s", tc.src, err, tc.want)
+		}
+		if err != nil && !strings.Contains(tc.want, "(") && strings.Contains(err.Error(), "(") {
+			t.Errorf("%q: unexpected suggestion in %v", tc.src, err)
+		}
+	}
+	// The layout is read from the raw structs' tags.
+	if len(layout) != 9 {
+		t.Errorf("layout has %d tables: %v", len(layout), layout)
+	}
+}
