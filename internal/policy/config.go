@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -307,7 +308,11 @@ func (c *compiler) tomlError(err error) {
 		c.problem(pe.Position.Line, "%s", msg)
 		return
 	}
-	// Type mismatches come back as "toml: line N (last key "k"): ...".
+	if line, msg, ok := typeError(err.Error()); ok {
+		c.problem(line, "%s", msg)
+		return
+	}
+	// Other decoding errors come back as "toml: line N (last key "k"): ...".
 	msg := strings.TrimPrefix(err.Error(), "toml: ")
 	line := 0
 	if strings.HasPrefix(msg, "line ") {
@@ -322,12 +327,101 @@ func (c *compiler) tomlError(err error) {
 	c.problem(line, "%s", msg)
 }
 
+// The decoder's type errors: "toml: line N (last key "k"): incompatible
+// types: TOML value has type int64; destination has type string" and
+// "... type mismatch for policy.rawCerts: expected table but found string".
+var (
+	typeErrRE    = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
+	badTypeRE    = regexp.MustCompile(`^incompatible types: TOML value has type (\S+); destination has type .+$`)
+	notTableRE   = regexp.MustCompile(`^type mismatch for \S+: expected table but found (\S+)$`)
+	tomlTypeWord = map[string]string{
+		"string": "a string", "int64": "an integer", "float64": "a float", "bool": "a boolean",
+		"time.Time": "a date or time", "[]any": "an array", "[]map[string]any": "an array of tables", "map[string]any": "a table",
+	}
+)
+
+// typeError rephrases a decoder type error in the words of the file:
+// "endpoint.hosts: want an array of strings, got an integer". The line is
+// the decoder's (that of the key).
+func typeError(s string) (line int, msg string, ok bool) {
+	m := typeErrRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, "", false
+	}
+	key, err := strconv.Unquote(m[2])
+	if err != nil {
+		return 0, "", false
+	}
+	var got string
+	if t := badTypeRE.FindStringSubmatch(m[3]); t != nil {
+		got = t[1]
+	} else if t := notTableRE.FindStringSubmatch(m[3]); t != nil {
+		got = t[1]
+	} else {
+		return 0, "", false
+	}
+	want, dst := keyType(key)
+	if want == "" {
+		return 0, "", false
+	}
+	gotWord, known := tomlTypeWord[got]
+	if !known {
+		gotWord = "a " + got
+	}
+	line, _ = strconv.Atoi(m[1])
+	msg = fmt.Sprintf("%s: want %s, got %s", key, want, gotWord)
+	if dst.Kind() == reflect.Slice && !strings.HasSuffix(m[3], "destination has type slice") {
+		// The array is fine; one of its elements is not.
+		msg += " in the array"
+	}
+	return line, msg, true
+}
+
+// keyType returns the admin words for the type a key path ("certs",
+// "endpoint.inbound.min_bits") must have, and the Go type it decodes into.
+func keyType(key string) (string, reflect.Type) {
+	parent, last := "", key
+	if dot := strings.LastIndexByte(key, '.'); dot >= 0 {
+		parent, last = key[:dot], key[dot+1:]
+	}
+	for _, kt := range layout {
+		if kt.path != parent {
+			continue
+		}
+		t, ok := kt.types[last]
+		if !ok {
+			return "", nil
+		}
+		if t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch t.Kind() {
+		case reflect.String:
+			return "a string", t
+		case reflect.Int:
+			return "an integer", t
+		case reflect.Bool:
+			return "a boolean", t
+		case reflect.Struct:
+			return "a table ([" + key + "])", t
+		case reflect.Slice:
+			if t.Elem().Kind() == reflect.Struct {
+				return "an array of tables ([[" + key + "]])", t
+			}
+			return "an array of strings", t
+		}
+		return "", nil
+	}
+	return "", nil
+}
+
 // keyTable is one table of the file's layout, read from the raw structs'
 // toml tags.
 type keyTable struct {
-	path  string          // "" (top), "milter", "endpoint", "endpoint.inbound"
-	array bool            // an array of tables ([[endpoint]])
-	keys  map[string]bool // its keys
+	path  string                  // "" (top), "milter", "endpoint", "endpoint.inbound"
+	array bool                    // an array of tables ([[endpoint]])
+	keys  map[string]bool         // its keys
+	types map[string]reflect.Type // the Go type of each key
 }
 
 // layout lists every table of a tlsgate file, in declaration order.
@@ -335,12 +429,13 @@ var layout = func() []*keyTable {
 	var tables []*keyTable
 	var walk func(path string, array bool, t reflect.Type)
 	walk = func(path string, array bool, t reflect.Type) {
-		kt := &keyTable{path: path, array: array, keys: map[string]bool{}}
+		kt := &keyTable{path: path, array: array, keys: map[string]bool{}, types: map[string]reflect.Type{}}
 		tables = append(tables, kt)
 		for i := range t.NumField() {
 			f := t.Field(i)
 			name := f.Tag.Get("toml")
 			kt.keys[name] = true
+			kt.types[name] = f.Type
 			ft, arr := f.Type, false
 			switch ft.Kind() {
 			case reflect.Pointer:

@@ -152,3 +152,39 @@ func TestUnknownKeySuggestions(t *testing.T) {
 		t.Errorf("layout has %d tables: %v", len(layout), layout)
 	}
 }
+
+// TestTypeErrors: the decoder's type errors are said in the file's words,
+// at the key's line.
+func TestTypeErrors(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"mta = 1", "t.toml:2: mta: want a string, got an integer"},
+		{"[[endpoint]]\nhosts = 4", "t.toml:3: endpoint.hosts: want an array of strings, got an integer"},
+		{"[[endpoint]]\nhosts = [\"a\",\n  4]", "t.toml:3: endpoint.hosts: want an array of strings, got an integer in the array"},
+		{"[[endpoint]]\ninbound = { min_bits = \"128\" }", "t.toml:3: endpoint.inbound.min_bits: want an integer, got a string"},
+		{"[[endpoint]]\n[endpoint.inbound]\nmin_bits = 1.5", "t.toml:4: endpoint.inbound.min_bits: want an integer, got a float"},
+		{"[[endpoint]]\n[endpoint.outbound]\nencryption = \"yes\"", "t.toml:4: endpoint.outbound.encryption: want a boolean, got a string"},
+		{"[[endpoint]]\ninbound = 5", "t.toml:3: endpoint.inbound: want a table ([endpoint.inbound]), got an integer"},
+		{"endpoint = 5", "t.toml:2: endpoint: want an array of tables ([[endpoint]]), got an integer"},
+		{"endpoint = [1]", "t.toml:2: endpoint: want an array of tables ([[endpoint]]), got an integer in the array"},
+		{"certs = \"x\"", "t.toml:2: certs: want a table ([certs]), got a string"},
+		{"[milter]\nlisten = { a = 1 }", "t.toml:3: milter.listen: want a string, got a table"},
+		{"[milter]\nlisten = [\"a\"]", "t.toml:3: milter.listen: want a string, got an array"},
+		{"[milter]\nlisten = 2024-01-01", "t.toml:3: milter.listen: want a string, got a date or time"},
+		{"[log]\nlevel = true", "t.toml:3: log.level: want a string, got a boolean"},
+	} {
+		_, err := Parse("t.toml", []byte("\n"+tc.src))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%q:\n got %v\nwant %s", tc.src, err, tc.want)
+		}
+	}
+	// What typeError does not know stays as the decoder says it.
+	for _, s := range []string{
+		`toml: line 3 (last key "x.y"): incompatible types: TOML value has type int64; destination has type string`,
+		`toml: line 3 (last key "mta"): expected array length 1; got TOML array of length 3`,
+		`toml: (last key "mta"): something else`,
+	} {
+		if _, _, ok := typeError(s); ok {
+			t.Errorf("typeError(%q) rephrased it", s)
+		}
+	}
+}
