@@ -3,9 +3,10 @@ package certs
 import (
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
 // FingerprintCert returns the SHA-256 digest of the certificate's DER
@@ -44,46 +45,21 @@ func FormatFingerprint(digest []byte) string {
 	return b.String()
 }
 
-// ParseFingerprint decodes a SHA-256 fingerprint as admins paste it: any
-// case, with or without colons between the bytes (if colons are used, they
-// must separate every byte), optionally prefixed with "sha256:",
-// "sha256//" or OpenSSL's "sha256 Fingerprint=" / "SHA256 Fingerprint=".
-// Surrounding white space is ignored. It returns the 32 digest bytes.
+// ParseFingerprint decodes a SHA-256 certificate fingerprint as admins
+// paste it, with the one parser the policy file uses
+// ([policy.ParseFingerprintKind]; [policy.FingerprintForms] lists the
+// forms): hex in any case, with a colon between every pair of digits or
+// none, optionally after "sha256:" or OpenSSL's "sha256 Fingerprint=" /
+// "SHA256 Fingerprint=". Surrounding white space is ignored. A public-key
+// pin ("sha256//BASE64") is refused: it cannot name a certificate. It
+// returns the 32 digest bytes.
 func ParseFingerprint(s string) ([]byte, error) {
-	orig := s
-	s = strings.TrimSpace(s)
-	lower := strings.ToLower(s)
-	for _, p := range []string{"sha256 fingerprint=", "sha256:", "sha256//", "sha256="} {
-		if strings.HasPrefix(lower, p) {
-			s = strings.TrimSpace(s[len(p):])
-			break
-		}
-	}
-	if s == "" {
-		return nil, fmt.Errorf("certs: empty fingerprint %q", orig)
-	}
-	hexs := s
-	if strings.Contains(s, ":") {
-		parts := strings.Split(s, ":")
-		for _, p := range parts {
-			if len(p) != 2 {
-				return nil, fmt.Errorf("certs: fingerprint %q: colons must separate pairs of hex digits (AB:CD:...)", orig)
-			}
-		}
-		hexs = strings.Join(parts, "")
-	}
-	b, err := hex.DecodeString(hexs)
+	f, kind, err := policy.ParseFingerprintKind(s)
 	if err != nil {
-		return nil, fmt.Errorf("certs: fingerprint %q is not hexadecimal", orig)
+		return nil, fmt.Errorf("certs: %w", err)
 	}
-	switch len(b) {
-	case sha256.Size:
-		return b, nil
-	case 16:
-		return nil, fmt.Errorf("certs: fingerprint %q has 16 bytes, an MD5 digest; tlsgate uses SHA-256 (32 bytes) as Postfix does with smtp_tls_fingerprint_digest = sha256: recompute it with \"openssl x509 -noout -fingerprint -sha256 -in CERT\"", orig)
-	case 20:
-		return nil, fmt.Errorf("certs: fingerprint %q has 20 bytes, a SHA-1 digest; tlsgate uses SHA-256 (32 bytes) as Postfix does with smtp_tls_fingerprint_digest = sha256: recompute it with \"openssl x509 -noout -fingerprint -sha256 -in CERT\"", orig)
-	default:
-		return nil, fmt.Errorf("certs: fingerprint %q has %d bytes, want 32 (SHA-256)", orig, len(b))
+	if kind == policy.PinPublicKey {
+		return nil, fmt.Errorf("certs: %q is a public-key pin (the digest of a public key, not of a certificate); give the certificate's SHA-256 fingerprint as \"tlsgate certs show\" prints it", s)
 	}
+	return f[:], nil
 }

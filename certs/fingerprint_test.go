@@ -3,6 +3,7 @@ package certs
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -51,6 +52,13 @@ func TestParseFingerprint(t *testing.T) {
 		{name: "md5", in: plain[:32], wantErr: "an MD5 digest"},
 		{name: "sha1", in: upper[:59], wantErr: "a SHA-1 digest"},
 		{name: "too long", in: plain + "00", wantErr: "has 33 bytes, want 32"},
+		{name: "sha256= prefix", in: "sha256=" + plain},
+		{name: "openssl sha1 output", in: "SHA1 Fingerprint=" + upper[:59], wantErr: `only sha256 is supported (Postfix uses sha256 from compatibility_level 3.6), not "SHA1"; accepted forms:`},
+		{name: "other digest prefix", in: "md5:" + upper[:47], wantErr: `not "md5"; accepted forms:`},
+		{name: "not hex lists the forms", in: "sha256:" + strings.Repeat("zz", 32), wantErr: `not hexadecimal; accepted forms: 64 hex digits with or without colons`},
+		{name: "public-key pin names no certificate", in: "sha256//" + base64.StdEncoding.EncodeToString(digest[:]), wantErr: "is a public-key pin (the digest of a public key, not of a certificate)"},
+		{name: "sha256// with hex", in: "sha256//" + plain, wantErr: `a "sha256//" pin is the base64 of the public key's 32-byte SHA-256 digest`},
+		{name: "bare base64", in: base64.StdEncoding.EncodeToString(digest[:]), wantErr: "is base64, which does not say what was digested"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -372,3 +372,99 @@ hosts = ["bücher.example"]
 		}
 	}
 }
+
+// ParseFingerprint is the one parser for pins in the policy file, for
+// `tlsgate certs` and for the fingerprints the MTAs report: every form an
+// administrator copies is accepted, and every refusal lists the forms.
+func TestParseFingerprintForms(t *testing.T) {
+	const (
+		colons = "00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:1B:1C:1D:1E:1F"
+		plain  = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+		b64    = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" // the same 32 bytes
+	)
+	tests := []struct {
+		name, in string
+		kind     PinKind
+		err      string // substring; "" = accepted
+	}{
+		{"postfix log", colons, PinCertOrKey, ""},
+		{"lower case colons", strings.ToLower(colons), PinCertOrKey, ""},
+		{"plain hex", plain, PinCertOrKey, ""},
+		{"plain upper", strings.ToUpper(plain), PinCertOrKey, ""},
+		{"sha256: prefix", "sha256:" + colons, PinCertOrKey, ""},
+		{"SHA256: prefix", "SHA256:" + plain, PinCertOrKey, ""},
+		{"sha256= prefix", "sha256=" + plain, PinCertOrKey, ""},
+		{"openssl 3", "sha256 Fingerprint=" + colons, PinCertOrKey, ""},
+		{"openssl 1.1", "SHA256 Fingerprint=" + colons, PinCertOrKey, ""},
+		{"openssl with spaces", "  SHA256 Fingerprint= " + colons + "\r\n", PinCertOrKey, ""},
+		{"public-key pin", "sha256//" + b64, PinPublicKey, ""},
+		{"public-key pin unpadded", "SHA256//" + strings.TrimSuffix(b64, "="), PinPublicKey, ""},
+		{"empty", "  ", 0, "empty fingerprint; accepted forms:"},
+		{"prefix only", "sha256:", 0, "empty fingerprint after \"sha256\"; accepted forms:"},
+		{"openssl sha1", "SHA1 Fingerprint=" + colons[:59], 0, `only sha256 is supported (Postfix uses sha256 from compatibility_level 3.6), not "SHA1"; accepted forms:`},
+		{"md5 prefix", "md5:" + colons[:47], 0, `not "md5"; accepted forms:`},
+		{"sha1 prefix", "sha1:00", 0, "only sha256 is supported"},
+		{"pin with hex", "sha256//" + plain, 0, `a "sha256//" pin is the base64 of the public key's 32-byte SHA-256 digest`},
+		{"pin too short", "sha256//AAEC", 0, "accepted forms:"},
+		{"bare base64", b64, 0, `is base64, which does not say what was digested; if it is the SHA-256 of the public key, write it as "sha256//` + b64 + `"`},
+		{"misplaced colon", plain[:3] + ":" + plain[3:], 0, "colons must separate pairs of hex digits (AB:CD:...); accepted forms:"},
+		{"trailing colon", colons + ":", 0, "colons must separate pairs"},
+		{"not hex", strings.Repeat("zz", 32), 0, "is not hexadecimal; accepted forms:"},
+		{"odd length", plain[:63], 0, "not hexadecimal"},
+		{"md5 length", plain[:32], 0, "has 16 bytes, an MD5 digest; tlsgate compares SHA-256 digests"},
+		{"sha1 length", colons[:59], 0, "has 20 bytes, a SHA-1 digest"},
+		{"too long", plain + "00", 0, "has 33 bytes, want 32 (SHA-256)"},
+		{"huge input is clipped", strings.Repeat("ZZ:", 10000), 0, `:ZZ:...": colons must separate pairs`},
+		{"huge hex is clipped", strings.Repeat("ZZ", 10000), 0, `ZZZZ..." is not hexadecimal`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, kind, err := ParseFingerprintKind(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("ParseFingerprintKind(%.40q) error %v, want one containing %q", tc.in, err, tc.err)
+				}
+				if len(err.Error()) > 1000 {
+					t.Errorf("error of %d bytes", len(err.Error()))
+				}
+				return
+			}
+			if err != nil || f.String() != colons || kind != tc.kind {
+				t.Fatalf("ParseFingerprintKind(%q) = %s %v, %v; want %s %v", tc.in, f, kind, err, colons, tc.kind)
+			}
+			if g, err := ParseFingerprint(tc.in); err != nil || g != f {
+				t.Errorf("ParseFingerprint(%q) = %s, %v", tc.in, g, err)
+			}
+		})
+	}
+}
+
+// A pasted OpenSSL line or public-key pin works in the policy file and
+// is rendered in Postfix's form.
+func TestPastedFingerprintsInPolicy(t *testing.T) {
+	p := mustParse(t, `mta = "postfix"
+[[endpoint]]
+name = "pinned"
+hosts = ["pin.example"]
+  [endpoint.outbound]
+  validate_cert = false
+  fingerprints = ["SHA256 Fingerprint=00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:1B:1C:1D:1E:1F",
+                  "sha256////////////////////////////////////////////8="]
+`)
+	a, err := p.Outbound("pin.example")
+	want := "fingerprint match=00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:1B:1C:1D:1E:1F match=FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF:FF"
+	if err != nil || a.Text != want {
+		t.Errorf("answer %q (%v), want %q", a.Text, err, want)
+	}
+	_, err = Parse("t.toml", []byte(`mta = "postfix"
+[[endpoint]]
+name = "pinned"
+hosts = ["pin.example"]
+  [endpoint.outbound]
+  validate_cert = false
+  fingerprints = ["SHA1 Fingerprint=00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13"]
+`))
+	if err == nil || !strings.Contains(err.Error(), `t.toml:7: endpoint "pinned" outbound: fingerprint`) || !strings.Contains(err.Error(), "accepted forms:") {
+		t.Errorf("error %v", err)
+	}
+}
