@@ -278,7 +278,7 @@ func judgeOne(ep *Endpoint, f *Facts, fails, unchecked []Failure) ([]Failure, []
 		switch {
 		case want == "":
 			fail(CheckCN, "the client's verified host name", "client has no verified host name")
-		case !strings.EqualFold(strings.TrimSuffix(f.SubjectCN, "."), strings.TrimSuffix(want, ".")):
+		case !sameHostCN(f.SubjectCN, want):
 			fail(CheckCN, want, f.SubjectCN)
 		}
 	}
@@ -373,4 +373,28 @@ func (v *Verdict) Reply() (int, string) {
 		return RejectCode, RejectText
 	}
 	return DeferCode, DeferText
+}
+
+// sameHostCN reports whether the certificate CN cn names the host want:
+// equal ignoring case and a trailing dot, also when one is written with
+// Unicode labels (bücher.example) and the other with the A-labels that
+// certificates and DNS carry (xn--bcher-kva.example).
+func sameHostCN(cn, want string) bool {
+	cn, want = strings.TrimSuffix(cn, "."), strings.TrimSuffix(want, ".")
+	if strings.EqualFold(cn, want) {
+		return true
+	}
+	if isASCII(cn) && isASCII(want) {
+		return false
+	}
+	return certHostName(cn) == certHostName(want)
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
