@@ -89,6 +89,7 @@ func (c *compiler) compile(raw *rawFile) *Policy {
 		for i, ep := range p.Endpoints {
 			c.capabilities(p, ep, endpointPath(p, i))
 			ep.compileAnswers(p)
+			c.answerSize(p, ep, endpointPath(p, i))
 		}
 	}
 	return p
@@ -122,6 +123,35 @@ func (c *compiler) firstHost(ep *Endpoint, h Pattern) (string, int) {
 		return h.Text, 0
 	}
 	return ep.Hosts[k].Text, c.hostLine(ep, k)
+}
+
+// MaxReply is the longest socketmap reply payload ("OK " and the answer)
+// that the daemon sends: Postfix's DICT_SOCKMAP_DEF_MAX_REPLY. It must equal
+// policyd.MaxReply (policyd/socketmap.go), which refuses longer replies
+// with "TEMP reply too long"; policyd's tests compare the two.
+// TODO: define policyd.MaxReply as policy.MaxReply.
+const MaxReply = 100000
+
+// answerSize refuses an endpoint whose compiled outbound answer would not
+// fit in a socketmap reply: the daemon would answer TEMP for every lookup
+// of it, and mail to it would stay queued.
+func (c *compiler) answerSize(p *Policy, ep *Endpoint, path string) {
+	text := ep.postfixOut
+	if p.MTA == Sendmail {
+		text = ep.sendmailOut
+	}
+	n := len("OK ") + len(text)
+	if n <= MaxReply {
+		return
+	}
+	hint := "shorten it"
+	if fps := ep.Outbound.Fingerprints; p.MTA == Postfix && len(fps) > 0 {
+		per := len(" match=") + len(fps[0].String())
+		hint = fmt.Sprintf("pin at most %d fingerprints (each adds %d bytes)", (MaxReply-(n-len(fps)*per))/per, per)
+	} else if ep.Outbound.CN != "" && p.MTA == Sendmail {
+		hint = "use a shorter cn"
+	}
+	c.at(path, "endpoint %q outbound: the answer for the MTA would be %d bytes, over the socketmap reply limit of %d (Postfix's), so every lookup would fail with \"TEMP reply too long\" and mail to it would stay queued; %s", ep.Name, n, MaxReply, hint)
 }
 
 // endpointPath finds the locator path of the i-th compiled endpoint.
