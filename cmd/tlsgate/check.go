@@ -48,9 +48,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	var notes []string
 	plan, err := trust.Prepare(p)
 	if err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			fmt.Fprintf(stderr, "%s: %s\n", *file, line)
-		}
+		printLoadError(stderr, err)
 		return exitUsage
 	}
 	expired := false

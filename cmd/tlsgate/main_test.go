@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -55,8 +56,8 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("check example: code %d\n%s%s", code, out, errs)
 	}
 	_, errs, code = runCLI(t, "check", "-c", example, "--no-detect")
-	if code != exitUsage || !strings.Contains(errs, "CA store /etc/tlsgate/ca does not exist") {
-		t.Errorf("missing CA store: code %d %q", code, errs)
+	if code != exitUsage || !regexp.MustCompile(`^`+regexp.QuoteMeta(example)+`:\d+: \[certs\] ca_store: CA store /etc/tlsgate/ca does not exist`).MatchString(errs) {
+		t.Errorf("missing CA store: code %d %q, want FILE:LINE: [certs] ca_store: ...", code, errs)
 	}
 	bad, _ := filepath.Glob("../../internal/policy/testdata/bad/*.toml")
 	for _, f := range bad {

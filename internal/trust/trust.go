@@ -31,14 +31,16 @@ type Plan struct {
 // Prepare reads the CA store and the server certificate named by p and
 // works out the trust-anchor files. It fails when an endpoint pins an
 // issuer that no CA in the store has, since the MTA would then refuse
-// every server certificate of that peer.
+// every server certificate of that peer. Its errors are a
+// *policy.LoadError whose problems name the file and line of the setting
+// or endpoint concerned.
 func Prepare(p *policy.Policy) (*Plan, error) {
 	s := p.Settings
 	plan := &Plan{Anchors: map[string][]*x509.Certificate{}}
 	if s.CAStore != "" {
 		st, err := certs.OpenStore(s.CAStore)
 		if err != nil {
-			return nil, fmt.Errorf("[certs] ca_store: %w", err)
+			return nil, p.SettingError("certs.ca_store", err)
 		}
 		plan.Store = st
 		for _, c := range st.Certificates() {
@@ -48,25 +50,26 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 	if s.ServerCert != "" {
 		cs, err := certs.ReadCertificateFile(s.ServerCert)
 		if err != nil {
-			return nil, fmt.Errorf("[certs] server_cert: %w", err)
+			return nil, p.SettingError("certs.server_cert", err)
 		}
 		if len(cs) > 0 {
 			plan.Known = append(plan.Known, certs.NamedCert{Name: "server cert " + s.ServerCert, Cert: cs[0]})
 		}
 		if s.ServerKey != "" {
 			if err := certs.CheckKeyFile(s.ServerKey); err != nil {
-				return nil, fmt.Errorf("[certs] server_key: %w", err)
+				return nil, p.SettingError("certs.server_key", err)
 			}
 		}
 	}
-	var problems []string
+	var problems []*policy.Problem
 	for _, ep := range p.Endpoints {
 		o := &ep.Outbound
 		if o.TrustAnchorFile == "" {
 			continue
 		}
 		if plan.Store == nil {
-			problems = append(problems, fmt.Sprintf("endpoint %q outbound pins its issuer, but [certs] ca_store is not set", ep.Name))
+			problems = append(problems, &policy.Problem{File: p.File, Line: ep.Line,
+				Msg: fmt.Sprintf("endpoint %q outbound pins its issuer, but [certs] ca_store is not set", ep.Name)})
 			continue
 		}
 		var match []*x509.Certificate
@@ -80,13 +83,14 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 			if o.IssuerDN != nil {
 				want = o.IssuerDN.String()
 			}
-			problems = append(problems, fmt.Sprintf("endpoint %q outbound pins issuer %q, but no CA certificate in %s has that subject; add it with: tlsgate certs store --store %s add CA.pem", ep.Name, want, s.CAStore, s.CAStore))
+			problems = append(problems, &policy.Problem{File: p.File, Line: ep.Line,
+				Msg: fmt.Sprintf("endpoint %q outbound pins issuer %q, but no CA certificate in %s has that subject; add it with: tlsgate certs store --store %s add CA.pem", ep.Name, want, s.CAStore, s.CAStore)})
 			continue
 		}
 		plan.Anchors[o.TrustAnchorFile] = match
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("%s", strings.Join(problems, "\n"))
+		return nil, &policy.LoadError{Problems: problems}
 	}
 	return plan, nil
 }
