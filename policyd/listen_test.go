@@ -226,12 +226,3 @@ func shortTempDir(t testing.TB) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
-
-// TestMaxReplyMatchesPolicy: the compiler refuses an endpoint whose answer
-// would not fit in a reply by policy.MaxReply, a copy of MaxReply (policy
-// cannot import policyd).
-func TestMaxReplyMatchesPolicy(t *testing.T) {
-	if policy.MaxReply != MaxReply {
-		t.Fatalf("policy.MaxReply = %d, policyd.MaxReply = %d", policy.MaxReply, MaxReply)
-	}
-}

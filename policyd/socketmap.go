@@ -50,6 +50,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
 // Status is a socketmap reply status. Its zero value is not a valid status: a Reply with
@@ -126,8 +128,9 @@ const (
 	MaxRequestLimit = 1 << 20
 	// MaxReply is the largest reply payload Postfix accepts (DICT_SOCKMAP_DEF_MAX_REPLY),
 	// in bytes, without the netstring framing. Longer replies are replaced by
-	// "TEMP reply too long".
-	MaxReply = 100000
+	// "TEMP reply too long". The policy refuses at load time an endpoint
+	// whose answer would be longer.
+	MaxReply = policy.MaxReply
 )
 
 // Reasons sent with TEMP and PERM when the server itself, not the Lookuper, decides.

@@ -126,10 +126,9 @@ func (c *compiler) firstHost(ep *Endpoint, h Pattern) (string, int) {
 }
 
 // MaxReply is the longest socketmap reply payload ("OK " and the answer)
-// that the daemon sends: Postfix's DICT_SOCKMAP_DEF_MAX_REPLY. It must equal
-// policyd.MaxReply (policyd/socketmap.go), which refuses longer replies
-// with "TEMP reply too long"; policyd's tests compare the two.
-// TODO: define policyd.MaxReply as policy.MaxReply.
+// that the daemon sends: Postfix's DICT_SOCKMAP_DEF_MAX_REPLY. policyd's
+// MaxReply is this constant; its server answers longer replies with
+// "TEMP reply too long".
 const MaxReply = 100000
 
 // answerSize refuses an endpoint whose compiled outbound answer would not
