@@ -17,6 +17,7 @@ type compiler struct {
 	loc      *locator
 	problems []*Problem
 	firsts   map[*Endpoint]map[string]int // see firstHost
+	mta      MTA                          // the file's mta, once known
 }
 
 func (c *compiler) problem(line int, format string, args ...any) {
@@ -49,6 +50,7 @@ func (c *compiler) compile(raw *rawFile) *Policy {
 	default:
 		c.at("mta", `mta = %q: want "postfix" or "sendmail"`, raw.MTA)
 	}
+	c.mta = p.MTA
 	p.PostfixVersion = "3.7"
 	if raw.PostfixVersion != "" {
 		if !regexp.MustCompile(`^3\.[0-9]+(\.[0-9]+)?$`).MatchString(raw.PostfixVersion) {
@@ -376,9 +378,13 @@ func (c *compiler) requirements(path, label, dir string, r *rawReq) Requirements
 		q.IssuerDN = dn
 	}
 	for _, s := range r.Fingerprints {
-		f, err := ParseFingerprint(s)
+		f, kind, err := ParseFingerprintKind(s)
 		if err != nil {
 			c.problem(c.loc.valueLine(path+".fingerprints", s), "endpoint %q %s: %v", label, dir, err)
+			continue
+		}
+		if kind == PinPublicKey && c.mta == Sendmail && dir == "inbound" {
+			c.problem(c.loc.valueLine(path+".fingerprints", s), "endpoint %q inbound: Sendmail reports only the digest of the whole client certificate ({cert_fp}), so a public-key pin (sha256//...) can never match; pin the certificate's SHA-256 fingerprint (tlsgate certs show CERT prints it)", label)
 			continue
 		}
 		q.Fingerprints = append(q.Fingerprints, f)
