@@ -51,7 +51,12 @@ func TestBadConfigs(t *testing.T) {
 
 func TestGoodConfigs(t *testing.T) {
 	files, _ := filepath.Glob("testdata/good/*.toml")
-	for _, f := range files {
+	// The shipped examples, as admins copy them.
+	examples, _ := filepath.Glob("../../deploy/*.toml")
+	if len(examples) < 2 {
+		t.Fatalf("deploy/*.toml: %d examples, want the Postfix and the Sendmail one", len(examples))
+	}
+	for _, f := range append(files, examples...) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			p, err := Load(f)
 			if err != nil {

@@ -134,7 +134,7 @@ func BenchmarkLocator(b *testing.B) {
 // an unreadable server certificate) are placed at their setting's line,
 // without the package prefix that repeats the table's name.
 func TestSettingProblem(t *testing.T) {
-	const f = "testdata/good/postfix-example.toml"
+	const f = "../../deploy/tlsgate.example.toml" // the shipped example
 	p, err := Load(f)
 	if err != nil {
 		t.Fatal(err)
