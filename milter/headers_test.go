@@ -1,40 +1,15 @@
 package milter
 
 import (
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
+
+	"github.com/tlsgate/tlsgate/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files in testdata")
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs:\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
-}
 
 func TestHeaderText(t *testing.T) {
 	tests := []struct{ in, want string }{
@@ -169,7 +144,7 @@ func TestStampHeaders(t *testing.T) {
 			if !ok || g.Method != AuthMethod || string(g.Value) != st.Result {
 				t.Errorf("parsed result %#v", results[0])
 			}
-			golden(t, "stamp-"+name+".txt", "Received: "+r+"\nAuthentication-Results: "+a+"\n")
+			golden.Check(t, "stamp-"+name+".txt", "Received: "+r+"\nAuthentication-Results: "+a+"\n")
 		})
 	}
 }

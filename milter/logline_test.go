@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/tlsgate/tlsgate/internal/golden"
 )
 
 func TestFormatDecision(t *testing.T) {
@@ -39,5 +41,5 @@ func TestFormatDecision(t *testing.T) {
 		}
 		all.WriteString(c.name + ": " + line + "\n")
 	}
-	golden(t, "decisions.log", all.String())
+	golden.Check(t, "decisions.log", all.String())
 }

@@ -3,37 +3,14 @@ package policyd
 import (
 	"bytes"
 	"context"
-	"flag"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/tlsgate/tlsgate/internal/golden"
 	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs:\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
-}
 
 // logLines runs each case with a logger writing the daemon's log format
 // (logx, as tlsgate serve writes it to stderr, severity prefix included)
@@ -102,7 +79,7 @@ mode = "monitor"
 		}
 		m.Lookup(context.Background(), cases[i].mapName, cases[i].key)
 	})
-	golden(t, "lookups.log", got)
+	golden.Check(t, "lookups.log", got)
 }
 
 // TestDelegationLogGolden pins the policy-delegation decision lines.
@@ -137,5 +114,5 @@ func TestDelegationLogGolden(t *testing.T) {
 		}
 		d.Decide(context.Background(), cases[i].r)
 	})
-	golden(t, "delegation.log", got)
+	golden.Check(t, "delegation.log", got)
 }
