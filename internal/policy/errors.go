@@ -43,19 +43,7 @@ func (e *LoadError) Error() string {
 // Line returns the line of the file on which the setting at key (a path
 // outside [[endpoint]], such as "certs.ca_store") was written, else the
 // line of its table, else 0.
-func (p *Policy) Line(key string) int {
-	for k := key; k != ""; {
-		if n, ok := p.lines[k]; ok {
-			return n
-		}
-		dot := strings.LastIndexByte(k, '.')
-		if dot < 0 {
-			break
-		}
-		k = k[:dot]
-	}
-	return 0
-}
+func (p *Policy) Line(key string) int { return lineOf(p.lines, key) }
 
 // SettingProblem describes err, found while using the setting at key (such
 // as "certs.ca_store" when the CA store cannot be read), as a problem at

@@ -164,9 +164,13 @@ func cleanKey(k string) string {
 }
 
 // line returns the line of path, falling back to its closest parent.
-func (l *locator) line(path string) int {
+func (l *locator) line(path string) int { return lineOf(l.keys, path) }
+
+// lineOf returns the line keys gives for path or, failing that, for its
+// closest parent ("certs.ca_store", then "certs"), else 0.
+func lineOf(keys map[string]int, path string) int {
 	for p := path; p != ""; {
-		if n, ok := l.keys[p]; ok {
+		if n, ok := keys[p]; ok {
 			return n
 		}
 		dot := strings.LastIndexByte(p, '.')
