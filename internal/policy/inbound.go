@@ -376,25 +376,13 @@ func (v *Verdict) Reply() (int, string) {
 }
 
 // sameHostCN reports whether the certificate CN cn names the host want:
-// equal ignoring case and a trailing dot, also when one is written with
-// Unicode labels (bücher.example) and the other with the A-labels that
-// certificates and DNS carry (xn--bcher-kva.example).
+// equal ignoring case and a trailing dot. want, the administrator's cn or
+// the MTA's verified host name, may be written with Unicode labels
+// (bücher.example) and is compared in the A-label form certificates carry
+// (xn--bcher-kva.example). cn is compared as the certificate has it: IDNA
+// mapping folds look-alikes (full-width letters, invisible characters)
+// into plain names, so it is never applied to what the peer presents.
 func sameHostCN(cn, want string) bool {
 	cn, want = strings.TrimSuffix(cn, "."), strings.TrimSuffix(want, ".")
-	if strings.EqualFold(cn, want) {
-		return true
-	}
-	if isASCII(cn) && isASCII(want) {
-		return false
-	}
-	return certHostName(cn) == certHostName(want)
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
+	return strings.EqualFold(cn, want) || strings.EqualFold(cn, strings.TrimSuffix(certHostName(want), "."))
 }
