@@ -13,8 +13,8 @@ func TestSameHostCN(t *testing.T) {
 		{"mx.example.com", "mx.example.com", true},
 		{"MX.Example.COM", "mx.example.com.", true},
 		{"mx.xn--bcher-kva.example", "MX.Bücher.example", true},
-		{"mx.bücher.example", "mx.xn--bcher-kva.example", false}, // the peer's side is never mapped
-		{"ｍｘ１.company-b.example", "mx1.company-b.example", false}, // full-width look-alike
+		{"mx.bücher.example", "mx.xn--bcher-kva.example", false},        // the peer's side is never mapped
+		{"ｍｘ１.company-b.example", "mx1.company-b.example", false},       // full-width look-alike
 		{"mx\u200b1.company-b.example", "mx1.company-b.example", false}, // zero-width space
 		{"mx1.company-b.example\u00ad", "mx1.company-b.example", false}, // soft hyphen
 		{"mx.xn--bcher-kva.example", "mx.bucher.example", false},
