@@ -285,12 +285,21 @@ hosts = ["a.example"]
 // The Srv_Features lines say what tlsgate answers; check them against the
 // policy's own answers so that the comment stays true.
 func TestSendmailSrvFeaturesText(t *testing.T) {
-	p, err := policy.Parse("t.toml", []byte(`mta = "sendmail"
+	for _, tc := range []struct {
+		name, hosts string
+		bare        string // the bare key's answer, "" = not found
+		says        string
+	}{
+		{"exact name", `["a.example", "192.0.2.1"]`, "", "leaves the bare Srv_Features: default to Sendmail, which asks every client"},
+		{"addresses and subdomains", `[".a.example", "192.0.2.1"]`, "V", "with V for the bare Srv_Features: default, so no other client is asked"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := policy.Parse("t.toml", []byte(`mta = "sendmail"
 [policyd]
 listen = "unix:/run/tlsgate/policy.sock"
 [[endpoint]]
 name = "a"
-hosts = ["a.example", "192.0.2.1"]
+hosts = `+tc.hosts+`
   [endpoint.inbound]
   validate_cert = true
 [[endpoint]]
@@ -299,29 +308,27 @@ hosts = ["b.example"]
   [endpoint.outbound]
   encryption = true
 `))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, err := Sendmail(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct{ key, answer, says string }{
-		{"srv_features:", "V", "with V for the bare Srv_Features:"},
-		{"srv_features:a.example", "v", "with v (ask) for a client name or address"},
-		{"srv_features:192.0.2.1", "v", "with v (ask) for a client name or address"},
-	} {
-		if a := p.SendmailAccess(tc.key); !a.Found || a.Text != tc.answer {
-			t.Errorf("%s answers %v %q, the .mc comment says %q", tc.key, a.Found, a.Text, tc.answer)
-		}
-		if !strings.Contains(text, tc.says) {
-			t.Errorf("the .mc lines do not say %q:\n%s", tc.says, text)
-		}
-	}
-	if a := p.SendmailAccess("srv_features:b.example"); a.Found {
-		t.Errorf("srv_features:b.example answers %q; b asks for no client certificate", a.Text)
-	}
-	if !strings.Contains(text, "must list the client's host names or addresses in hosts") {
-		t.Errorf("no advice to list client hosts:\n%s", text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text, err := Sendmail(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a := p.SendmailAccess("srv_features:"); a.Found != (tc.bare != "") || a.Text != tc.bare {
+				t.Errorf("srv_features: answers %v %q, want %q", a.Found, a.Text, tc.bare)
+			}
+			if a := p.SendmailAccess("srv_features:192.0.2.1"); !a.Found || a.Text != "v" {
+				t.Errorf("srv_features:192.0.2.1 answers %v %q, the .mc comment says v", a.Found, a.Text)
+			}
+			for _, says := range []string{tc.says, "with v (ask) for a client name or address"} {
+				if !strings.Contains(text, says) {
+					t.Errorf("the .mc lines do not say %q:\n%s", says, text)
+				}
+			}
+			if a := p.SendmailAccess("srv_features:b.example"); a.Found {
+				t.Errorf("srv_features:b.example answers %q; b asks for no client certificate", a.Text)
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -92,6 +93,9 @@ func (c *compiler) compile(raw *rawFile) *Policy {
 			c.capabilities(p, ep, endpointPath(p, i))
 			ep.compileAnswers(p)
 			c.answerSize(p, ep, endpointPath(p, i))
+			if ep.Inbound.RequestCert && slices.ContainsFunc(ep.Hosts, func(h Pattern) bool { return h.Kind == PatternName }) {
+				p.askEveryClient = true
+			}
 		}
 	}
 	return p

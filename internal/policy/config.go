@@ -166,6 +166,10 @@ type Policy struct {
 
 	ix    *index
 	lines map[string]int // line of each key outside [[endpoint]] ("certs.ca_store"), see Line
+	// askEveryClient: an endpoint that needs a client certificate names a
+	// host or domain exactly, which may match only the sender domain (see
+	// srvFeatures).
+	askEveryClient bool
 }
 
 type rawFile struct {

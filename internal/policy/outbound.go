@@ -176,13 +176,18 @@ const (
 //     (an address covered by an endpoint that asks still gets its "v"
 //     after a name covered by one that does not);
 //   - the bare srv_features: key answers "V", so no other client is
-//     asked.
-//
-// The sender domain is not known yet at connect time: an endpoint that
-// covers a client only by its sender domain is not asked for a
-// certificate.
+//     asked, unless an endpoint that needs a certificate lists an exact
+//     name: that may be a sender domain, which is not known at connect
+//     time, so the bare key is then not found and Sendmail asks every
+//     client, as it does by default (the endpoint's clients would
+//     otherwise come without a certificate and be refused). Listing only
+//     subdomain patterns (.example.com), addresses and ranges for such
+//     endpoints lets Sendmail ask them alone.
 func (p *Policy) srvFeatures(val string) Answer {
 	if val == "" {
+		if p.askEveryClient {
+			return Answer{}
+		}
 		return Answer{Found: true, Text: srvNoCert}
 	}
 	i, ok := p.sendmailHost(val)

@@ -84,8 +84,8 @@ func TestSrvFeatures(t *testing.T) {
 		{"srv_features:valid.example", "", ""},          // .valid.example is below only
 		{"srv_features:other.example", "", ""},          // uncovered: the walk goes on
 		{"srv_features:203.0.113", "", ""},              // Sendmail's shortened net
-		{"srv_features:", "V", ""},                      // the default: do not ask
-		{"SRV_FEATURES:", "V", ""},                      // tag in any case
+		{"srv_features:", "", ""},                       // exact names may be sender domains: Sendmail asks everyone
+		{"SRV_FEATURES:", "", ""},                       // tag in any case
 		{"tls_clt:", "", ""},                            // not ours
 		{"srv_features:not a name", "", ""},             // garbage is not found
 	}
@@ -109,10 +109,11 @@ func TestSrvFeatures(t *testing.T) {
 // A client whose name is covered by an endpoint that asks for no
 // certificate but whose address is covered by one that does is asked:
 // Sendmail tries the address after the name was not found. A client that
-// only the bare key matches is not asked.
+// only the bare key matches is not asked, unless an endpoint that needs a
+// certificate lists an exact name (possibly a sender domain).
 func TestSrvFeaturesWalk(t *testing.T) {
 	p := mustParse(t, srvFeaturesConf)
-	walk := func(keys ...string) string {
+	walk := func(p *Policy, keys ...string) string {
 		for _, k := range keys {
 			if a := p.SendmailAccess(k); a.Found {
 				return a.Text
@@ -127,12 +128,43 @@ func TestSrvFeaturesWalk(t *testing.T) {
 	}{
 		{"name asks", []string{"srv_features:ask.example", "srv_features:example", "srv_features:192.0.2.1", "srv_features:192.0.2", "srv_features:"}, "v"},
 		{"name does not ask, address does", []string{"srv_features:enc.example", "srv_features:example", "srv_features:203.0.113.5", "srv_features:203.0.113", "srv_features:203.0", "srv_features:203", "srv_features:"}, "v"},
-		{"covered without certificate", []string{"srv_features:enc.example", "srv_features:example", "srv_features:198.51.100.4", "srv_features:198.51.100", "srv_features:198.51", "srv_features:198", "srv_features:"}, "V"},
-		{"uncovered", []string{"srv_features:localhost", "srv_features:127.0.0.1", "srv_features:127.0.0", "srv_features:127.0", "srv_features:127", "srv_features:"}, "V"},
+		// ask.example, cn.example, ... may be sender domains, known only
+		// after STARTTLS: every client is asked, as Sendmail does by default.
+		{"covered without certificate", []string{"srv_features:enc.example", "srv_features:example", "srv_features:198.51.100.4", "srv_features:198.51.100", "srv_features:198.51", "srv_features:198", "srv_features:"}, "(Sendmail default: ask)"},
+		{"uncovered", []string{"srv_features:localhost", "srv_features:127.0.0.1", "srv_features:127.0.0", "srv_features:127.0", "srv_features:127", "srv_features:"}, "(Sendmail default: ask)"},
 	}
 	for _, tc := range tests {
-		if got := walk(tc.keys...); got != tc.want {
+		if got := walk(p, tc.keys...); got != tc.want {
 			t.Errorf("%s: Sendmail gets %q, want %q", tc.name, got, tc.want)
+		}
+	}
+
+	// Endpoints that need a certificate and list only subdomain patterns,
+	// addresses and ranges: only their clients are asked.
+	q := mustParse(t, `mta = "sendmail"
+[[endpoint]]
+name = "valid"
+hosts = [".valid.example", "192.0.2.0/24"]
+  [endpoint.inbound]
+  validate_cert = true
+[[endpoint]]
+name = "enc-in"
+hosts = ["enc.example"]
+  [endpoint.inbound]
+  encryption = true
+`)
+	for _, tc := range []struct {
+		name string
+		keys []string
+		want string
+	}{
+		{"by name", []string{"srv_features:mx.valid.example", "srv_features:valid.example", "srv_features:example", "srv_features:198.51.100.4", "srv_features:"}, "v"},
+		{"by address", []string{"srv_features:[192.0.2.9]", "srv_features:192.0.2.9", "srv_features:"}, "v"},
+		{"covered without certificate", []string{"srv_features:enc.example", "srv_features:example", "srv_features:203.0.113.1", "srv_features:"}, "V"},
+		{"uncovered", []string{"srv_features:localhost", "srv_features:127.0.0.1", "srv_features:127.0.0", "srv_features:127.0", "srv_features:127", "srv_features:"}, "V"},
+	} {
+		if got := walk(q, tc.keys...); got != tc.want {
+			t.Errorf("names below a domain only, %s: Sendmail gets %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }
