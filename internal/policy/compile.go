@@ -265,12 +265,6 @@ func (c *compiler) settings(p *Policy, raw *rawFile) {
 			c.at("certs."+k, "%s = %q must be an absolute path", k, v)
 		}
 	}
-	// tlsgate writes the trust-anchor files (tafile=) only from the CA
-	// store (internal/trust): without one, the MTA would be pointed at
-	// files nobody writes.
-	if s.TrustAnchorDir != "" && s.CAStore == "" {
-		c.at("certs.trust_anchor_dir", "trust_anchor_dir is written from ca_store; set ca_store, or remove trust_anchor_dir")
-	}
 	s.LogLevel = strings.ToLower(raw.Log.Level)
 	switch s.LogLevel {
 	case "":
