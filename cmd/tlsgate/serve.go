@@ -82,7 +82,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err := prepareTrust(holder.Policy(), log, m); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", *file, err)
+		if le := (*policy.LoadError)(nil); errors.As(err, &le) {
+			printLoadError(stderr, err) // FILE:LINE: per problem
+		} else {
+			fmt.Fprintf(stderr, "%s: %v\n", *file, err)
+		}
 		return exitUsage
 	}
 	holder.Prepare = func(p *policy.Policy) error { return prepareTrust(p, log, m) }
