@@ -242,7 +242,9 @@ func (l *locator) settingLines() map[string]int {
 	m := map[string]int{}
 	for k, n := range l.keys {
 		if k != "endpoint" && !strings.HasPrefix(k, "endpoint.") {
-			m[k] = n
+			// A copy: k may share memory with the whole file's text,
+			// which the policy must not keep alive.
+			m[strings.Clone(k)] = n
 		}
 	}
 	return m
