@@ -20,9 +20,10 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 
 const example = "../../deploy/tlsgate.example.toml"
 
-// exampleWithStore copies the example configuration with its CA store,
-// bundle and trust-anchor paths pointed at a temporary directory holding
-// the lab CA (made at test time).
+// exampleWithStore copies the example configuration with its CA store
+// (under /etc/tlsgate/) pointed at a temporary directory holding the lab
+// CA (made at test time). The bundle and trust-anchor paths stay as
+// shipped: check reads them, it does not write them.
 func exampleWithStore(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
