@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/mtalab"
 	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/internal/testpki"
 )
@@ -276,4 +277,37 @@ func rawSkipEHLO(t *testing.T, addr string, cfg *tls.Config, from, to string) {
 	}
 	expect(tp, 250)
 	_ = tp.PrintfLine("QUIT")
+}
+
+// waitDelivered waits up to timeout for sink's copy of the message from
+// sender and returns its header fields.
+func waitDelivered(t *testing.T, sink *mtalab.Sink, sender string, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, m := range sink.Messages() {
+			if m.From == sender {
+				return headerBlock(m.Data)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never reached the sink", sender)
+	return nil
+}
+
+// wantRefused fails unless MAIL FROM was refused with code and text.
+func wantRefused(t *testing.T, r smtpResult, code int, text string) {
+	t.Helper()
+	if r.err == nil || r.stage != "MAIL" || r.code() != code || !strings.Contains(r.err.Error(), text) {
+		t.Fatalf("got %s: %v, want MAIL refused with %d %s", r.stage, r.err, code, text)
+	}
+}
+
+// wantAccepted fails unless the whole transaction was accepted.
+func wantAccepted(t *testing.T, r smtpResult) {
+	t.Helper()
+	if r.err != nil {
+		t.Fatalf("refused at %s: %v", r.stage, r.err)
+	}
 }

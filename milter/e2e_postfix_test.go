@@ -107,33 +107,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	to := []string{"user@partner.test"}
 	localhostCert := issueClient(t, pki, "localhost-client", pkix.Name{Country: []string{"DE"}, Organization: []string{"Lab Test"}, CommonName: "localhost"})
 
-	// delivered waits for the sink's copy of the message from sender.
-	delivered := func(t *testing.T, sender string) []string {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
-			for _, m := range sink.Messages() {
-				if m.From == sender {
-					return headerBlock(m.Data)
-				}
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Fatalf("%s never reached the sink", sender)
-		return nil
-	}
-	refused := func(t *testing.T, r smtpResult, code int, text string) {
-		t.Helper()
-		if r.err == nil || r.stage != "MAIL" || r.code() != code || !strings.Contains(r.err.Error(), text) {
-			t.Fatalf("got %s: %v, want MAIL refused with %d %s", r.stage, r.err, code, text)
-		}
-	}
-	accepted := func(t *testing.T, r smtpResult) {
-		t.Helper()
-		if r.err != nil {
-			t.Fatalf("refused at %s: %v", r.stage, r.err)
-		}
-	}
+	delivered := func(t *testing.T, sender string) []string { return waitDelivered(t, sink, sender, 30*time.Second) }
 	// ours returns our Received and Authentication-Results of a copy and
 	// checks their place: at the very top, above Postfix's Received.
 	ours := func(t *testing.T, hdrs []string) (string, string) {
@@ -155,23 +129,23 @@ func TestPostfixEndToEnd(t *testing.T) {
 
 	t.Run("plaintext from covered peer is deferred", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@tls.test", to: to})
-		refused(t, r[0], 451, "4.7.1 TLS required by local policy for this peer")
+		wantRefused(t, r[0], 451, "4.7.1 TLS required by local policy for this peer")
 		wantContains(t, "log", lm.lineFor(t, "a@tls.test"), "NOQUEUE: tlsgate: client=localhost[127.0.0.1]", "endpoint=needs-tls tls=none result=defer", "check=encryption")
 	})
 	t.Run("action reject answers 5.7.1", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@reject.test", to: to})
-		refused(t, r[0], 550, "5.7.1 TLS required by local policy for this peer")
+		wantRefused(t, r[0], 550, "5.7.1 TLS required by local policy for this peer")
 		wantContains(t, "log", lm.lineFor(t, "a@reject.test"), "result=reject")
 	})
 	t.Run("TLS without a certificate where one is required", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, nil), mail{from: "nocert@cert.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "nocert@cert.test"), "tls=TLSv1.3", "verify=UNVERIFIED result=defer", "check=validate_cert want=trusted got=none-or-untrusted")
 	})
 	t.Run("self-signed certificate where validation is required", func(t *testing.T) {
 		mark := pf.LogMark()
 		r := sendSession(t, addr, clientTLS(t, pki, pki.SelfSigned), mail{from: "self@cert.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		// The certificate was presented, and Postfix did not trust it.
 		if _, err := pf.WaitLogAfter(mark, regexp.MustCompile(`Untrusted TLS connection established from localhost`), 10*time.Second); err != nil {
 			t.Error(err)
@@ -180,7 +154,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	})
 	t.Run("good certificate is delivered with both headers", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "good@cert.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		hdrs := delivered(t, "good@cert.test")
 		t.Logf("sink copy:\n%s", strings.Join(hdrs, "\n"))
 		rcv, ar := ours(t, hdrs)
@@ -197,20 +171,20 @@ func TestPostfixEndToEnd(t *testing.T) {
 	})
 	t.Run("CA-signed with the wrong CN", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@wrongcn.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "a@wrongcn.test"), "check=cn want=mx1.company-b.example got=client.lab.test")
 	})
 	t.Run("CN defaults to the peer's verified host name", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, localhostCert), mail{from: "ok@hostcn.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		wantContains(t, "log", lm.lineFor(t, "ok@hostcn.test"), "endpoint=host-cn", "result=pass")
 		r = sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "bad@hostcn.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "bad@hostcn.test"), "check=cn want=localhost got=client.lab.test")
 	})
 	t.Run("issuer CN mismatch", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@wrongissuer.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "a@wrongissuer.test"), `check=issuer_cn want=\"Other CA\" got=\"Lab Test CA\"`)
 	})
 	t.Run("TLS 1.2 128-bit cipher against min_bits 256", func(t *testing.T) {
@@ -218,11 +192,11 @@ func TestPostfixEndToEnd(t *testing.T) {
 		cfg.MaxVersion = tls.VersionTLS12
 		cfg.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}
 		r := sendSession(t, addr, cfg, mail{from: "weak@strong.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "weak@strong.test"), "tls=TLSv1.2 cipher=ECDHE-RSA-AES128-GCM-SHA256 bits=128", `check=min_bits want=\">=256\" got=128`)
 		cfg.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}
 		r = sendSession(t, addr, cfg, mail{from: "strong@strong.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		wantContains(t, "log", lm.lineFor(t, "strong@strong.test"), "cipher=ECDHE-RSA-AES256-GCM-SHA384 bits=256", "result=pass")
 	})
 	t.Run("swaks (OpenSSL client) with a client certificate", func(t *testing.T) {
@@ -250,9 +224,9 @@ func TestPostfixEndToEnd(t *testing.T) {
 			mail{from: "two@wrongcn.test", to: to},
 			mail{from: "three@tls.test", to: []string{"user@partner.test", "other@partner.test"}},
 		)
-		accepted(t, r[0])
-		refused(t, r[1], 451, "4.7.1")
-		accepted(t, r[2])
+		wantAccepted(t, r[0])
+		wantRefused(t, r[1], 451, "4.7.1")
+		wantAccepted(t, r[2])
 		wantContains(t, "log", lm.lineFor(t, "one@cert.test"), "result=pass")
 		wantContains(t, "log", lm.lineFor(t, "two@wrongcn.test"), "tls=TLSv1.3", "result=defer", "check=cn")
 		// Third message, after Postfix's ABORTs: still judged on the session's TLS.
@@ -262,7 +236,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	})
 	t.Run("monitor mode accepts and stamps the failure", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@monitor.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		rcv, ar := ours(t, delivered(t, "a@monitor.test"))
 		wantContains(t, "Received", rcv, "(no TLS: plaintext session) (endpoint=watching policy=fail mode=monitor failed=encryption);")
 		wantContains(t, "Authentication-Results", ar, "mx.lab.test; x-tls=fail reason=encryption policy.endpoint=watching")
@@ -272,12 +246,12 @@ func TestPostfixEndToEnd(t *testing.T) {
 		// The sender domain is covered by no endpoint, and the address has
 		// no name: only the client address can choose "by-ip".
 		r := sendSessionFrom(t, postfixByIPClient, addr, nil, mail{from: "ip-plain@free.test", to: to})
-		refused(t, r[0], 451, "4.7.1 TLS required by local policy for this peer")
+		wantRefused(t, r[0], 451, "4.7.1 TLS required by local policy for this peer")
 		wantContains(t, "log", lm.lineFor(t, "ip-plain@free.test"),
 			"NOQUEUE: tlsgate: client=unknown["+postfixByIPClient+"]", "endpoint=by-ip tls=none result=defer", "check=encryption")
 
 		r = sendSessionFrom(t, postfixByIPClient, addr, clientTLS(t, pki, nil), mail{from: "ip-tls@free.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		line := lm.lineFor(t, "ip-tls@free.test")
 		wantContains(t, "log", line, "client=unknown["+postfixByIPClient+"]", "endpoint=by-ip tls=TLSv1.3", "result=pass")
 		hdrs := delivered(t, "ip-tls@free.test")
@@ -293,7 +267,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	})
 	t.Run("uncovered peer passes stamped", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@free.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		rcv, ar := ours(t, delivered(t, "a@free.test"))
 		wantContains(t, "Received", rcv, "(no TLS: plaintext session) (endpoint=none policy=none);")
 		wantContains(t, "Authentication-Results", ar, "mx.lab.test; x-tls=none reason=plaintext")
@@ -306,7 +280,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 			"Received: from a (b [192.0.2.1]) by mx.partner.example (tlsgate) id KEEP; Sat, 28 Nov 2026 00:00:00 +0000\r\n" +
 			"Authentication-Results: mx.partner.example; spf=pass smtp.mailfrom=partner.example\r\n"
 		r := sendSession(t, addr, nil, mail{from: "forger@free.test", to: to, headers: forged})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		hdrs := delivered(t, "forger@free.test")
 		t.Logf("sink copy:\n%s", strings.Join(hdrs, "\n"))
 		ours(t, hdrs)
@@ -338,7 +312,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 			sender := "h" + strconv.Itoa(i) + "@free.test"
 			cert := issueClient(t, pki, "hostile-"+strconv.Itoa(i), pkix.Name{CommonName: cn, Organization: []string{"Evil (Org) \"Q\""}})
 			r := sendSession(t, addr, clientTLS(t, pki, cert), mail{from: sender, to: to})
-			accepted(t, r[0])
+			wantAccepted(t, r[0])
 			hdrs := delivered(t, sender)
 			t.Logf("sink copy:\n%s", strings.Join(hdrs[:2], "\n"))
 			rcv, ar := ours(t, hdrs) // checks printable ASCII

@@ -129,32 +129,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 	addr := sm.Addr()
 	to := []string{"user@partner.test"}
 
-	delivered := func(t *testing.T, sender string) []string {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			for _, m := range sink.Messages() {
-				if m.From == sender {
-					return headerBlock(m.Data)
-				}
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Fatalf("%s never reached the sink", sender)
-		return nil
-	}
-	refused := func(t *testing.T, r smtpResult, code int, text string) {
-		t.Helper()
-		if r.err == nil || r.stage != "MAIL" || r.code() != code || !strings.Contains(r.err.Error(), text) {
-			t.Fatalf("got %s: %v, want MAIL refused with %d %s", r.stage, r.err, code, text)
-		}
-	}
-	accepted := func(t *testing.T, r smtpResult) {
-		t.Helper()
-		if r.err != nil {
-			t.Fatalf("refused at %s: %v", r.stage, r.err)
-		}
-	}
+	delivered := func(t *testing.T, sender string) []string { return waitDelivered(t, sink, sender, 60*time.Second) }
 	ours := func(t *testing.T, hdrs []string) (string, string) {
 		t.Helper()
 		if len(hdrs) < 3 || !strings.HasPrefix(hdrs[0], "Received: ") || !strings.Contains(hdrs[0], "by sm.lab.test (tlsgate)") ||
@@ -180,17 +155,17 @@ func TestSendmailEndToEnd(t *testing.T) {
 
 	t.Run("plaintext from covered peer is deferred", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@tls.test", to: to})
-		refused(t, r[0], 451, "4.7.1 TLS required by local policy for this peer")
+		wantRefused(t, r[0], 451, "4.7.1 TLS required by local policy for this peer")
 		wantContains(t, "log", lm.lineFor(t, "a@tls.test"), "tlsgate: client=localhost[127.0.0.1]", "endpoint=needs-tls tls=none result=defer", "check=encryption")
 	})
 	t.Run("action reject answers 5.7.1", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@reject.test", to: to})
 		// Sendmail puts the address between the codes and the text.
-		refused(t, r[0], 550, "5.7.1 <a@reject.test>... TLS required by local policy for this peer")
+		wantRefused(t, r[0], 550, "5.7.1 <a@reject.test>... TLS required by local policy for this peer")
 	})
 	t.Run("subject and issuer DN match", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "good@dn.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		hdrs := delivered(t, "good@dn.test")
 		t.Logf("sink copy:\n%s", strings.Join(hdrs, "\n"))
 		rcv, ar := ours(t, hdrs)
@@ -206,31 +181,31 @@ func TestSendmailEndToEnd(t *testing.T) {
 	})
 	t.Run("self-signed: verify=FAIL is refused", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.SelfSigned), mail{from: "self@dn.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "self@dn.test"), "verify=FAIL result=defer", "check=validate_cert want=trusted got=untrusted")
 	})
 	t.Run("no certificate: verify=NO is refused", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, nil), mail{from: "nocert@dn.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "nocert@dn.test"), "verify=NO result=defer", "check=validate_cert want=trusted got=none")
 	})
 	t.Run("wrong subject DN", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@wrongsubject.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "a@wrongsubject.test"), "check=subject_dn", "O=Somebody Else", "O=Lab Test")
 	})
 	t.Run("wrong issuer DN", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@wrongissuer.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "a@wrongissuer.test"), "check=issuer_dn", "O=Other Org")
 	})
 	t.Run("CN and issuer CN from {cn_subject}/{cn_issuer}", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@cn.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		wantContains(t, "log", lm.lineFor(t, "a@cn.test"), "endpoint=named", "result=pass")
 		other := issueClient(t, pki, "sm-other-cn", pkix.Name{Country: []string{"DE"}, Organization: []string{"Lab Test"}, CommonName: "other.lab.test"})
 		r = sendSession(t, addr, clientTLS(t, pki, other), mail{from: "b@cn.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "b@cn.test"), "check=cn want=client.lab.test got=other.lab.test")
 	})
 	t.Run("CN defaults to the peer's verified host name", func(t *testing.T) {
@@ -238,19 +213,19 @@ func TestSendmailEndToEnd(t *testing.T) {
 		// hosts file and confirms it forwards ({client_resolve}=OK).
 		localhostCert := issueClient(t, pki, "sm-localhost-client", pkix.Name{Country: []string{"DE"}, Organization: []string{"Lab Test"}, CommonName: "localhost"})
 		r := sendSession(t, addr, clientTLS(t, pki, localhostCert), mail{from: "ok@hostcn.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		wantContains(t, "log", lm.lineFor(t, "ok@hostcn.test"), "client=localhost[127.0.0.1]", "endpoint=host-cn tls=TLSv1.3", "verify=OK result=pass")
 		rcv, ar := ours(t, delivered(t, "ok@hostcn.test"))
 		wantContains(t, "Received", rcv, "(subject-cn=localhost issuer-cn=Lab+20Test+20CA) (endpoint=host-cn policy=pass);")
 		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=pass policy.endpoint=host-cn")
 
 		r = sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "bad@hostcn.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "bad@hostcn.test"), "endpoint=host-cn", "verify=OK result=defer", "check=cn want=localhost got=client.lab.test")
 	})
 	t.Run("issuer CN mismatch", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@wrongissuercn.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "a@wrongissuercn.test"), "endpoint=wrong-issuer-cn", "result=defer", `check=issuer_cn want=\"Other CA\" got=\"Lab Test CA\"`)
 	})
 	t.Run("TLS 1.2 128-bit cipher against min_bits 256", func(t *testing.T) {
@@ -258,12 +233,12 @@ func TestSendmailEndToEnd(t *testing.T) {
 		cfg.MaxVersion = tls.VersionTLS12
 		cfg.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}
 		r := sendSession(t, addr, cfg, mail{from: "weak@strong.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "weak@strong.test"), "endpoint=strong tls=TLSv1.2 cipher=ECDHE-RSA-AES128-GCM-SHA256 bits=128 verify=NO result=defer",
 			`check=min_bits want=\">=256\" got=128`)
 		cfg.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}
 		r = sendSession(t, addr, cfg, mail{from: "strong@strong.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		wantContains(t, "log", lm.lineFor(t, "strong@strong.test"), "tls=TLSv1.2 cipher=ECDHE-RSA-AES256-GCM-SHA384 bits=256", "result=pass")
 		rcv, ar := ours(t, delivered(t, "strong@strong.test"))
 		wantContains(t, "Received", rcv, "(version=TLSv1.2 cipher=ECDHE-RSA-AES256-GCM-SHA384 bits=256 verify=NO)", "(endpoint=strong policy=pass);")
@@ -271,7 +246,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 	})
 	t.Run("monitor mode accepts and stamps the failure", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@monitor.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		rcv, ar := ours(t, delivered(t, "a@monitor.test"))
 		wantContains(t, "Received", rcv, "(no TLS: plaintext session) (endpoint=watching policy=fail mode=monitor failed=encryption);")
 		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=fail reason=encryption policy.endpoint=watching")
@@ -279,7 +254,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 
 		// Over TLS with a certificate Sendmail could not verify.
 		r = sendSession(t, addr, clientTLS(t, pki, pki.SelfSigned), mail{from: "self@monitor.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		rcv, ar = ours(t, delivered(t, "self@monitor.test"))
 		wantContains(t, "Received", rcv, "verify=FAIL)", "(endpoint=watching policy=fail mode=monitor failed=validate_cert);")
 		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=fail reason=validate_cert policy.endpoint=watching")
@@ -289,12 +264,12 @@ func TestSendmailEndToEnd(t *testing.T) {
 		// The sender domain is covered by no endpoint, and the address has
 		// no name: only the client address can choose "by-ip".
 		r := sendSessionFrom(t, sendmailByIPClient, addr, nil, mail{from: "ip-plain@free.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "ip-plain@free.test"),
 			"tlsgate: client=unknown["+sendmailByIPClient+"]", "endpoint=by-ip tls=none result=defer", "check=encryption")
 
 		r = sendSessionFrom(t, sendmailByIPClient, addr, clientTLS(t, pki, nil), mail{from: "ip-tls@free.test", to: to})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		wantContains(t, "log", lm.lineFor(t, "ip-tls@free.test"), "client=unknown["+sendmailByIPClient+"]", "endpoint=by-ip tls=TLSv1.3", "verify=NO result=pass")
 		hdrs := delivered(t, "ip-tls@free.test")
 		t.Logf("sink copy:\n%s", strings.Join(hdrs, "\n"))
@@ -307,7 +282,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 	})
 	t.Run("pinned endpoint with Sendmail's default MD5 fails closed", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@pin.test", to: to})
-		refused(t, r[0], 451, "4.7.1")
+		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "a@pin.test"), "check=fingerprints", "only an MD5 fingerprint", "CertFingerprintAlgorithm=sha256")
 	})
 	t.Run("every message of a session is judged", func(t *testing.T) {
@@ -316,9 +291,9 @@ func TestSendmailEndToEnd(t *testing.T) {
 			mail{from: "two@wrongsubject.test", to: to},
 			mail{from: "three@tls.test", to: []string{"user@partner.test", "other@partner.test"}},
 		)
-		accepted(t, r[0])
-		refused(t, r[1], 451, "4.7.1")
-		accepted(t, r[2])
+		wantAccepted(t, r[0])
+		wantRefused(t, r[1], 451, "4.7.1")
+		wantAccepted(t, r[2])
 		wantContains(t, "log", lm.lineFor(t, "one@dn.test"), "result=pass")
 		wantContains(t, "log", lm.lineFor(t, "two@wrongsubject.test"), "verify=OK result=defer")
 		wantContains(t, "log", lm.lineFor(t, "three@tls.test"), "verify=OK result=pass")
@@ -333,7 +308,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 			"Authentication-Results: mx.partner.example; spf=pass smtp.mailfrom=partner.example\r\n" +
 			"Authentication-Results: SM.LAB.TEST; x-tls=pass\r\n"
 		r := sendSession(t, addr, nil, mail{from: "forger@free.test", to: to, headers: forged})
-		accepted(t, r[0])
+		wantAccepted(t, r[0])
 		hdrs := delivered(t, "forger@free.test")
 		t.Logf("sink copy:\n%s", strings.Join(hdrs, "\n"))
 		ours(t, hdrs)
@@ -355,7 +330,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 			sender := "h" + strconv.Itoa(i) + "@free.test"
 			cert := issueClient(t, pki, "sm-hostile-"+strconv.Itoa(i), name)
 			r := sendSession(t, addr, clientTLS(t, pki, cert), mail{from: sender, to: to})
-			accepted(t, r[0])
+			wantAccepted(t, r[0])
 			hdrs := delivered(t, sender)
 			t.Logf("sink copy:\n%s", strings.Join(hdrs[:2], "\n"))
 			rcv, ar := ours(t, hdrs)
