@@ -44,7 +44,7 @@ func TestDeploySnippets(t *testing.T) {
 }
 
 func TestPostfixChoices(t *testing.T) {
-	p, err := policy.Parse("t.toml", []byte(`mta = "postfix"
+	p := mustParse(t, `mta = "postfix"
 [milter]
 listen = "inet:127.0.0.1:10030"
 [policyd]
@@ -54,10 +54,7 @@ name = "a"
 hosts = ["a.example"]
   [endpoint.outbound]
   encryption = true
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	pf, err := ForPostfix(p, Options{PostfixQueueDir: "/srv/pf/spool"})
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +83,7 @@ hosts = ["a.example"]
 // "fatal: malformed option: missing '=' after attribute name" (found by the
 // end-to-end tests against a real Postfix).
 func TestPolicyServiceOptions(t *testing.T) {
-	p, err := policy.Parse("t.toml", []byte(`mta = "postfix"
+	p := mustParse(t, `mta = "postfix"
 [policyd]
 delegation_listen = "unix:/srv/pf/spool/tlsgate/delegation.sock"
 [[endpoint]]
@@ -95,10 +92,7 @@ hosts = ["192.0.2.1"]
   [endpoint.inbound]
   validate_cert = false
   fingerprints = ["sha256:3D:95:34:A2:1B:7E:0F:C8:9D:11:5A:6B:E4:72:90:CC:41:0E:BA:58:77:23:9F:D6:8A:C5:13:44:60:B2:E9:0F"]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	pf, err := ForPostfix(p, Options{PostfixQueueDir: "/srv/pf/spool"})
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +157,7 @@ func postfixAttrList(t *testing.T, s string) []string {
 // internal/e2e). The ruleset must follow MAILER(), so it comes after the
 // SendmailAfterMailer line and nothing but it does.
 func TestSendmailAlwaysTriesTLS(t *testing.T) {
-	p, err := policy.Parse("t.toml", []byte(`mta = "sendmail"
+	p := mustParse(t, `mta = "sendmail"
 [policyd]
 listen = "unix:/run/tlsgate/policy.sock"
 [milter]
@@ -173,10 +167,7 @@ name = "a"
 hosts = ["a.example"]
   [endpoint.outbound]
   encryption = true
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	text, err := Sendmail(p)
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +222,7 @@ func TestSendmailTryTLSCompiles(t *testing.T) {
 	if _, err := exec.LookPath("m4"); err != nil {
 		t.Skip("m4 is not installed")
 	}
-	p, err := policy.Parse("t.toml", []byte(`mta = "sendmail"
+	p := mustParse(t, `mta = "sendmail"
 [policyd]
 listen = "unix:/run/tlsgate/policy.sock"
 [[endpoint]]
@@ -239,10 +230,7 @@ name = "a"
 hosts = ["a.example"]
   [endpoint.outbound]
   encryption = true
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	text, err := Sendmail(p)
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +282,7 @@ func TestSendmailSrvFeaturesText(t *testing.T) {
 		{"addresses and subdomains", `[".a.example", "192.0.2.1"]`, "V", "with V for the bare Srv_Features: default, so no other client is asked"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := policy.Parse("t.toml", []byte(`mta = "sendmail"
+			p := mustParse(t, `mta = "sendmail"
 [policyd]
 listen = "unix:/run/tlsgate/policy.sock"
 [[endpoint]]
@@ -307,10 +295,7 @@ name = "b"
 hosts = ["b.example"]
   [endpoint.outbound]
   encryption = true
-`))
-			if err != nil {
-				t.Fatal(err)
-			}
+`)
 			text, err := Sendmail(p)
 			if err != nil {
 				t.Fatal(err)
@@ -331,4 +316,14 @@ hosts = ["b.example"]
 			}
 		})
 	}
+}
+
+// mustParse compiles a test configuration or fails the test.
+func mustParse(t *testing.T, conf string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("t.toml", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
