@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsgate/tlsgate/internal/mtalab"
+	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 	"github.com/tlsgate/tlsgate/internal/policy"
-	"github.com/tlsgate/tlsgate/internal/testpki"
 )
 
 // liveMilter is a tlsgate milter on a loopback port for a real MTA.

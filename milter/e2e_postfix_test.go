@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsgate/tlsgate/internal/mtalab"
+	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 	"github.com/tlsgate/tlsgate/internal/policy"
-	"github.com/tlsgate/tlsgate/internal/testpki"
 )
 
 // Endpoints are chosen by sender domain: every lab client connects from

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsgate/tlsgate/internal/mtalab"
-	"github.com/tlsgate/tlsgate/internal/testpki"
+	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 )
 
 // Endpoints are chosen by sender domain: every lab client connects from

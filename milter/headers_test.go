@@ -8,7 +8,7 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 
-	"github.com/tlsgate/tlsgate/internal/golden"
+	"github.com/tlsgate/tlsgate/internal/lab/golden"
 )
 
 func TestHeaderText(t *testing.T) {

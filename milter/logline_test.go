@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsgate/tlsgate/internal/golden"
+	"github.com/tlsgate/tlsgate/internal/lab/golden"
 )
 
 func TestFormatDecision(t *testing.T) {

@@ -4,9 +4,9 @@
 # Idempotent. Must run as root. It installs Postfix (with no system
 # instance: "No configuration"), swaks (with TLS support), openssl, m4,
 # ca-certificates and make with apt, then downloads Sendmail's .debs into
-# the cache directory that internal/mtalab uses and extracts them there.
+# the cache directory that internal/lab/mtalab uses and extracts them there.
 # Sendmail is NOT installed as a package: the tests run the extracted
-# binary (see internal/mtalab/sendmail.go).
+# binary (see internal/lab/mtalab/sendmail.go).
 #
 # Environment:
 #   TLSGATE_LAB_CACHE  cache directory (default /var/cache/tlsgate-lab);
