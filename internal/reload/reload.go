@@ -1,8 +1,8 @@
-// Package daemon holds the policy in force for tlsgate's long-running
+// Package reload holds the policy in force for tlsgate's long-running
 // servers and replaces it on reload: the new file is compiled completely
 // before it is swapped in atomically, so a bad file leaves the old policy
 // in force, and lookups in flight finish on the policy they started with.
-package daemon
+package reload
 
 import (
 	"errors"
