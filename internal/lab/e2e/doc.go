@@ -8,6 +8,9 @@
 // log captured), wire a private Postfix 3.7 or a Sendmail 8.17 from
 // internal/lab/mtalab with the output of "tlsgate mta-config", and send
 // mail through them to loopback SMTP sinks with and without STARTTLS.
+// The milter_*_test.go files run the inbound matrix closer in: the milter
+// package served from the test process, attached to a private Postfix or
+// Sendmail, with its decision lines read from memory.
 //
 // What each test asserts is what a mail administrator would check: the
 // envelope a sink saw or never saw, whether it arrived over TLS, the MTA's

@@ -588,7 +588,7 @@ func newInRig(t *testing.T, c *faultCount, proxy func(target string) *tcpProxy) 
 		t.Fatalf("milter_default_action = %q (%v), want tempfail (from mta-config)", got, err)
 	}
 	r.g = newGate(l)
-	r.client = &tls.Config{ServerName: "mx.lab.test", RootCAs: l.pki.CA.Pool()}
+	r.client = clientTLS(t, l.pki, nil)
 	return r
 }
 

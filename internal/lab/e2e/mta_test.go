@@ -108,15 +108,29 @@ func submit(addr string, m message) error {
 // openSMTP connects to addr and greets it (and issues STARTTLS if m.TLS is
 // set); the caller goes on with MAIL FROM and closes the client.
 func openSMTP(addr string, m message) (*smtp.Client, error) {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	if m.Local != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(m.Local)}
+	return greet(addr, m.Local, m.TLS, 60*time.Second)
+}
+
+// greet connects to addr from the local address src (an IP address; ""
+// lets the kernel choose, which for 127.0.0.1 is 127.0.0.1), says EHLO
+// and, with tlsCfg, STARTTLS (net/smtp repeats EHLO afterwards). The
+// connection must be done within limit, so that a wedged MTA fails the
+// test instead of hanging it. On Linux every address of 127.0.0.0/8 is
+// local, so a test can be a client that no other test is.
+func greet(addr, src string, tlsCfg *tls.Config, limit time.Duration) (*smtp.Client, error) {
+	d := net.Dialer{Timeout: 30 * time.Second}
+	if src != "" {
+		ip := net.ParseIP(src)
+		if ip == nil {
+			return nil, fmt.Errorf("bad source address %q", src)
+		}
+		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	conn.SetDeadline(time.Now().Add(limit))
 	host, _, _ := net.SplitHostPort(addr)
 	c, err := smtp.NewClient(conn, host)
 	if err != nil {
@@ -127,8 +141,8 @@ func openSMTP(addr string, m message) (*smtp.Client, error) {
 		c.Close()
 		return nil, fmt.Errorf("EHLO: %w", err)
 	}
-	if m.TLS != nil {
-		if err := c.StartTLS(m.TLS); err != nil {
+	if tlsCfg != nil {
+		if err := c.StartTLS(tlsCfg); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("STARTTLS: %w", err)
 		}

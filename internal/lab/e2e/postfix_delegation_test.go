@@ -72,19 +72,7 @@ func TestPostfixDelegationPins(t *testing.T) {
 	g := newGate(l)
 	g.Start()
 
-	clientCert := func(c *testpki.Cert) *tls.Config {
-		cfg := &tls.Config{ServerName: "mx.lab.test", RootCAs: p.CA.Pool()}
-		if c != nil {
-			pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Send the certificate even though no CA that Postfix names
-			// in its CertificateRequest issued it.
-			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
-		}
-		return cfg
-	}
+	clientCert := func(c *testpki.Cert) *tls.Config { return clientTLS(t, p, c) }
 	cases := []struct {
 		name  string
 		local string

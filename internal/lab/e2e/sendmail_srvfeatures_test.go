@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"crypto/tls"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -35,11 +34,7 @@ func TestSendmailSrvFeaturesAsksOnlyCovered(t *testing.T) {
 	sink := mtalab.StartSink(t, mtalab.SinkOptions{})
 	sm := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: sink.Port(), MC: mc, MCAfterMailer: afterMailer, LogLevel: 14})
 
-	pair, err := tls.LoadX509KeyPair(l.pki.Client.CertFile, l.pki.Client.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &tls.Config{ServerName: "mx.lab.test", RootCAs: l.pki.CA.Pool(), Certificates: []tls.Certificate{pair}}
+	cfg := clientTLS(t, l.pki, l.pki.Client)
 	for _, c := range []struct {
 		from, verify, answer string
 	}{

@@ -1,4 +1,4 @@
-package milter
+package e2e
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/smtp"
 	"net/textproto"
 	"strings"
 	"testing"
@@ -16,22 +15,25 @@ import (
 
 	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
 	"github.com/tlsgate/tlsgate/internal/lab/testpki"
+	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/milter"
 )
 
-// liveMilter is a tlsgate milter on a loopback port for a real MTA.
+// liveMilter is a tlsgate milter, run in the test process, on a loopback
+// port for a real MTA. Its log lines are what "tlsgate serve" would log.
 type liveMilter struct {
-	srv  *Server
+	srv  *milter.Server
 	ln   net.Listener
 	port int
-	log  *recorder
+	log  *lockedBuffer
 	done chan error
 }
 
 func startLiveMilter(t *testing.T, pol *policy.Policy) *liveMilter {
 	t.Helper()
-	m := &liveMilter{log: &recorder{}, done: make(chan error, 1)}
-	srv, err := New(Options{Policy: func() *policy.Policy { return pol }, Logger: slog.New(m.log)})
+	m := &liveMilter{log: &lockedBuffer{}, done: make(chan error, 1)}
+	srv, err := milter.New(milter.Options{Policy: func() *policy.Policy { return pol }, Logger: slog.New(logx.NewWriter(m.log, slog.LevelInfo))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,20 +63,54 @@ func (m *liveMilter) stop(t *testing.T) {
 	m.srv = nil
 }
 
+// lines returns the log lines so far, without their "<N>" severity
+// prefixes: the text syslog would carry.
+func (m *liveMilter) lines() []string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSuffix(m.log.String(), "\n"), "\n") {
+		if len(l) > 3 && l[0] == '<' && l[2] == '>' {
+			l = l[3:]
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
 // lineFor waits for the decision line of sender.
 func (m *liveMilter) lineFor(t *testing.T, sender string) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		for _, l := range m.log.lines() {
+		for _, l := range m.lines() {
 			if strings.Contains(l, "sender=<"+sender+">") {
 				return l
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no decision logged for %s:\n%s", sender, strings.Join(m.log.lines(), "\n"))
+			t.Fatalf("no decision logged for %s:\n%s", sender, strings.Join(m.lines(), "\n"))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mustPolicy parses a policy text or fails the test.
+func mustPolicy(t *testing.T, text string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("test.toml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// wantContains fails the test (and goes on) for each of subs that s,
+// described by what, lacks.
+func wantContains(t *testing.T, what, s string, subs ...string) {
+	t.Helper()
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			t.Errorf("%s lacks %q:\n%s", what, sub, s)
+		}
 	}
 }
 
@@ -107,42 +143,14 @@ func sendSession(t *testing.T, addr string, tlsCfg *tls.Config, msgs ...mail) []
 	return sendSessionFrom(t, "", addr, tlsCfg, msgs...)
 }
 
-// sendSessionFrom is sendSession from the local address src (an IP
-// address; "" lets the kernel choose, which for 127.0.0.1 is 127.0.0.1).
-// On Linux every address of 127.0.0.0/8 is local, so a test can be a
-// client that no other test is.
+// sendSessionFrom is sendSession from the local address src (see greet).
 func sendSessionFrom(t *testing.T, src, addr string, tlsCfg *tls.Config, msgs ...mail) []smtpResult {
 	t.Helper()
-	d := net.Dialer{Timeout: 30 * time.Second}
-	if src != "" {
-		ip := net.ParseIP(src)
-		if ip == nil {
-			t.Fatalf("bad source address %q", src)
-		}
-		d.LocalAddr = &net.TCPAddr{IP: ip}
-	}
-	conn, err := d.Dial("tcp", addr)
+	c, err := greet(addr, src, tlsCfg, 5*time.Minute)
 	if err != nil {
-		t.Fatalf("dial %s from %q: %v", addr, src, err)
-	}
-	// A generous bound, so that a wedged MTA fails the test instead of
-	// hanging it until the package's timeout.
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Minute))
-	host, _, _ := net.SplitHostPort(addr)
-	c, err := smtp.NewClient(conn, host)
-	if err != nil {
-		conn.Close()
-		t.Fatalf("greeting from %s: %v", addr, err)
+		t.Fatalf("SMTP session from %q to %s: %v", src, addr, err)
 	}
 	defer c.Close()
-	if err := c.Hello("client.lab.test"); err != nil {
-		t.Fatalf("EHLO: %v", err)
-	}
-	if tlsCfg != nil {
-		if err := c.StartTLS(tlsCfg); err != nil {
-			t.Fatalf("STARTTLS: %v", err)
-		}
-	}
 	var res []smtpResult
 	for i, m := range msgs {
 		r := func() smtpResult {

@@ -1,4 +1,4 @@
-package milter
+package e2e
 
 import (
 	"crypto/tls"
@@ -388,7 +388,7 @@ func TestSendmailSHA256Fingerprints(t *testing.T) {
 	to := []string{"user@partner.test"}
 	r := sendSession(t, sm.Addr(), clientTLS(t, pki, pki.SelfSigned), mail{from: "pinned@pin.test", to: to})
 	if r[0].err != nil {
-		t.Fatalf("pinned self-signed certificate refused: %v\n%s", r[0].err, strings.Join(lm.log.lines(), "\n"))
+		t.Fatalf("pinned self-signed certificate refused: %v\n%s", r[0].err, strings.Join(lm.lines(), "\n"))
 	}
 	wantContains(t, "log", lm.lineFor(t, "pinned@pin.test"), "verify=FAIL result=pass")
 	r = sendSession(t, sm.Addr(), clientTLS(t, pki, pki.Client), mail{from: "other@pin.test", to: to})

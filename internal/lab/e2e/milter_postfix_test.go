@@ -1,4 +1,4 @@
-package milter
+package e2e
 
 import (
 	"crypto/tls"
@@ -13,6 +13,7 @@ import (
 	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
 	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/milter"
 )
 
 // Endpoints are chosen by sender domain: every lab client connects from
@@ -289,7 +290,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 			if strings.Contains(v, "FAKE") {
 				t.Errorf("forged Received survived: %s", v)
 			}
-			if ForgedReceived(v, "mx.lab.test") {
+			if milter.ForgedReceived(v, "mx.lab.test") {
 				mine = append(mine, v)
 			}
 		}
