@@ -14,5 +14,7 @@
 //     and testpki.
 //
 // The product (cmd/tlsgate and every package it imports) never imports the
-// lab.
+// lab, and no command links package testing: mtalab takes the small
+// [mtalab.T] that a test's *testing.T satisfies and that the commands get
+// from mtalab.Runner. cmd/tlsgate's TestShippedDeps checks both.
 package lab

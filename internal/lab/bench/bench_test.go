@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"io"
 	"log/slog"
 	"math"
@@ -346,46 +345,6 @@ func TestDiscardSinkAndProxy(t *testing.T) {
 	}
 	if p.Errors() != 0 {
 		t.Errorf("proxy errors: %d", p.Errors())
-	}
-}
-
-func TestRunTB(t *testing.T) {
-	var log strings.Builder
-	var order []string
-	err := RunTB("x", &log, func(tb testing.TB) {
-		tb.Cleanup(func() { order = append(order, "first") })
-		tb.Cleanup(func() { order = append(order, "second") })
-		tb.Logf("hello %d", 1)
-		tb.Fatalf("boom")
-		order = append(order, "not reached")
-	})
-	if err == nil || !strings.Contains(err.Error(), "boom") {
-		t.Errorf("Fatal: %v", err)
-	}
-	if strings.Join(order, ",") != "second,first" {
-		t.Errorf("cleanups: %v", order)
-	}
-	if !strings.Contains(log.String(), "hello 1") {
-		t.Errorf("log: %q", log.String())
-	}
-	err = RunTB("y", io.Discard, func(tb testing.TB) { tb.Skip("no postfix") })
-	if !errors.Is(err, ErrSkipped) {
-		t.Errorf("Skip: %v", err)
-	}
-	err = RunTB("z", io.Discard, func(tb testing.TB) {
-		dir := tb.TempDir()
-		tb.Cleanup(func() {
-			if _, err := os.Stat(dir); err != nil {
-				t.Errorf("TempDir removed before a later cleanup: %v", err)
-			}
-		})
-		tb.Errorf("soft")
-	})
-	if err == nil {
-		t.Error("Errorf did not fail")
-	}
-	if err := RunTB("ok", io.Discard, func(testing.TB) {}); err != nil {
-		t.Error(err)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
@@ -53,22 +52,28 @@ func (r *runner) partE2E(s *Section) error {
 			return nil
 		}
 	}
-	err := RunTB("e2e", r.o.Progress, func(t testing.TB) { r.e2e(t, s) })
-	if errors.Is(err, ErrSkipped) {
-		s.Skipped = err.Error() + " (" + mtalab.InstallHint + "; part 4 needs root)"
-		return nil
+	t := mtalab.NewRunner(r.o.Progress, "    e2e: ")
+	err := t.Do(func() { r.e2e(t, s) })
+	if errors.Is(err, mtalab.ErrSkipped) {
+		s.Skipped = "bench: skipped: " + err.Error() + " (" + mtalab.InstallHint + "; part 4 needs root)"
+		err = nil
+	} else if err != nil {
+		err = fmt.Errorf("bench: e2e: %w", err)
+	}
+	if cerr := t.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("bench: e2e: %w", cerr))
 	}
 	return err
 }
 
 // fatal ends the end-to-end part with err.
-func fatal(t testing.TB, err error) {
+func fatal(t mtalab.T, err error) {
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 }
 
-func (r *runner) e2e(t testing.TB, s *Section) {
+func (r *runner) e2e(t mtalab.T, s *Section) {
 	mtalab.RequirePostfix(t)
 	// Everything of Postfix (queue, logs) and the sockets on a tmpfs.
 	base := "/dev/shm"
@@ -247,7 +252,7 @@ anything else running); harness CPU is the runner's own process (TLS proxy and s
 
 // startPostfixIn starts Postfix with its instance directory (queue, maillog)
 // under dir: mtalab makes it under $TMPDIR, which is set for the call.
-func startPostfixIn(t testing.TB, dir string, opts mtalab.PostfixOptions) *mtalab.Postfix {
+func startPostfixIn(t mtalab.T, dir string, opts mtalab.PostfixOptions) *mtalab.Postfix {
 	old, had := os.LookupEnv("TMPDIR")
 	os.Setenv("TMPDIR", dir)
 	defer func() {

@@ -121,39 +121,30 @@ func Run(ctx context.Context, o Options) (sum Summary, err error) {
 	if o.Out == nil {
 		o.Out = os.Stdout
 	}
-	d := &demo{ctx: ctx, o: o, r: newRunner(o.Verbose), out: o.Out, start: time.Now()}
-	defer func() {
-		if v := recover(); v != nil {
-			err = d.r.catch(v)
-			d.say(0, "\nThe demo stopped: %v", err)
-		}
-		d.say(0, "\nCleaning up: stopping Postfix and tlsgate by PID, closing the partners' servers, removing temporary directories.")
-		cerr := d.r.cleanup()
-		d.reportCleanup()
-		var problems []error
-		if err != nil {
-			problems = append(problems, err)
-		}
-		problems = append(problems, d.problems...)
-		if cerr != nil {
-			problems = append(problems, cerr)
-		}
-		err = errors.Join(problems...)
-		sum = d.sum
-		d.say(0, "Finished in %.1f s.", time.Since(d.start).Seconds())
-	}()
-	d.setup()
-	d.inbound()
-	d.outbound()
-	d.summary()
-	return d.sum, nil
+	d := &demo{ctx: ctx, o: o, r: mtalab.NewRunner(o.Verbose, ""), out: o.Out, start: time.Now()}
+	err = d.r.Do(func() {
+		d.setup()
+		d.inbound()
+		d.outbound()
+		d.summary()
+	})
+	if err != nil {
+		d.say(0, "\nThe demo stopped: %v", err)
+	}
+	d.say(0, "\nCleaning up: stopping Postfix and tlsgate by PID, closing the partners' servers, removing temporary directories.")
+	cerr := d.r.Close()
+	d.reportCleanup()
+	problems := append([]error{err}, d.problems...)
+	err = errors.Join(append(problems, cerr)...)
+	d.say(0, "Finished in %.1f s.", time.Since(d.start).Seconds())
+	return d.sum, err
 }
 
 // demo is one run's state.
 type demo struct {
 	ctx   context.Context
 	o     Options
-	r     *runner
+	r     *mtalab.Runner
 	out   io.Writer
 	start time.Time
 

@@ -25,6 +25,10 @@
 //     not reap orphans, so a stopped daemon may linger as a zombie; a
 //     zombie counts as gone.
 //
+// The entry points take a [T]: a test passes its *testing.T, a program (the
+// demo, the benchmark) a [Runner], so that no command links package
+// testing.
+//
 // Root is required (Postfix's master and Sendmail run as root, and so does
 // unshare -m). [Require], [RequirePostfix] and [RequireSendmail] skip a test
 // when the MTAs are missing, or fail it when the environment has CI=true.
@@ -45,7 +49,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -55,7 +58,7 @@ const InstallHint = "sudo scripts/install-test-deps.sh (from the repository root
 // Require skips the test (or fails it when the environment has CI=true)
 // unless both Postfix and Sendmail can be run; see [RequirePostfix] and
 // [RequireSendmail].
-func Require(t testing.TB) {
+func Require(t T) {
 	t.Helper()
 	RequirePostfix(t)
 	RequireSendmail(t)
@@ -63,7 +66,7 @@ func Require(t testing.TB) {
 
 // RequirePostfix skips the test (or fails it when CI=true) unless this
 // process runs as root and Postfix's commands and unshare are installed.
-func RequirePostfix(t testing.TB) {
+func RequirePostfix(t T) {
 	t.Helper()
 	if err := postfixAvailable(); err != nil {
 		unavailable(t, err)
@@ -73,20 +76,20 @@ func RequirePostfix(t testing.TB) {
 // RequireSendmail skips the test (or fails it when CI=true) unless the
 // extracted Sendmail is in the cache directory or can be put there (with
 // apt-get download and dpkg -x); see [SendmailRoot].
-func RequireSendmail(t testing.TB) {
+func RequireSendmail(t T) {
 	t.Helper()
 	if _, err := SendmailRoot(); err != nil {
 		unavailable(t, err)
 	}
 }
 
-func unavailable(t testing.TB, err error) {
+func unavailable(t T, err error) {
 	t.Helper()
 	msg := fmt.Sprintf("mtalab: %v; install with: %s", err, InstallHint)
 	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
+		t.Fatalf("%s", msg)
 	}
-	t.Skip(msg)
+	t.Skipf("%s", msg)
 }
 
 func needRoot() error {
@@ -217,11 +220,11 @@ var (
 // FreePort returns a TCP port of 127.0.0.1 that was free a moment ago and
 // that this process has not handed out before. It fails the test if none
 // can be found.
-func FreePort(t testing.TB) int {
+func FreePort(t T) int {
 	t.Helper()
 	p, err := freePort()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	return p
 }
@@ -540,7 +543,7 @@ func queueEmpty(q []QueueEntry) bool { return len(q) == 0 }
 // to 108 bytes, and t.TempDir paths can be long), mode 0755 so that the
 // MTAs' unprivileged daemons can traverse it. It is removed at cleanup
 // unless MTALAB_KEEP=1.
-func labDir(t testing.TB, prefix string) string {
+func labDir(t T, prefix string) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {

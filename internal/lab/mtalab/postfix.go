@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/tlsgate/tlsgate/internal/lab/testpki"
@@ -108,7 +107,7 @@ type PostfixOptions struct {
 
 // Postfix is a running private Postfix instance; see [StartPostfix].
 type Postfix struct {
-	t        testing.TB
+	t        T
 	dir      string
 	etc      string
 	queueDir string
@@ -131,7 +130,7 @@ type Postfix struct {
 // smtp_dns_support_level = disabled, compatibility_level = 3.6 and
 // maillog_file. It skips the test (or fails it when CI=true) when Postfix
 // is not installed, and fails it when the namespace cannot be made.
-func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
+func StartPostfix(t T, opts PostfixOptions) *Postfix {
 	t.Helper()
 	RequirePostfix(t)
 	if err := checkUnshare(); err != nil {

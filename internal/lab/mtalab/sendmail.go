@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/tlsgate/tlsgate/internal/lab/testpki"
@@ -198,7 +197,7 @@ type SendmailOptions struct {
 
 // Sendmail is a running Sendmail daemon; see [StartSendmail].
 type Sendmail struct {
-	t        testing.TB
+	t        T
 	dir      string
 	root     string
 	cf       string
@@ -230,7 +229,7 @@ type Sendmail struct {
 //
 // It skips the test (or fails it when CI=true) when Sendmail cannot be
 // provided, and fails it when the namespace cannot be made.
-func StartSendmail(t testing.TB, opts SendmailOptions) *Sendmail {
+func StartSendmail(t T, opts SendmailOptions) *Sendmail {
 	t.Helper()
 	root, err := SendmailRoot()
 	if err != nil {

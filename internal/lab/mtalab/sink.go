@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/tlsgate/tlsgate/internal/lab/testpki"
@@ -121,17 +120,17 @@ const maxData = 32 << 20
 
 // StartSink starts a sink on a free port of 127.0.0.1; it is stopped by
 // t.Cleanup. It fails the test if it cannot listen.
-func StartSink(t testing.TB, opts SinkOptions) *Sink {
+func StartSink(t T, opts SinkOptions) *Sink {
 	t.Helper()
 	s, err := NewSink(opts)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
 }
 
-// NewSink starts a sink like [StartSink] without a testing.TB; call Close.
+// NewSink starts a sink like [StartSink] without a T; call Close.
 func NewSink(opts SinkOptions) (*Sink, error) {
 	if opts.Hostname == "" {
 		opts.Hostname = "sink.partner.test"

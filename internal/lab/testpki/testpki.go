@@ -44,7 +44,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -258,10 +257,18 @@ func New(dir string) (*PKI, error) {
 	return p, nil
 }
 
+// T is the part of a test's *testing.T that [NewT] uses; mtalab.Runner
+// has it too.
+type T interface {
+	Helper()
+	TempDir() string
+	Fatalf(format string, args ...any)
+}
+
 // NewT is [New] into tb.TempDir() (made traversable, mode 0755, so that
 // MTA daemons running as other users can read the certificates); it
 // fails the test on error.
-func NewT(tb testing.TB) *PKI {
+func NewT(tb T) *PKI {
 	tb.Helper()
 	dir := tb.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -273,7 +280,7 @@ func NewT(tb testing.TB) *PKI {
 	}
 	p, err := New(dir)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("%v", err)
 	}
 	return p
 }
