@@ -102,11 +102,7 @@ func (r *runner) e2e(t mtalab.T, s *Section) {
 	mxCert := issue("bench-mx", "mx.lab.test", "mx.lab.test")
 	sinkCert := issue("bench-sink", "sink.partner.test", "sink.partner.test")
 	clientCert := issue("bench-client", "client.lab.test", "client.lab.test")
-	sinkPair, err := tls.LoadX509KeyPair(sinkCert.CertFile, sinkCert.KeyFile)
-	fatal(t, err)
-	sink, err := NewDiscardSink("sink.partner.test", &sinkPair)
-	fatal(t, err)
-	t.Cleanup(func() { sink.Close() })
+	sink := mtalab.StartSink(t, mtalab.SinkOptions{Hostname: "sink.partner.test", TLS: sinkCert, Discard: true, WrapConn: newQuickAckConn})
 
 	setups := []*e2eSetup{
 		{name: setupAlone, domain: "alone.partner.test", service: "alone"},
@@ -244,7 +240,7 @@ anything else running); harness CPU is the runner's own process (TLS proxy and s
 			}
 		}
 	}
-	if n, _, tlsN := sink.Count(setupTlsgate); n > 0 && tlsN == 0 {
+	if n, _ := sink.Count(setupTlsgate); n > 0 && sink.TLSSessions() == 0 {
 		t.Fatalf("no delivery used TLS")
 	}
 	r.e2eTables(s, sizes, setups)
@@ -277,7 +273,7 @@ func sizeList(sizes []e2eSize) string {
 type e2eRun struct {
 	r    *runner
 	pf   *mtalab.Postfix
-	sink *DiscardSink
+	sink *mtalab.Sink
 	qdir string
 }
 
@@ -291,7 +287,7 @@ var sentRE = regexp.MustCompile(`: to=<[^@>]*@([^>]+)>, relay=[^,]*, (?:conn_use
 
 func (e *e2eRun) run(st *e2eSetup, size e2eSize, round int) (*e2eResult, error) {
 	logOff := fileSize(e.pf.MaillogPath())
-	n0, _, _ := e.sink.Count(st.domain)
+	n0, _ := e.sink.Count(st.domain)
 	var cpu0 time.Duration
 	for _, p := range st.procs {
 		c, _ := ProcCPU(p.PID())

@@ -42,6 +42,15 @@ type SinkOptions struct {
 	// records the message as not Completed. Called from the sink's
 	// goroutines. Default: nil.
 	Reply func(stage, arg string) string
+	// Discard keeps no sessions, envelopes or message data: the sink only
+	// counts ([Sink.Count], [Sink.WaitCount], [Sink.TLSSessions]), so that
+	// a load of thousands of large messages costs no memory (the
+	// benchmark). Messages, Envelopes and Sessions then return nothing.
+	// Default: false.
+	Discard bool
+	// WrapConn, if set, wraps each accepted connection (the benchmark sets
+	// TCP_QUICKACK through it). Default: nil.
+	WrapConn func(net.Conn) net.Conn
 }
 
 // TLSInfo describes a STARTTLS session the sink accepted.
@@ -98,8 +107,10 @@ type Message struct {
 	Time time.Time
 }
 
-// Sink is an SMTP server on 127.0.0.1 that accepts and records every
-// message. Start it with [StartSink].
+// Sink is an SMTP server on 127.0.0.1 that accepts every message,
+// records it (unless SinkOptions.Discard) and counts it. It offers
+// PIPELINING and answers a pipelined group of commands in one write.
+// Start it with [StartSink].
 type Sink struct {
 	opts SinkOptions
 	ln   net.Listener
@@ -110,6 +121,10 @@ type Sink struct {
 	cond     *sync.Cond
 	sessions []*Session
 	msgs     []*Message
+	counts   map[string]int       // completed messages by recipient domain
+	last     map[string]time.Time // when the last of them completed
+	tlsN     int                  // sessions that completed STARTTLS
+	nSess    int                  // sessions accepted
 	conns    map[net.Conn]bool
 	closed   bool
 	wg       sync.WaitGroup
@@ -135,7 +150,7 @@ func NewSink(opts SinkOptions) (*Sink, error) {
 	if opts.Hostname == "" {
 		opts.Hostname = "sink.partner.test"
 	}
-	s := &Sink{opts: opts, conns: map[net.Conn]bool{}}
+	s := &Sink{opts: opts, conns: map[net.Conn]bool{}, counts: map[string]int{}, last: map[string]time.Time{}}
 	s.cond = sync.NewCond(&s.mu)
 	if opts.TLS != nil {
 		pair, err := tls.LoadX509KeyPair(opts.TLS.ChainFile, opts.TLS.KeyFile)
@@ -257,6 +272,45 @@ func (s *Sink) WaitMessages(n int, timeout time.Duration) ([]Message, error) {
 	}
 }
 
+// Count returns how many completed messages had a recipient in domain
+// (a message counts once for each of its recipients there) and when the
+// last of them completed.
+func (s *Sink) Count(domain string) (n int, last time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := strings.ToLower(domain)
+	return s.counts[d], s.last[d]
+}
+
+// TLSSessions returns how many sessions completed STARTTLS.
+func (s *Sink) TLSSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tlsN
+}
+
+// WaitCount waits until [Sink.Count] of domain reaches n and returns the
+// time the n-th completed, or an error after timeout.
+func (s *Sink) WaitCount(domain string, n int, timeout time.Duration) (time.Time, error) {
+	d := strings.ToLower(domain)
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer timer.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.counts[d] < n {
+		if s.closed || !time.Now().Before(deadline) {
+			return time.Time{}, fmt.Errorf("mtalab: sink %s: %d of %d messages for %s after %v", s.addr, s.counts[d], n, d, timeout)
+		}
+		s.cond.Wait()
+	}
+	return s.last[d], nil
+}
+
 func copyMessage(m *Message) Message {
 	c := *m
 	c.To = append([]string(nil), m.To...)
@@ -278,13 +332,20 @@ func (s *Sink) serve() {
 			return
 		}
 		s.conns[c] = true
-		sess := &Session{ID: len(s.sessions) + 1, RemoteAddr: c.RemoteAddr().String()}
-		s.sessions = append(s.sessions, sess)
+		s.nSess++
+		sess := &Session{ID: s.nSess, RemoteAddr: c.RemoteAddr().String()}
+		if !s.opts.Discard {
+			s.sessions = append(s.sessions, sess)
+		}
 		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.handle(c, sess)
+			if s.opts.WrapConn != nil {
+				s.handle(s.opts.WrapConn(c), sess)
+			} else {
+				s.handle(c, sess)
+			}
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
@@ -304,17 +365,22 @@ type sinkConn struct {
 	cur  *Message
 }
 
+// reply writes the reply lines; it sends them at once unless more
+// pipelined commands wait, which are then answered together.
 func (x *sinkConn) reply(lines ...string) error {
 	for _, l := range lines {
 		x.w.WriteString(l)
 		x.w.WriteString("\r\n")
+	}
+	if x.r.Buffered() > 0 {
+		return nil
 	}
 	return x.w.Flush()
 }
 
 func (x *sinkConn) setConn(c net.Conn) {
 	x.c = c
-	x.r = bufio.NewReader(c)
+	x.r = bufio.NewReaderSize(c, 16<<10)
 	x.w = bufio.NewWriter(c)
 }
 
@@ -328,19 +394,22 @@ func (x *sinkConn) hook(stage, arg string) string {
 func (s *Sink) handle(c net.Conn, sess *Session) {
 	x := &sinkConn{s: s, sess: sess}
 	x.setConn(c)
-	c.SetDeadline(time.Now().Add(2 * time.Minute))
 	if x.reply("220 "+s.opts.Hostname+" ESMTP mtalab sink") != nil {
 		return
 	}
 	for {
+		// An idle client is dropped after Postfix's smtpd_timeout.
+		x.c.SetDeadline(time.Now().Add(5 * time.Minute))
 		line, err := x.r.ReadString('\n')
 		if err != nil {
 			return
 		}
 		line = strings.TrimRight(line, "\r\n")
-		s.mu.Lock()
-		sess.Commands = append(sess.Commands, line)
-		s.mu.Unlock()
+		if !s.opts.Discard {
+			s.mu.Lock()
+			sess.Commands = append(sess.Commands, line)
+			s.mu.Unlock()
+		}
 		verb, arg, _ := strings.Cut(line, " ")
 		switch strings.ToUpper(verb) {
 		case "EHLO":
@@ -360,7 +429,7 @@ func (s *Sink) handle(c net.Conn, sess *Session) {
 				err = x.reply("502 5.5.1 STARTTLS not available")
 				break
 			}
-			if err = x.reply("220 2.0.0 Ready to start TLS"); err != nil {
+			if err = x.reply("220 2.0.0 Ready to start TLS"); err != nil || x.w.Flush() != nil {
 				return
 			}
 			tc := tls.Server(x.c, s.tcfg)
@@ -379,6 +448,7 @@ func (s *Sink) handle(c net.Conn, sess *Session) {
 			s.mu.Lock()
 			sess.TLS = info
 			sess.Helo = ""
+			s.tlsN++
 			s.mu.Unlock()
 		case "MAIL":
 			addr, ok := pathArg(arg, "FROM:")
@@ -396,8 +466,10 @@ func (s *Sink) handle(c net.Conn, sess *Session) {
 				}
 				s.mu.Lock()
 				x.cur = &Message{Session: sess.ID, Helo: sess.Helo, From: addr, TLS: x.tls, Time: time.Now()}
-				s.msgs = append(s.msgs, x.cur)
-				s.cond.Broadcast()
+				if !s.opts.Discard {
+					s.msgs = append(s.msgs, x.cur)
+					s.cond.Broadcast()
+				}
 				s.mu.Unlock()
 				err = x.reply("250 2.1.0 Ok")
 			}
@@ -426,7 +498,7 @@ func (s *Sink) handle(c net.Conn, sess *Session) {
 			if err = x.reply("354 End data with <CR><LF>.<CR><LF>"); err != nil {
 				return
 			}
-			data, derr := readData(x.r)
+			data, derr := readData(x.r, !s.opts.Discard)
 			if derr != nil && !errors.Is(derr, errTooBig) {
 				return
 			}
@@ -443,8 +515,18 @@ func (s *Sink) handle(c net.Conn, sess *Session) {
 				err = x.reply(r)
 				break
 			}
+			now := time.Now()
 			s.mu.Lock()
 			m.Completed = true
+			for _, to := range m.To {
+				d := to
+				if at := strings.LastIndexByte(to, '@'); at >= 0 {
+					d = to[at+1:]
+				}
+				d = strings.ToLower(d)
+				s.counts[d]++
+				s.last[d] = now
+			}
 			s.cond.Broadcast()
 			s.mu.Unlock()
 			err = x.reply("250 2.0.0 Ok: queued as " + strconv.Itoa(sess.ID) + "." + strconv.Itoa(len(m.To)))
@@ -491,11 +573,13 @@ func pathArg(arg, prefix string) (string, bool) {
 
 var errTooBig = errors.New("message too big")
 
-// readData reads a DATA body up to the line ".", undoing dot-stuffing.
-func readData(r *bufio.Reader) ([]byte, error) {
+// readData reads a DATA body up to the line ".", undoing dot-stuffing;
+// without keep it returns nothing of it.
+func readData(r *bufio.Reader, keep bool) ([]byte, error) {
 	var buf bytes.Buffer
 	tooBig := false
 	lineStart := true
+	size := 0
 	for {
 		line, err := r.ReadSlice('\n')
 		full := errors.Is(err, bufio.ErrBufferFull)
@@ -516,10 +600,11 @@ func readData(r *bufio.Reader) ([]byte, error) {
 		// A full buffer is part of a long line: the next chunk
 		// continues it.
 		lineStart = !full
-		if buf.Len()+len(line) > maxData {
+		size += len(line)
+		if size > maxData {
 			tooBig = true
 		}
-		if !tooBig {
+		if !tooBig && keep {
 			buf.Write(line)
 		}
 	}

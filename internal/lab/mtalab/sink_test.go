@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/smtp"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,5 +210,55 @@ func TestSinkRaw(t *testing.T) {
 	}
 	if len(s.Envelopes()) != 2 {
 		t.Error("records lost at Close")
+	}
+}
+
+// TestSinkDiscard: the benchmark's sink keeps nothing but its counts, over
+// a pipelined STARTTLS session with dot-stuffed data.
+func TestSinkDiscard(t *testing.T) {
+	pki := testpki.NewT(t)
+	var wrapped atomic.Int32
+	s := StartSink(t, SinkOptions{TLS: pki.Sink, Discard: true, WrapConn: func(c net.Conn) net.Conn { wrapped.Add(1); return c }})
+	c, err := smtp.Dial(s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartTLS(&tls.Config{ServerName: "sink.partner.test", RootCAs: pki.CA.Pool()}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := c.Mail("a@lab.test"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt("u@Gate.Partner.Test"); err != nil {
+			t.Fatal(err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, "Subject: x\r\n\r\n"+strings.Repeat(".dot-stuffed line\r\n", 5000))
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Quit()
+	if _, err := s.WaitCount("gate.partner.test", 2, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n, last := s.Count("Gate.Partner.Test"); n != 2 || last.IsZero() {
+		t.Errorf("Count = %d, %v; want 2 and a time", n, last)
+	}
+	if n := s.TLSSessions(); n != 1 {
+		t.Errorf("TLSSessions = %d, want 1", n)
+	}
+	if len(s.Messages()) != 0 || len(s.Envelopes()) != 0 || len(s.Sessions()) != 0 {
+		t.Errorf("a discarding sink kept %d messages, %d envelopes, %d sessions", len(s.Messages()), len(s.Envelopes()), len(s.Sessions()))
+	}
+	if wrapped.Load() != 1 {
+		t.Errorf("WrapConn called %d times, want 1", wrapped.Load())
+	}
+	if _, err := s.WaitCount("other.test", 1, 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "0 of 1 messages for other.test") {
+		t.Errorf("WaitCount(other.test) = %v", err)
 	}
 }
