@@ -7,10 +7,10 @@ FUZZTIME ?= 10s
 # Packages with fuzz targets and their targets, for `make fuzz`.
 FUZZ_TARGETS = \
 	./internal/policy:FuzzParse \
-	./internal/policy:FuzzParseDN \
+	./internal/certid:FuzzParseDN \
 	./policyd:FuzzReadNetstring \
 	./policyd:FuzzParseDelegation \
-	./internal/policy:FuzzDecodeXtext \
+	./internal/certid:FuzzDecodeXtext \
 	./milter:FuzzStampHeaders \
 	./milter:FuzzMilterSession
 

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tlsgate/tlsgate/internal/certid"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -127,7 +128,7 @@ func FactsFromMacros(mta policy.MTA, get func(name string) (string, bool)) Obser
 		if !ok || !sendmail {
 			return v, ok
 		}
-		d, err := policy.DecodeXtext(v)
+		d, err := certid.DecodeXtext(v)
 		if err != nil {
 			o.Notes = append(o.Notes, name+": "+err.Error())
 			return "", false
@@ -180,14 +181,14 @@ func FactsFromMacros(mta policy.MTA, get func(name string) (string, bool)) Obser
 		f.Verify = policy.VerifyUntrusted
 	}
 	if s, ok := decode(macroCertSubject); ok && s != "" {
-		if dn, err := policy.ParseDN(s); err == nil {
+		if dn, err := certid.ParseDN(s); err == nil {
 			f.SubjectDN = dn
 		} else {
 			o.Notes = append(o.Notes, macroCertSubject+": "+err.Error())
 		}
 	}
 	if s, ok := decode(macroCertIssuer); ok && s != "" {
-		if dn, err := policy.ParseDN(s); err == nil {
+		if dn, err := certid.ParseDN(s); err == nil {
 			f.IssuerDN = dn
 		} else {
 			o.Notes = append(o.Notes, macroCertIssuer+": "+err.Error())
@@ -214,8 +215,8 @@ func FactsFromMacros(mta policy.MTA, get func(name string) (string, bool)) Obser
 	presented := f.Verify == policy.VerifyTrusted || f.Verify == policy.VerifyUntrusted
 	switch {
 	case fp != "":
-		if d, err := policy.ParseFingerprint(fp); err == nil {
-			f.Fingerprints = []policy.Fingerprint{d}
+		if d, err := certid.ParseFingerprint(fp); err == nil {
+			f.Fingerprints = []certid.Fingerprint{d}
 		} else {
 			o.FingerprintProblem = "Sendmail reported {cert_fp} with a digest other than SHA-256 (" + digestName(fp) + "); set O CertFingerprintAlgorithm=sha256"
 		}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 
-	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // maxHeaderValue bounds what ReceivedHeader and AuthResultsHeader may
@@ -57,7 +57,7 @@ func checkOneHeaderValue(t *testing.T, name, v string) {
 // recognised as ours (so a forged copy is removed), the
 // Authentication-Results value must parse with go-msgauth to our
 // authserv-id and result, and every value must survive: HeaderText's
-// encoding decodes back to the input (policy.DecodeXtext) unless cut.
+// encoding decodes back to the input (certid.DecodeXtext) unless cut.
 func FuzzStampHeaders(f *testing.F) {
 	for _, st := range stamps() {
 		f.Add(st.SubjectCN, st.IssuerCN, st.Cipher, st.TLSVersion, st.Verify, st.Helo, st.ClientName, st.QueueID, st.Host, st.AuthservID, st.Bits, st.Monitor)
@@ -104,7 +104,7 @@ func FuzzStampHeaders(f *testing.F) {
 		for _, s := range []string{subject, issuer, cipher, version, verify, helo, client, qid, host, authserv} {
 			enc := HeaderText(s, 0)
 			if strings.IndexByte(s, 0) < 0 {
-				if dec, err := policy.DecodeXtext(enc); err != nil || dec != s {
+				if dec, err := certid.DecodeXtext(enc); err != nil || dec != s {
 					t.Fatalf("HeaderText(%q) = %q decodes to %q, %v", s, enc, dec, err)
 				}
 			}

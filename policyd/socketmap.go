@@ -8,7 +8,7 @@
 //   - the Postfix SMTP access policy delegation protocol (SMTPD_POLICY_README,
 //     check_policy_service): "name=value" lines ended by an empty line, answered by
 //     "action=..." and an empty line (see ParseDelegation, DelegationServer);
-//   - Postfix xtext, in which ccert_subject and ccert_issuer arrive (see policy.DecodeXtext).
+//   - Postfix xtext, in which ccert_subject and ccert_issuer arrive (see certid.DecodeXtext).
 //
 // The servers know nothing about policies: a Lookuper or a Decider supplies the answers.
 // They are written for hostile input: every length is capped before memory is committed,

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/certid"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -330,7 +331,7 @@ func TestMilterSendmailHostileDNs(t *testing.T) {
 		if raw {
 			enc = func(s string) string { return s }
 		}
-		sub, _ := policy.ParseDN(subject)
+		sub, _ := certid.ParseDN(subject)
 		cn := subject
 		if sub != nil {
 			cn = sub.CN()

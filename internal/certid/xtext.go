@@ -1,4 +1,4 @@
-package policy
+package certid
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 )
 
 // ErrBadXtext reports a malformed xtext string; DecodeXtext wraps it with the offset.
-var ErrBadXtext = errors.New("policy: xtext: malformed")
+var ErrBadXtext = errors.New("xtext: malformed")
 
 // DecodeXtext decodes Postfix xtext (RFC 3461 section 4; Postfix src/global/xtext.c), the
 // encoding of the ccert_subject and ccert_issuer policy-delegation attributes: "+XX" with

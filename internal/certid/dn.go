@@ -1,8 +1,9 @@
-package policy
+package certid
 
 import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"sort"
@@ -12,8 +13,8 @@ import (
 
 // Attr is one attribute of a distinguished name, such as CN=mx.example.com.
 type Attr struct {
-	// Type is the canonical short name (C, ST, L, O, OU, CN, emailAddress,
-	// DC, UID, serialNumber, ...) or a dotted OID for unknown types.
+	// Type is the attribute's short name (see [AttrName]) or a dotted OID
+	// for a type without one.
 	Type string
 	// Value is the attribute value, unescaped.
 	Value string
@@ -23,24 +24,53 @@ type Attr struct {
 // most significant first: the order of OpenSSL's /C=../O=../CN=.. form.
 type DN []Attr
 
-// attrAliases maps lower-cased attribute names and OIDs to canonical names.
-var attrAliases = map[string]string{
-	"c": "C", "countryname": "C", "2.5.4.6": "C",
-	"st": "ST", "s": "ST", "stateorprovincename": "ST", "2.5.4.8": "ST",
-	"l": "L", "localityname": "L", "2.5.4.7": "L",
-	"o": "O", "organizationname": "O", "2.5.4.10": "O",
-	"ou": "OU", "organizationalunitname": "OU", "2.5.4.11": "OU",
-	"cn": "CN", "commonname": "CN", "2.5.4.3": "CN",
-	"e": "emailAddress", "email": "emailAddress", "emailaddress": "emailAddress", "1.2.840.113549.1.9.1": "emailAddress",
-	"dc": "DC", "domaincomponent": "DC", "0.9.2342.19200300.100.1.25": "DC",
-	"uid": "UID", "userid": "UID", "0.9.2342.19200300.100.1.1": "UID",
-	"serialnumber": "serialNumber", "2.5.4.5": "serialNumber",
-	"street": "street", "streetaddress": "street", "2.5.4.9": "street",
-	"title": "title", "2.5.4.12": "title",
-	"gn": "GN", "givenname": "GN", "2.5.4.42": "GN",
-	"sn": "SN", "surname": "SN", "2.5.4.4": "SN",
-	"postalcode": "postalCode", "2.5.4.17": "postalCode",
-	"organizationidentifier": "organizationIdentifier", "2.5.4.97": "organizationIdentifier",
+// attrTypes is the one table of attribute types: the OID, the short name
+// OpenSSL prints (X509_NAME_oneline, which Sendmail reports in
+// {cert_subject}, and "openssl x509 -nameopt RFC2253") and the other names
+// an administrator may write.
+var attrTypes = []struct {
+	oid, name string
+	aliases   []string
+}{
+	{"2.5.4.6", "C", []string{"countryName"}},
+	{"2.5.4.8", "ST", []string{"S", "stateOrProvinceName"}},
+	{"2.5.4.7", "L", []string{"localityName"}},
+	{"2.5.4.10", "O", []string{"organizationName"}},
+	{"2.5.4.11", "OU", []string{"organizationalUnitName"}},
+	{"2.5.4.3", "CN", []string{"commonName"}},
+	{"1.2.840.113549.1.9.1", "emailAddress", []string{"E", "email"}},
+	{"0.9.2342.19200300.100.1.25", "DC", []string{"domainComponent"}},
+	{"0.9.2342.19200300.100.1.1", "UID", []string{"userId"}},
+	{"2.5.4.5", "serialNumber", nil},
+	{"2.5.4.9", "street", []string{"streetAddress"}},
+	{"2.5.4.12", "title", nil},
+	{"2.5.4.42", "GN", []string{"givenName"}},
+	{"2.5.4.4", "SN", []string{"surname"}},
+	{"2.5.4.17", "postalCode", nil},
+	{"2.5.4.97", "organizationIdentifier", nil},
+}
+
+// attrAliases maps lower-cased names, aliases and OIDs to short names.
+var attrAliases = func() map[string]string {
+	m := map[string]string{}
+	for _, t := range attrTypes {
+		m[t.oid] = t.name
+		m[strings.ToLower(t.name)] = t.name
+		for _, a := range t.aliases {
+			m[strings.ToLower(a)] = t.name
+		}
+	}
+	return m
+}()
+
+// AttrName returns the short name of the attribute type oid, as OpenSSL
+// prints it (CN, serialNumber, street, emailAddress, ...), or the dotted
+// OID for a type without one.
+func AttrName(oid asn1.ObjectIdentifier) string {
+	if c, ok := attrAliases[oid.String()]; ok {
+		return c
+	}
+	return oid.String()
 }
 
 var attrTypeRE = regexp.MustCompile(`^(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)$`)
@@ -223,21 +253,16 @@ func DNFromPKIX(n pkix.Name) DN {
 	}
 	for _, rdn := range seq {
 		for _, atv := range rdn {
-			dn = append(dn, Attr{Type: oidName(atv.Type), Value: fmt.Sprint(atv.Value)})
+			dn = append(dn, Attr{Type: AttrName(atv.Type), Value: fmt.Sprint(atv.Value)})
 		}
 	}
 	return dn
 }
 
-func oidName(oid asn1.ObjectIdentifier) string {
-	if c, ok := attrAliases[oid.String()]; ok {
-		return c
-	}
-	return oid.String()
-}
-
 // String returns the DN in certificate order with comma separators, as in
-// "C=US, O=Example, CN=mx.example.com", escaping RFC 4514 specials.
+// "C=US, O=Example, CN=mx.example.com", escaped as RFC 4514 says (see
+// [RFC4514]): the order in which Sendmail reports a name and an
+// administrator usually writes it.
 func (d DN) String() string {
 	var b strings.Builder
 	for i, a := range d {
@@ -246,11 +271,71 @@ func (d DN) String() string {
 		}
 		b.WriteString(a.Type)
 		b.WriteByte('=')
-		for j := 0; j < len(a.Value); j++ {
-			c := a.Value[j]
-			if strings.IndexByte(`,+"\<>;=`, c) >= 0 || (c == '#' && j == 0) || (c == ' ' && (j == 0 || j == len(a.Value)-1)) {
-				b.WriteByte('\\')
+		b.WriteString(escapeValue(a.Value))
+	}
+	return b.String()
+}
+
+// RFC4514 renders a DER-encoded X.501 Name as an RFC 4514 string, most
+// specific RDN first and without blanks, as "openssl x509 -nameopt
+// RFC2253" prints it (and "tlsgate certs show"): attributes of one RDN are
+// joined by '+'; the value of a type without a short name, or one that is
+// no string, is written as '#' and the hex of its DER (RFC 4514 section
+// 2.4); an undecodable name is '#' and its hex.
+func RFC4514(rawName []byte) string {
+	var seq rawRDNSequence
+	if rest, err := asn1.Unmarshal(rawName, &seq); err != nil || len(rest) > 0 {
+		return "#" + hex.EncodeToString(rawName)
+	}
+	var b strings.Builder
+	for i := len(seq) - 1; i >= 0; i-- {
+		if i < len(seq)-1 {
+			b.WriteByte(',')
+		}
+		for j, atv := range seq[i] {
+			if j > 0 {
+				b.WriteByte('+')
 			}
+			name := AttrName(atv.Type)
+			b.WriteString(name)
+			b.WriteByte('=')
+			var s string
+			if rest, err := asn1.Unmarshal(atv.Value.FullBytes, &s); err == nil && len(rest) == 0 && name != atv.Type.String() {
+				b.WriteString(escapeValue(s))
+			} else {
+				b.WriteString("#" + hex.EncodeToString(atv.Value.FullBytes))
+			}
+		}
+	}
+	return b.String()
+}
+
+// rawRDNSequence is an X.501 Name with every value kept as its DER, so
+// that RFC4514 can print it unchanged. (A slice type named ...SET is an
+// ASN.1 SET OF.)
+type (
+	rawRDNSequence []rawRDNSET
+	rawRDNSET      []rawATV
+	rawATV         struct {
+		Type  asn1.ObjectIdentifier
+		Value asn1.RawValue
+	}
+)
+
+// escapeValue escapes an attribute value per RFC 4514 section 2.4: the
+// specials, a leading '#' or blank, a trailing blank, and control bytes
+// as \HH.
+func escapeValue(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case strings.IndexByte(`,+"\<>;`, c) >= 0, c == '#' && i == 0, c == ' ' && (i == 0 || i == len(s)-1):
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c == 0x7f:
+			b.WriteString(`\` + hex.EncodeToString([]byte{c}))
+		default:
 			b.WriteByte(c)
 		}
 	}
@@ -292,13 +377,15 @@ func (d DN) CN() string {
 func (d DN) key() string {
 	parts := make([]string, len(d))
 	for i, a := range d {
-		parts[i] = strings.ToLower(a.Type) + "=" + foldValue(a.Value)
+		parts[i] = strings.ToLower(a.Type) + "=" + FoldValue(a.Value)
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, "\x00")
 }
 
-func foldValue(v string) string {
+// FoldValue returns the comparison form of an attribute value: case and
+// runs of blanks folded, outer blanks trimmed.
+func FoldValue(v string) string {
 	return strings.ToLower(strings.Join(strings.Fields(v), " "))
 }
 

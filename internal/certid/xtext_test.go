@@ -1,4 +1,4 @@
-package policy
+package certid
 
 import (
 	"errors"
@@ -33,7 +33,7 @@ func TestDecodeXtext(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := DecodeXtext(tc.in)
 			if tc.wantErr {
-				if !errors.Is(err, ErrBadXtext) || !strings.HasPrefix(err.Error(), "policy: xtext: ") {
+				if !errors.Is(err, ErrBadXtext) || !strings.HasPrefix(err.Error(), "xtext: ") {
 					t.Fatalf("DecodeXtext(%q) = %q, %v; want ErrBadXtext", tc.in, got, err)
 				}
 				return

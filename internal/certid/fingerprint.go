@@ -1,6 +1,7 @@
-package policy
+package certid
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -11,6 +12,12 @@ import (
 // key (SubjectPublicKeyInfo DER). Postfix accepts either kind wherever a
 // fingerprint is expected.
 type Fingerprint [32]byte
+
+// SHA256 returns the fingerprint of der: a certificate's DER encoding
+// (Postfix's "cert_fingerprint", what "openssl x509 -fingerprint -sha256"
+// prints) or its SubjectPublicKeyInfo (Postfix's "pubkey_fingerprint",
+// which survives a renewal that keeps the key).
+func SHA256(der []byte) Fingerprint { return sha256.Sum256(der) }
 
 // PinKind says what a fingerprint was computed over, as far as the form
 // it was written in tells.
@@ -176,15 +183,20 @@ func clip(s string) string {
 	return s[:max] + "..."
 }
 
-// String returns the upper-case colon-separated hex form Postfix uses.
-func (f Fingerprint) String() string {
+// String returns the upper-case colon-separated hex form Postfix uses
+// ("AB:CD:...", Postfix's tls_digest_encode).
+func (f Fingerprint) String() string { return ColonHex(f[:]) }
+
+// ColonHex writes b as upper-case hex bytes separated by colons: the form
+// of fingerprints, and of serial numbers in "openssl x509 -text".
+func ColonHex(b []byte) string {
 	const hexdig = "0123456789ABCDEF"
-	b := make([]byte, 0, 95)
-	for i, c := range f {
+	out := make([]byte, 0, 3*len(b))
+	for i, c := range b {
 		if i > 0 {
-			b = append(b, ':')
+			out = append(out, ':')
 		}
-		b = append(b, hexdig[c>>4], hexdig[c&15])
+		out = append(out, hexdig[c>>4], hexdig[c&15])
 	}
-	return string(b)
+	return string(out)
 }
