@@ -61,8 +61,8 @@ type faultCase struct {
 	run  func(t *testing.T, c *faultCount)
 }
 
-// TestPostfixFaultMatrix is issue 6's fault matrix against the real
-// Postfix 3.7 of internal/mtalab and the real tlsgate binary, each case
+// TestPostfixFaultMatrix is the fault matrix against the real Postfix 3.7
+// of internal/lab/mtalab and the real tlsgate binary, each case
 // with its own Postfix wired by "tlsgate mta-config" (run in parallel:
 // the hung case waits out Postfix's fixed 100 s socketmap timeout).
 //

@@ -89,7 +89,7 @@ hosts = ["` + postfixByIPClient + `"]
   encryption = true
 `
 
-// TestPostfixEndToEnd runs the issue's matrix against a real private
+// TestPostfixEndToEnd runs the inbound matrix against a real private
 // Postfix 3.7 with the milter attached (smtpd_milters, default action
 // tempfail), real TLS from Go's net/smtp and an SMTP sink behind it.
 func TestPostfixEndToEnd(t *testing.T) {

@@ -212,8 +212,8 @@ func TestHostileConfigCheck(t *testing.T) {
 // TestHostileConfigReload puts each hostile file in place of the running
 // daemon's configuration and sends SIGHUP: the invalid ones are logged
 // and the previous policy stays in force; the valid huge one is taken.
-// The daemon serves correct answers after each (and answers SIGTERM:
-// the FIFO used to block its signal loop).
+// The daemon serves correct answers after each and still answers SIGTERM
+// (opening the FIFO must not block its signal loop).
 func TestHostileConfigReload(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, conf{})

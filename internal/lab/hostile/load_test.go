@@ -41,9 +41,9 @@ func (d *daemon) metric(t testing.TB, name string) float64 {
 	return -1
 }
 
-// reloadsUnderLoad is the number of SIGHUPs of TestReloadUnderLoad, the
-// issue's 1000 also with the race detector (about 25 s alone there, more
-// beside the other tests; no wall-clock limit applies).
+// reloadsUnderLoad is the number of SIGHUPs of TestReloadUnderLoad: 1000,
+// also with the race detector (about 25 s alone there, more beside the
+// other tests; no wall-clock limit applies).
 const reloadsUnderLoad = 1000
 
 // TestReloadUnderLoad sends 1000 SIGHUPs to

@@ -56,10 +56,11 @@ func negotiate(t testing.TB, c net.Conn, br *bufio.Reader) {
 // TestMilterRawHostile drives the daemon's milter with raw bytes: packets
 // that are empty, truncated, announce 512 MB or 1 GB, carry an unknown
 // command or lack the NUL terminators go-milter's parser relies on, and
-// negotiations the milter must refuse. Before the guard in milter/guard.go
-// several of these ended the whole tlsgate serve process. Each is now
-// answered by closing that milter connection (the MTA then applies
-// milter_default_action = tempfail); the daemon keeps serving.
+// negotiations the milter must refuse; go-milter alone would end the
+// whole tlsgate serve process on several of them. The guard in
+// milter/guard.go answers each by closing that milter connection (the MTA
+// then applies milter_default_action = tempfail); the daemon keeps
+// serving.
 func TestMilterRawHostile(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, conf{})
