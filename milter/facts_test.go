@@ -219,7 +219,7 @@ func TestFactsFromMacros(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			o := FactsFromMacros(tc.mta, tc.get)
+			o := factsFromMacros(tc.mta, tc.get)
 			if !reflect.DeepEqual(o.Facts, tc.want) {
 				t.Errorf("facts\n got %+v\nwant %+v", o.Facts, tc.want)
 			}
@@ -249,8 +249,8 @@ func TestParseClientAddr(t *testing.T) {
 		"":                           "invalid IP",
 		"localhost":                  "invalid IP",
 	} {
-		if got := ParseClientAddr(in).String(); got != want {
-			t.Errorf("ParseClientAddr(%q) = %s, want %s", in, got, want)
+		if got := parseClientAddr(in).String(); got != want {
+			t.Errorf("parseClientAddr(%q) = %s, want %s", in, got, want)
 		}
 	}
 }

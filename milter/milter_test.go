@@ -160,7 +160,7 @@ func mustPolicy(t testing.TB, text string) *policy.Policy {
 
 var tlsMacroSet = func() map[string]bool {
 	m := map[string]bool{}
-	for _, n := range TLSMacros {
+	for _, n := range tlsMacros {
 		m[n] = true
 	}
 	return m
@@ -311,7 +311,7 @@ func (h *harness) session(mta *fakeMTA, host string) *smtpClient {
 	c := &smtpClient{t: h.t, mta: mta, cs: cs}
 	h.t.Cleanup(func() { _ = cs.Close() })
 	mta.set(func(f *fakeMTA) { f.stage = "connect" })
-	addr := ParseClientAddr(mta.conn["{client_addr}"])
+	addr := parseClientAddr(mta.conn["{client_addr}"])
 	fam := gomilter.FamilyInet
 	if addr.Is6() {
 		fam = gomilter.FamilyInet6
