@@ -295,7 +295,9 @@ func (l *Lab) apply() error {
 		}
 		inception, expiration := now.Add(-time.Hour), now.Add(30*24*time.Hour)
 		if signing == Expired {
-			inception, expiration = now.Add(-30*24*time.Hour), now.Add(-24*time.Hour)
+			// Well beyond unbound's clock-skew allowance (10% of the
+			// validity, at most val-sig-skew-max, one day).
+			inception, expiration = now.Add(-60*24*time.Hour), now.Add(-30*24*time.Hour)
 		}
 		signed := base + ".signed"
 		if err := sign(base, signed, origin, k, inception, expiration); err != nil {

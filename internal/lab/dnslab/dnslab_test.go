@@ -117,9 +117,14 @@ func TestZones(t *testing.T) {
 		t.Errorf("bogus.test MX: EDE %d, want %d (DNSSEC Bogus)", c, dns.ExtendedErrorCodeDNSBogus)
 	}
 	wantAnswer(t, "_mta-sts.bogus.test", dns.TypeTXT, dns.RcodeSuccess, true)
-	r = wantAnswer(t, "expired.test", dns.TypeMX, dns.RcodeServerFailure, false)
-	if c := ede(r); c != dns.ExtendedErrorCodeSignatureExpired && c != dns.ExtendedErrorCodeDNSBogus {
-		t.Errorf("expired.test MX: EDE %d, want signature expired", c)
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{{"expired.test", dns.TypeMX}, {"mx.expired.test", dns.TypeA}} {
+		r = wantAnswer(t, q.name, q.qtype, dns.RcodeServerFailure, false)
+		if c := ede(r); c != dns.ExtendedErrorCodeSignatureExpired && c != dns.ExtendedErrorCodeDNSBogus {
+			t.Errorf("%s: EDE %d, want signature expired", q.name, c)
+		}
 	}
 	wantAnswer(t, "nozone.test", dns.TypeMX, dns.RcodeNameError, true)
 

@@ -27,8 +27,8 @@ const (
 	// flipped: those RRsets are bogus (SERVFAIL from the resolver), the
 	// rest of the zone validates.
 	Bogus
-	// Expired: signed with a validity that ended a day ago: the whole zone
-	// is bogus (SERVFAIL, "signature expired").
+	// Expired: signed with a validity that ended 30 days ago: the whole
+	// zone is bogus (SERVFAIL, "signature expired").
 	Expired
 )
 
