@@ -215,7 +215,8 @@ func (d *Discoverer) selfCheckAsync(now int64) {
 // Lookup returns the discovered policy of domain, a bare domain name
 // (see [BareDomain]: other keys get an error matching ErrNotDomain, and
 // the caller answers NOTFOUND). A fresh cache entry answers without
-// network, allocation or lock held; otherwise concurrent lookups of one
+// network and without allocating (a read lock is held for the map
+// lookup only, never across I/O); otherwise concurrent lookups of one
 // domain share one discovery (DNS, and HTTPS for MTA-STS) that runs to
 // its own timeouts, and ctx only bounds how long this caller waits (its
 // error is then ctx.Err(): answer TEMP).

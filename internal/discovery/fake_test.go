@@ -147,7 +147,7 @@ type fixture struct {
 	events []Event
 }
 
-func newFixture(t *testing.T, cfg Config) *fixture {
+func newFixture(t testing.TB, cfg Config) *fixture {
 	t.Helper()
 	if !cfg.DANE && !cfg.MTASTS {
 		cfg.DANE, cfg.MTASTS = true, true
