@@ -12,7 +12,9 @@ FUZZ_TARGETS = \
 	./policyd:FuzzParseDelegation \
 	./internal/certid:FuzzDecodeXtext \
 	./milter:FuzzStampHeaders \
-	./milter:FuzzMilterSession
+	./milter:FuzzMilterSession \
+	./internal/discovery/mtasts:FuzzParsePolicy \
+	./internal/discovery/mtasts:FuzzParseRecord
 
 .PHONY: all gocheck build test unit deps vet fmtcheck fmt fuzz fuzz-long bench bench-micro demo install man clean
 
