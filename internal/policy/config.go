@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -34,6 +35,29 @@ const (
 	// Monitor judges, logs and stamps, but never refuses.
 	Monitor Mode = "monitor"
 )
+
+// Direction is the side of a mail exchange an endpoint's requirements
+// apply to.
+type Direction int
+
+// The two directions.
+const (
+	// Inbound: the peer connects to us ([endpoint.inbound]).
+	Inbound Direction = iota
+	// Outbound: we connect to the peer ([endpoint.outbound]).
+	Outbound
+)
+
+// String returns "inbound" or "outbound".
+func (d Direction) String() string {
+	if d == Outbound {
+		return "outbound"
+	}
+	return "inbound"
+}
+
+// directions lists both, in the order messages name them.
+var directions = [2]Direction{Inbound, Outbound}
 
 // Action is what an enforced inbound failure answers.
 type Action string
@@ -99,12 +123,37 @@ type Endpoint struct {
 	Inbound Requirements
 	// Outbound holds the requirements when we connect to them.
 	Outbound Requirements
+	// Exception is set when the endpoint temporarily relaxes an endpoint
+	// it is nested in (exception_to, reason, expires); nil otherwise.
+	Exception *Exception
 	// Line is where the endpoint starts in the file.
 	Line int
 
-	index       int    // position among the file's [[endpoint]] tables
-	postfixOut  string // Postfix TLS policy table entry, "" if none
-	sendmailOut string // Sendmail access-map RHS for tls_srv/tls_rcpt, "" if none
+	defines     [2]bool // the file has [endpoint.inbound] / [endpoint.outbound]
+	index       int     // position among the file's [[endpoint]] tables
+	pos         int32   // position in Policy.Endpoints
+	postfixOut  string  // Postfix TLS policy table entry, "" if none
+	sendmailOut string  // Sendmail access-map RHS for tls_srv/tls_rcpt, "" if none
+}
+
+// Defines reports whether the endpoint has a table for direction d
+// ([endpoint.inbound], [endpoint.outbound]). Only endpoints that define a
+// direction take part in it: an endpoint with only an outbound table
+// never decides who may connect to us.
+func (ep *Endpoint) Defines(d Direction) bool { return ep.defines[d] }
+
+// Requirements returns the endpoint's requirements in direction d.
+func (ep *Endpoint) Requirements(d Direction) *Requirements {
+	if d == Outbound {
+		return &ep.Outbound
+	}
+	return &ep.Inbound
+}
+
+// Rule returns what the endpoint demands in direction d: its mode and
+// its requirements there.
+func (ep *Endpoint) Rule(d Direction) Rule {
+	return Rule{Mode: ep.Mode, Req: *ep.Requirements(d)}
 }
 
 // Listener describes a socket tlsgate listens on.
@@ -164,12 +213,17 @@ type Policy struct {
 	// Settings of the daemons.
 	Settings Settings
 
-	ix    *index
+	// ix holds one index per direction: only endpoints that define a
+	// direction are in its index.
+	ix    [2]*index
 	lines map[string]int // line of each key outside [[endpoint]] ("certs.ca_store"), see Line
-	// askEveryClient: an endpoint that needs a client certificate names a
-	// host or domain exactly, which may match only the sender domain (see
-	// srvFeatures).
+	// askEveryClient: an endpoint that needs a client certificate lists a
+	// name or a .domain pattern, which may match only the sender domain
+	// (see srvFeatures).
 	askEveryClient bool
+	exceptions     []*Exception // in file order
+	relaxes        [2]bool      // some exception relaxes that direction
+	warnings       []*Problem   // found at load time, see Warnings
 }
 
 type rawFile struct {
@@ -216,13 +270,16 @@ type rawMetrics struct {
 }
 
 type rawEndpoint struct {
-	Name     string   `toml:"name"`
-	Notes    string   `toml:"notes"`
-	Hosts    []string `toml:"hosts"`
-	Mode     string   `toml:"mode"`
-	Action   string   `toml:"action"`
-	Inbound  *rawReq  `toml:"inbound"`
-	Outbound *rawReq  `toml:"outbound"`
+	Name        *string    `toml:"name"`
+	Notes       string     `toml:"notes"`
+	Hosts       []string   `toml:"hosts"`
+	Mode        *string    `toml:"mode"`
+	Action      *string    `toml:"action"`
+	ExceptionTo *string    `toml:"exception_to"`
+	Reason      *string    `toml:"reason"`
+	Expires     *time.Time `toml:"expires"`
+	Inbound     *rawReq    `toml:"inbound"`
+	Outbound    *rawReq    `toml:"outbound"`
 }
 
 type rawReq struct {
@@ -280,6 +337,19 @@ func Parse(name string, data []byte) (*Policy, error) {
 	c := &compiler{file: name, loc: newLocator(data)}
 	var raw rawFile
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
+	var pe toml.ParseError
+	if err != nil && errors.As(err, &pe) {
+		c.tomlError(err)
+		return nil, c.err()
+	}
+	// The decoder matches keys to settings ignoring case, and when a table
+	// has a key in two spellings (mode and Mode) which one wins depends on
+	// map order. Every key must be written exactly as documented, so that
+	// a file means one thing. A decoding error after a misspelt key or
+	// table is usually its consequence: report the spelling only.
+	if c.exactKeys(md); len(c.problems) > 0 {
+		return nil, c.err()
+	}
 	if err != nil {
 		c.tomlError(err)
 		return nil, c.err()
@@ -399,6 +469,9 @@ func keyType(key string) (string, reflect.Type) {
 		if t.Kind() == reflect.Pointer {
 			t = t.Elem()
 		}
+		if t == timeType {
+			return "a date (2027-01-31) or a date and time with its offset (2027-01-31T12:00:00+01:00)", t
+		}
 		switch t.Kind() {
 		case reflect.String:
 			return "a string", t
@@ -419,6 +492,8 @@ func keyType(key string) (string, reflect.Type) {
 	return "", nil
 }
 
+var timeType = reflect.TypeFor[time.Time]()
+
 // keyTable is one table of the file's layout, read from the raw structs'
 // toml tags.
 type keyTable struct {
@@ -426,6 +501,91 @@ type keyTable struct {
 	array bool                    // an array of tables ([[endpoint]])
 	keys  map[string]bool         // its keys
 	types map[string]reflect.Type // the Go type of each key
+}
+
+// exactKeys reports every key and table written in another case than the
+// documented one ("Mode", "[[ENDPOINT]]", "[Endpoint.Inbound]"), at its
+// line, with the right spelling. The keys below a misspelt table are not
+// reported again.
+func (c *compiler) exactKeys(md toml.MetaData) {
+	keys := md.Keys()
+	explicit := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		explicit[k.String()] = true
+	}
+	reported := map[string]bool{} // implicit tables ([Endpoint.Inbound] defines Endpoint) reported once
+	for _, k := range keys {
+		bad, right := misspelt(k)
+		if bad < 0 {
+			continue
+		}
+		prefix := k[:bad+1].String()
+		if bad < len(k)-1 && (explicit[prefix] || reported[prefix]) {
+			continue // reported at the table itself
+		}
+		reported[prefix] = true
+		written, want := k.String(), right
+		switch md.Type(k...) {
+		case "Hash":
+			c.problem(c.loc.undecoded(k), "table [%s] must be written [%s]: tlsgate's keys and tables are lower case, exactly as documented", written, want)
+		case "ArrayHash":
+			c.problem(c.loc.undecoded(k), "table [[%s]] must be written [[%s]]: tlsgate's keys and tables are lower case, exactly as documented", written, want)
+		default:
+			c.problem(c.loc.undecoded(k), "key %q must be written %q: tlsgate's keys and tables are lower case, exactly as documented", written, want)
+		}
+	}
+}
+
+// misspelt returns the index of the first part of k that names a known
+// key or table only when case is ignored, and k with every such part
+// spelt right; -1 if k has no such part (it is right, or unknown, which
+// Undecoded reports).
+func misspelt(k toml.Key) (int, string) {
+	bad := -1
+	right := make([]string, len(k))
+	path := ""
+	known := true
+	for i, seg := range k {
+		right[i] = seg
+		kt := tableAt(path)
+		if !known || kt == nil {
+			known = false
+			continue
+		}
+		if !kt.keys[seg] {
+			want := ""
+			for cand := range kt.keys {
+				if strings.EqualFold(cand, seg) {
+					want = cand
+				}
+			}
+			if want == "" {
+				known = false
+				continue
+			}
+			right[i] = want
+			if bad < 0 {
+				bad = i
+			}
+		}
+		if path == "" {
+			path = right[i]
+		} else {
+			path += "." + right[i]
+		}
+	}
+	return bad, toml.Key(right).String()
+}
+
+// tableAt returns the layout table at path ("", "endpoint",
+// "endpoint.inbound"), or nil.
+func tableAt(path string) *keyTable {
+	for _, kt := range layout {
+		if kt.path == path {
+			return kt
+		}
+	}
+	return nil
 }
 
 // layout lists every table of a tlsgate file, in declaration order.
@@ -447,7 +607,7 @@ var layout = func() []*keyTable {
 			case reflect.Slice:
 				ft, arr = ft.Elem(), true
 			}
-			if ft.Kind() == reflect.Struct {
+			if ft.Kind() == reflect.Struct && ft != timeType {
 				sub := name
 				if path != "" {
 					sub = path + "." + name
