@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 )
 
 type compiler struct {
@@ -28,7 +27,7 @@ type compiler struct {
 type rawException struct {
 	to      string
 	reason  string
-	expires *time.Time
+	expires *rawTime
 }
 
 // warn records a warning at line.
@@ -434,7 +433,7 @@ func (c *compiler) readException(ep *Endpoint, r *rawEndpoint, path, label strin
 	if r.Expires == nil {
 		c.at(path+".exception_to", "endpoint %q is an exception but has no expiry: add expires = 2027-01-31 (a date: from that day on %q's rules apply again) or a date and time with its offset", label, x.to)
 	} else {
-		switch r.Expires.Location().String() {
+		switch r.Expires.t.Location().String() {
 		case "datetime-local", "time-local":
 			c.at(path+".expires", "endpoint %q: expires = %s has no date or no offset: write a date (expires = 2027-01-31, the exception ends at 00:00 that day) or a date and time with its offset (2027-01-31T12:00:00+01:00)", label, c.loc.value(path+".expires"))
 		}

@@ -270,16 +270,16 @@ type rawMetrics struct {
 }
 
 type rawEndpoint struct {
-	Name        *string    `toml:"name"`
-	Notes       string     `toml:"notes"`
-	Hosts       []string   `toml:"hosts"`
-	Mode        *string    `toml:"mode"`
-	Action      *string    `toml:"action"`
-	ExceptionTo *string    `toml:"exception_to"`
-	Reason      *string    `toml:"reason"`
-	Expires     *time.Time `toml:"expires"`
-	Inbound     *rawReq    `toml:"inbound"`
-	Outbound    *rawReq    `toml:"outbound"`
+	Name        *string  `toml:"name"`
+	Notes       string   `toml:"notes"`
+	Hosts       []string `toml:"hosts"`
+	Mode        *string  `toml:"mode"`
+	Action      *string  `toml:"action"`
+	ExceptionTo *string  `toml:"exception_to"`
+	Reason      *string  `toml:"reason"`
+	Expires     *rawTime `toml:"expires"`
+	Inbound     *rawReq  `toml:"inbound"`
+	Outbound    *rawReq  `toml:"outbound"`
 }
 
 type rawReq struct {
@@ -376,6 +376,10 @@ func (c *compiler) tomlError(err error) {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		msg := pe.Message
+		if strings.HasPrefix(msg, "want ") && pe.LastKey != "" {
+			// A value's own UnmarshalTOML refused it (rawTime).
+			msg = pe.LastKey + ": " + msg
+		}
 		if pe.Usage != "" {
 			msg += " (" + strings.TrimSpace(strings.SplitN(pe.Usage, "\n", 2)[0]) + ")"
 		}
@@ -470,7 +474,7 @@ func keyType(key string) (string, reflect.Type) {
 			t = t.Elem()
 		}
 		if t == timeType {
-			return "a date (2027-01-31) or a date and time with its offset (2027-01-31T12:00:00+01:00)", t
+			return dateWords, t
 		}
 		switch t.Kind() {
 		case reflect.String:
@@ -492,7 +496,30 @@ func keyType(key string) (string, reflect.Type) {
 	return "", nil
 }
 
-var timeType = reflect.TypeFor[time.Time]()
+// rawTime is a TOML date or date and time as the decoder hands it over,
+// with the location that says which kind it is ("date-local" for a date,
+// "datetime-local" and "time-local" for the kinds without an offset).
+// Decoding into a time.Time would go through its text form and lose it.
+type rawTime struct{ t time.Time }
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (r *rawTime) UnmarshalTOML(v any) error {
+	t, ok := v.(time.Time)
+	if !ok {
+		got, known := tomlTypeWord[fmt.Sprintf("%T", v)]
+		if !known {
+			got = fmt.Sprintf("a %T", v)
+		}
+		return fmt.Errorf("want %s, got %s (write the date without quotes)", dateWords, got)
+	}
+	r.t = t
+	return nil
+}
+
+// dateWords says what a date setting takes.
+const dateWords = "a date (2027-01-31) or a date and time with its offset (2027-01-31T12:00:00+01:00)"
+
+var timeType = reflect.TypeFor[rawTime]()
 
 // keyTable is one table of the file's layout, read from the raw structs'
 // toml tags.

@@ -43,11 +43,11 @@ func (c *compiler) exceptions(p *Policy, names map[string]int) {
 			continue
 		}
 		x := &Exception{Endpoint: ep, To: p.Endpoints[j], Reason: raw.reason, Line: c.loc.line(endpointPath(p, i) + ".expires")}
-		if raw.expires.Location().String() == "date-local" {
-			y, m, d := raw.expires.Date()
+		if t := raw.expires.t; t.Location().String() == "date-local" {
+			y, m, d := t.Date()
 			x.date = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 		} else {
-			x.instant = *raw.expires
+			x.instant = t
 		}
 		ep.Exception = x
 		p.exceptions = append(p.exceptions, x)
@@ -211,5 +211,5 @@ func (c *compiler) postfixOutboundHosts(ep *Endpoint) {
 		c.problem(line, "endpoint %q outbound: Postfix looks up its TLS policy with the next-hop domain (example.com, [mx.example.com]), never with the MX host's address, so hosts that are only addresses and ranges (%s) would apply to no mail routed by MX, only to next hops written as an address ([203.0.113.25] in transport or relayhost); list the partner's domain (and .domain) or its MX host names in hosts", ep.Name, hostList(ep, addrs))
 		return
 	}
-	c.warn(line, "endpoint %q outbound: Postfix looks up its TLS policy with the next-hop domain, never with the MX host's address, so outbound %s match only next hops written as an address ([203.0.113.25] in transport or relayhost); for mail routed by MX the names in hosts decide", ep.Name, hostList(ep, addrs))
+	c.warn(line, "endpoint %q outbound: Postfix looks up its TLS policy with the next-hop domain, never with the MX host's address, so for outbound mail its addresses and ranges (%s) match only next hops written as an address ([203.0.113.25] in transport or relayhost); for mail routed by MX the names in hosts decide", ep.Name, hostList(ep, addrs))
 }
