@@ -87,8 +87,8 @@ func (v View) tlsRcpt(val string) Answer {
 		}
 		i, ok = domainLookup(ix, dom, true, g)
 	} else if strings.HasPrefix(val, ".") {
-		n, err := NormalizeName(val[1:])
-		if err != nil {
+		n, nok := sendmailName(val[1:])
+		if !nok {
 			return Answer{}
 		}
 		i, ok = ix.parent(n, g)
@@ -119,14 +119,27 @@ func domainLookup(ix *index, dom string, exact bool, g gone) (int32, bool) {
 		}
 		return ix.ranges(a.Unmap().WithZone(""), 129, g)
 	}
-	n, err := NormalizeName(dom)
-	if err != nil || numericName(n) {
+	n, ok := sendmailName(dom)
+	if !ok {
 		return 0, false
 	}
 	if exact {
 		return ix.name(n, g)
 	}
 	return ix.below(n, g)
+}
+
+// sendmailName normalises a name from a Sendmail key. A name that is not
+// a valid host name (a label over 63 characters, a stray character) may
+// still be routed by Sendmail (mailertable, a smart host), so it is not
+// dropped: it is lower-cased as it is, and the subdomain patterns above
+// it still match it. Digits and dots alone are a shortened network.
+func sendmailName(v string) (string, bool) {
+	n, err := NormalizeName(v)
+	if err != nil {
+		n = lowerASCII(strings.TrimSuffix(v, "."))
+	}
+	return n, n != "" && !numericName(n)
 }
 
 // parseLiteral reads an address as Sendmail writes it: "192.0.2.1",
@@ -173,14 +186,14 @@ func (p *Policy) sendmailHost(val string, d Direction, g gone) (int32, bool) {
 		return ix.addr(a, g)
 	}
 	if strings.HasPrefix(val, ".") {
-		n, err := NormalizeName(val[1:])
-		if err != nil {
+		n, ok := sendmailName(val[1:])
+		if !ok {
 			return 0, false
 		}
 		return ix.parent(n, g)
 	}
-	n, err := NormalizeName(val)
-	if err != nil || numericName(n) {
+	n, ok := sendmailName(val)
+	if !ok {
 		return 0, false
 	}
 	return ix.name(n, g)
@@ -247,9 +260,10 @@ func (v View) cutKey(key, prefix string) (Answer, error) {
 }
 
 // couldMatch reports whether some pattern could match a domain, server
-// name or domain literal that starts with prefix (anyDestination: any).
-// It errs on the side of a match: a prefix with non-ASCII bytes (a cut
-// U-label) could be any name.
+// name or domain literal that starts with prefix (anyDestination: any):
+// any subdomain pattern, a name that starts with prefix, an address or
+// range if prefix could start a literal. It errs on the side of a match:
+// a prefix with non-ASCII bytes (a cut U-label) could be any name.
 func couldMatch(hosts []Pattern, prefix string) bool {
 	if prefix == anyDestination {
 		return len(hosts) > 0
@@ -267,20 +281,9 @@ func couldMatch(hosts []Pattern, prefix string) bool {
 				return true
 			}
 		case PatternSubdomains:
-			if !isASCII(prefix) || couldEndIn(prefix, "."+h.Name) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// couldEndIn reports whether a name of at most 253 characters that starts
-// with prefix could end in suffix: the shortest such name is prefix with
-// the part of suffix it does not already end in appended.
-func couldEndIn(prefix, suffix string) bool {
-	for j := min(len(prefix), len(suffix)); j >= 0; j-- {
-		if strings.HasSuffix(prefix, suffix[:j]) && len(prefix)-j+len(suffix) <= 253 {
+			// Any name can go on below the cut and end in .NAME: the
+			// 253-character limit of DNS does not bind a recipient
+			// domain that Sendmail hands to a smart host.
 			return true
 		}
 	}
