@@ -1178,11 +1178,42 @@ func (g *generated) checkInbound(p *Policy, r *rand.Rand, at time.Time, stats *p
 	if v.Refuse {
 		stats.refused++
 	}
+	if g.mta == Sendmail {
+		if msg := g.checkSrvFeatures(p, at, f, name, sender); msg != "" {
+			return msg
+		}
+	}
 	switch {
 	case mustRefuse != "" && !v.Refuse:
 		return fmt.Sprintf("session %+v: endpoint %s matches and refuses it, but the verdict is %+v", *f, mustRefuse, v)
 	case v.Refuse && !mayRefuse:
 		return fmt.Sprintf("session %+v: the verdict %+v refuses, but no matching enforcing endpoint would", *f, v)
+	}
+	return ""
+}
+
+// checkSrvFeatures: Sendmail asks the client for a certificate (the
+// srv_features walk answers v, or nothing and Sendmail's default asks)
+// whenever an endpoint that needs one matches the session by its address,
+// name or sender, in monitor mode too, unless an unexpired exception that
+// matches the same way relaxes it. The sender is not known when
+// Sendmail asks.
+func (g *generated) checkSrvFeatures(p *Policy, at time.Time, f *Facts, name, sender string) string {
+	w := p.At(at).SrvFeaturesWalk(name, f.ClientAddr)
+	s, ok := w.Effective()
+	if !ok || s.Err != nil || s.Answer.Text == "v" {
+		return ""
+	}
+	for _, k := range []struct {
+		name string
+		addr netip.Addr
+	}{{"", f.ClientAddr}, {name, netip.Addr{}}, {sender, netip.Addr{}}} {
+		ms := g.matching(Inbound, at, k.name, k.addr)
+		for _, b := range ms {
+			if b.req[Inbound].RequestCert && !g.excused(ms, b, Inbound) {
+				return fmt.Sprintf("session %+v: endpoint %s needs the client's certificate, but Sendmail's srv_features walk %s tells it not to ask", *f, b.name, walkString(w))
+			}
+		}
 	}
 	return ""
 }
