@@ -1152,11 +1152,7 @@ func (g *generated) checkInbound(p *Policy, r *rand.Rand, at time.Time, stats *p
 		sender = strings.ToLower(f.Sender[at+1:])
 	}
 	mustRefuse, mayRefuse := "", false
-	for _, k := range []struct {
-		name string
-		addr netip.Addr
-	}{{"", f.ClientAddr}, {name, netip.Addr{}}, {sender, netip.Addr{}}} {
-		ms := g.matching(Inbound, at, k.name, k.addr)
+	for _, ms := range g.inboundMatches(at, f.ClientAddr, name, sender) {
 		for _, b := range ms {
 			if b.monitor || !refuses(b.req[Inbound], f) {
 				continue
@@ -1192,6 +1188,16 @@ func (g *generated) checkInbound(p *Policy, r *rand.Rand, at time.Time, stats *p
 	return ""
 }
 
+// inboundMatches returns, for the client address, its verified name and
+// the sender domain, the inbound endpoints active at t that match it.
+func (g *generated) inboundMatches(at time.Time, addr netip.Addr, name, sender string) [3][]*genEndpoint {
+	return [3][]*genEndpoint{
+		g.matching(Inbound, at, "", addr),
+		g.matching(Inbound, at, name, netip.Addr{}),
+		g.matching(Inbound, at, sender, netip.Addr{}),
+	}
+}
+
 // checkSrvFeatures: Sendmail asks the client for a certificate (the
 // srv_features walk answers v, or nothing and Sendmail's default asks)
 // whenever an endpoint that needs one matches the session by its address,
@@ -1204,11 +1210,7 @@ func (g *generated) checkSrvFeatures(p *Policy, at time.Time, f *Facts, name, se
 	if !ok || s.Err != nil || s.Answer.Text == "v" {
 		return ""
 	}
-	for _, k := range []struct {
-		name string
-		addr netip.Addr
-	}{{"", f.ClientAddr}, {name, netip.Addr{}}, {sender, netip.Addr{}}} {
-		ms := g.matching(Inbound, at, k.name, k.addr)
+	for _, ms := range g.inboundMatches(at, f.ClientAddr, name, sender) {
 		for _, b := range ms {
 			if b.req[Inbound].RequestCert && !g.excused(ms, b, Inbound) {
 				return fmt.Sprintf("session %+v: endpoint %s needs the client's certificate, but Sendmail's srv_features walk %s tells it not to ask", *f, b.name, walkString(w))

@@ -126,15 +126,21 @@ func (v View) SendmailRcptWalk(rcpt string) Walk {
 // in Sendmail's "IPv6:" uncompressed form, shortened a group at a time),
 // then the bare tls_srv: key.
 func (v View) SendmailServerWalk(serverName string, serverAddr netip.Addr) Walk {
+	return walk(sendmailKeys("tls_srv", hostWalk(serverName, serverAddr)), v.SendmailAccess)
+}
+
+// hostWalk lists the values Sendmail looks up for a peer by name and
+// address: ruleset D on the name, ruleset A on the address, then the
+// bare tag.
+func hostWalk(name string, addr netip.Addr) []string {
 	var vals []string
-	if serverName != "" {
-		vals = append(vals, domainWalk(strings.TrimSuffix(serverName, "."))...)
+	if name != "" {
+		vals = append(vals, domainWalk(strings.TrimSuffix(name, "."))...)
 	}
-	if serverAddr.IsValid() {
-		vals = append(vals, addrWalk(SendmailAddr(serverAddr))...)
+	if addr.IsValid() {
+		vals = append(vals, addrWalk(SendmailAddr(addr))...)
 	}
-	vals = append(vals, "")
-	return walk(sendmailKeys("tls_srv", vals), v.SendmailAccess)
+	return append(vals, "")
 }
 
 // SrvFeaturesWalk returns the srv_features: keys Sendmail's srv_features
@@ -143,15 +149,7 @@ func (v View) SendmailServerWalk(serverName string, serverAddr netip.Addr) Walk 
 // answers: whether Sendmail asks the client for a certificate ("v") or
 // not ("V"); when no key is found Sendmail asks, its default.
 func (v View) SrvFeaturesWalk(clientName string, clientAddr netip.Addr) Walk {
-	var vals []string
-	if clientName != "" {
-		vals = append(vals, domainWalk(strings.TrimSuffix(clientName, "."))...)
-	}
-	if clientAddr.IsValid() {
-		vals = append(vals, addrWalk(SendmailAddr(clientAddr))...)
-	}
-	vals = append(vals, "")
-	return walk(sendmailKeys("srv_features", vals), v.SendmailAccess)
+	return walk(sendmailKeys("srv_features", hostWalk(clientName, clientAddr)), v.SendmailAccess)
 }
 
 // SendmailAddr writes an address as Sendmail's {client_addr} and
