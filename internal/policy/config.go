@@ -528,30 +528,35 @@ type keyTable struct {
 	array bool                    // an array of tables ([[endpoint]])
 	keys  map[string]bool         // its keys
 	types map[string]reflect.Type // the Go type of each key
+	sub   map[string]*keyTable    // the tables below it, by key
 }
 
 // exactKeys reports every key and table written in another case than the
 // documented one ("Mode", "[[ENDPOINT]]", "[Endpoint.Inbound]"), at its
 // line, with the right spelling. The keys below a misspelt table are not
-// reported again.
+// reported again. A file without such keys costs one map lookup per key
+// part.
 func (c *compiler) exactKeys(md toml.MetaData) {
 	keys := md.Keys()
-	explicit := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		explicit[k.String()] = true
-	}
+	var explicit map[string]bool  // the keys and tables written, built at the first misspelling
 	reported := map[string]bool{} // implicit tables ([Endpoint.Inbound] defines Endpoint) reported once
 	for _, k := range keys {
-		bad, right := misspelt(k)
+		bad := misspelt(k)
 		if bad < 0 {
 			continue
+		}
+		if explicit == nil {
+			explicit = make(map[string]bool, len(keys))
+			for _, k := range keys {
+				explicit[k.String()] = true
+			}
 		}
 		prefix := k[:bad+1].String()
 		if bad < len(k)-1 && (explicit[prefix] || reported[prefix]) {
 			continue // reported at the table itself
 		}
 		reported[prefix] = true
-		written, want := k.String(), right
+		written, want := k.String(), rightSpelling(k)
 		switch md.Type(k...) {
 		case "Hash":
 			c.problem(c.loc.undecoded(k), "table [%s] must be written [%s]: tlsgate's keys and tables are lower case, exactly as documented", written, want)
@@ -564,63 +569,61 @@ func (c *compiler) exactKeys(md toml.MetaData) {
 }
 
 // misspelt returns the index of the first part of k that names a known
-// key or table only when case is ignored, and k with every such part
-// spelt right; -1 if k has no such part (it is right, or unknown, which
-// Undecoded reports).
-func misspelt(k toml.Key) (int, string) {
-	bad := -1
-	right := make([]string, len(k))
-	path := ""
-	known := true
+// key or table only when case is ignored, or -1 if k has no such part (it
+// is right, or unknown, which Undecoded reports).
+func misspelt(k toml.Key) int {
+	kt := layout[0]
+	for i, seg := range k {
+		if kt == nil {
+			return -1
+		}
+		if !kt.keys[seg] {
+			if kt.fold(seg) == "" {
+				return -1
+			}
+			return i
+		}
+		kt = kt.sub[seg]
+	}
+	return -1
+}
+
+// fold returns the key of kt spelt like seg but for case, or "".
+func (kt *keyTable) fold(seg string) string {
+	for cand := range kt.keys {
+		if strings.EqualFold(cand, seg) {
+			return cand
+		}
+	}
+	return ""
+}
+
+// rightSpelling returns k with every part that names a known key or
+// table only when case is ignored spelt right.
+func rightSpelling(k toml.Key) string {
+	right := make(toml.Key, len(k))
+	kt := layout[0]
 	for i, seg := range k {
 		right[i] = seg
-		kt := tableAt(path)
-		if !known || kt == nil {
-			known = false
+		if kt == nil {
 			continue
 		}
 		if !kt.keys[seg] {
-			want := ""
-			for cand := range kt.keys {
-				if strings.EqualFold(cand, seg) {
-					want = cand
-				}
-			}
-			if want == "" {
-				known = false
-				continue
-			}
-			right[i] = want
-			if bad < 0 {
-				bad = i
+			if want := kt.fold(seg); want != "" {
+				right[i] = want
 			}
 		}
-		if path == "" {
-			path = right[i]
-		} else {
-			path += "." + right[i]
-		}
+		kt = kt.sub[right[i]]
 	}
-	return bad, toml.Key(right).String()
-}
-
-// tableAt returns the layout table at path ("", "endpoint",
-// "endpoint.inbound"), or nil.
-func tableAt(path string) *keyTable {
-	for _, kt := range layout {
-		if kt.path == path {
-			return kt
-		}
-	}
-	return nil
+	return right.String()
 }
 
 // layout lists every table of a tlsgate file, in declaration order.
 var layout = func() []*keyTable {
 	var tables []*keyTable
-	var walk func(path string, array bool, t reflect.Type)
-	walk = func(path string, array bool, t reflect.Type) {
-		kt := &keyTable{path: path, array: array, keys: map[string]bool{}, types: map[string]reflect.Type{}}
+	var walk func(path string, array bool, t reflect.Type) *keyTable
+	walk = func(path string, array bool, t reflect.Type) *keyTable {
+		kt := &keyTable{path: path, array: array, keys: map[string]bool{}, types: map[string]reflect.Type{}, sub: map[string]*keyTable{}}
 		tables = append(tables, kt)
 		for i := range t.NumField() {
 			f := t.Field(i)
@@ -639,9 +642,10 @@ var layout = func() []*keyTable {
 				if path != "" {
 					sub = path + "." + name
 				}
-				walk(sub, arr, ft)
+				kt.sub[name] = walk(sub, arr, ft)
 			}
 		}
+		return kt
 	}
 	walk("", false, reflect.TypeFor[rawFile]())
 	return tables
