@@ -80,10 +80,13 @@ func parseNexthop(key string) (nexthop, error) {
 		}
 		return hostNexthop(host, key)
 	}
-	if a, err := netip.ParseAddr(k); err == nil {
-		return nexthop{kind: hopAddr, addr: a}, nil
+	c := strings.LastIndexByte(k, ':')
+	if c >= 0 && looksLikeAddr(k) {
+		if a, err := netip.ParseAddr(k); err == nil {
+			return nexthop{kind: hopAddr, addr: a}, nil // a bare IPv6 address
+		}
 	}
-	if c := strings.LastIndexByte(k, ':'); c >= 0 {
+	if c >= 0 {
 		if err := checkService(k[c+1:]); err != nil {
 			return nexthop{}, fmt.Errorf("policy: next hop %q: %v", key, err)
 		}
@@ -97,14 +100,23 @@ func hostNexthop(host, key string) (nexthop, error) {
 	if host == "" {
 		return nexthop{}, fmt.Errorf("policy: next hop %q: no host", key)
 	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		return nexthop{kind: hopAddr, addr: a}, nil
+	if looksLikeAddr(host) {
+		if a, err := netip.ParseAddr(host); err == nil {
+			return nexthop{kind: hopAddr, addr: a}, nil
+		}
 	}
 	n, err := NormalizeName(host)
 	if err != nil {
 		return nexthop{}, fmt.Errorf("policy: next hop %q: %v", key, err)
 	}
 	return nexthop{kind: hopName, name: n}, nil
+}
+
+// looksLikeAddr reports whether s could be an IP address (it starts with
+// a digit or has a colon), so that names are not parsed as addresses in
+// vain: a failed parse costs an allocation, and lookups are hot.
+func looksLikeAddr(s string) bool {
+	return s != "" && (s[0] >= '0' && s[0] <= '9' || strings.IndexByte(s, ':') >= 0)
 }
 
 // checkService accepts what follows the ':' of a next hop as Postfix
