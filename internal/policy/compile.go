@@ -115,31 +115,34 @@ func (c *compiler) compile(raw *rawFile) *Policy {
 // belong to one endpoint per direction.
 func (c *compiler) addHosts(p *Policy, ep *Endpoint) {
 	idx := int32(len(p.Endpoints))
+	type owner struct {
+		ep  int32
+		dir string
+	}
 	for k, h := range ep.Hosts {
-		var others []string
-		var other int32 = -1
+		var taken []owner // other endpoints that have h, in direction order
 		for _, d := range directions {
 			if !ep.Defines(d) {
 				continue
 			}
-			switch o := p.ix[d].add(h, idx); {
-			case o == idx:
-				if len(others) == 0 && other < 0 {
-					text, line := c.firstHost(ep, h)
-					c.problem(c.hostLine(ep, k), "host %q is listed twice in endpoint %q (as %q; first as %q on line %d)", h.Text, ep.Name, h.Canonical(), text, line)
-				}
-				other = idx
-			case o >= 0:
-				if other >= 0 && other != o {
-					c.hostTaken(p, ep, k, other, others)
-					others = nil
-				}
-				other = o
-				others = append(others, d.String())
+			o := p.ix[d].add(h, idx)
+			if o == idx {
+				text, line := c.firstHost(ep, h)
+				c.problem(c.hostLine(ep, k), "host %q is listed twice in endpoint %q (as %q; first as %q on line %d)", h.Text, ep.Name, h.Canonical(), text, line)
+				break
+			}
+			if o >= 0 {
+				taken = append(taken, owner{o, d.String()})
 			}
 		}
-		if other >= 0 && other != idx {
-			c.hostTaken(p, ep, k, other, others)
+		for i := 0; i < len(taken); {
+			dirs := []string{taken[i].dir}
+			j := i + 1
+			for ; j < len(taken) && taken[j].ep == taken[i].ep; j++ {
+				dirs = append(dirs, taken[j].dir)
+			}
+			c.hostTaken(p, ep, k, taken[i].ep, dirs)
+			i = j
 		}
 	}
 }

@@ -397,3 +397,45 @@ hosts = ["mixed.example", "192.0.2.25", "192.0.2.128/25"]
 		}
 	}
 }
+
+// A host may belong to one endpoint per direction: two endpoints may
+// share it if they define different directions; one that takes it in
+// both directions is reported once.
+func TestHostPerDirection(t *testing.T) {
+	p := mustParse(t, `mta = "sendmail"
+[[endpoint]]
+name = "b-in"
+hosts = ["b.example"]
+  [endpoint.inbound]
+  encryption = true
+[[endpoint]]
+name = "b-out"
+hosts = ["b.example"]
+  [endpoint.outbound]
+  validate_cert = true
+`)
+	a, _ := now(p).SendmailAccess("tls_rcpt:u@b.example")
+	v := now(p).Judge(&Facts{Sender: "u@b.example"})
+	if a.Endpoint.Name != "b-out" || v.Names() != "b-in" {
+		t.Errorf("outbound %+v, inbound %+v", a, v)
+	}
+	_, err := Parse("t.toml", []byte(`mta = "sendmail"
+[[endpoint]]
+name = "a"
+hosts = ["b.example"]
+  [endpoint.inbound]
+  encryption = true
+  [endpoint.outbound]
+  encryption = true
+[[endpoint]]
+name = "b"
+hosts = ["b.example"]
+  [endpoint.inbound]
+  encryption = true
+  [endpoint.outbound]
+  encryption = true
+`))
+	if err == nil || strings.Count(err.Error(), "\n") != 0 || !strings.Contains(err.Error(), `t.toml:11: host "b.example" of endpoint "b" is already listed by endpoint "a" for inbound and outbound`) {
+		t.Errorf("%v", err)
+	}
+}
