@@ -119,7 +119,6 @@ name  = "company-h"
 hosts = ["192.0.2.50"]
   [endpoint.inbound]
   validate_cert = true
-  cn            = ""
   match_cn      = true
 `
 
