@@ -8,6 +8,7 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS = \
 	./internal/policy:FuzzParse \
 	./internal/certid:FuzzParseDN \
+	./internal/policy:FuzzNeverWeaker \
 	./policyd:FuzzReadNetstring \
 	./policyd:FuzzParseDelegation \
 	./internal/certid:FuzzDecodeXtext \

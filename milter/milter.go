@@ -375,7 +375,7 @@ func (c *session) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (resp *g
 		return tempFail(), nil
 	}
 
-	v := c.pol.Judge(f)
+	v := c.pol.At(time.Now()).Judge(f)
 	if obs.FingerprintProblem != "" {
 		for i := range v.Failures {
 			if v.Failures[i].Check == policy.CheckFingerprint {

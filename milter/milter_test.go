@@ -120,7 +120,6 @@ name  = "company-h"
 hosts = ["192.0.2.50"]
   [endpoint.inbound]
   validate_cert = true
-  cn            = ""
   match_cn      = true
 `
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tlsgate/tlsgate/internal/certid"
 	"github.com/tlsgate/tlsgate/internal/policy"
@@ -42,7 +43,7 @@ func (d *InboundPolicy) Decide(ctx context.Context, req Request) string {
 		d.log(ctx, slog.LevelWarn, req, nil, "tempfail", err.Error())
 		return tempFailAction()
 	}
-	v := p.Judge(&f)
+	v := p.At(time.Now()).Judge(&f)
 	if v.Result == policy.NotCovered {
 		return "DUNNO"
 	}

@@ -3,6 +3,7 @@ package policyd
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
@@ -44,7 +45,7 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 		m.log(ctx, slog.LevelWarn, name, key, nil, "TEMP", "unknown map name, expected "+want)
 		return Reply{Status: StatusTemp, Data: "unknown map " + name + "; this tlsgate serves " + want}
 	}
-	a, err := p.Outbound(key)
+	a, err := p.At(time.Now()).Outbound(key)
 	r := AnswerReply(a, err)
 	lvl := slog.LevelDebug
 	switch {

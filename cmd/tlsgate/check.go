@@ -22,6 +22,17 @@ readable by others, or an expired certificate is an error; a certificate
 expiring within 30 days is a warning. Prints one summary line and exits 0, or
 prints every mistake as FILE:LINE: message and exits 2.
 
+Precedence: for each direction, the most specific host pattern among the
+endpoints that have a table for that direction decides (an exact name or
+address over the longest .domain pattern or range above it). An endpoint
+nested in another one (mx1.company-b.example in .company-b.example, a /26
+in a /24) must demand at least as much in each direction both define;
+check refuses one that demands less unless it is a temporary exception
+(exception_to, reason, expires), which applies until its date and then
+gives way to the endpoint it relaxes, without a reload. check warns, as
+FILE:LINE: warning: ..., about an exception that ends within 14 days or
+has ended, and about outbound addresses Postfix never asks for.
+
 With mta = "postfix", check also asks the installed Postfix for its version
 (postconf -h mail_version) and refuses a postfix_version newer than it, so
 that the policy daemon never hands Postfix an attribute it does not know.
@@ -76,6 +87,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			notes = append(notes, "installed Postfix "+installed)
 		}
 	}
+	for _, w := range p.Warnings(time.Now()) {
+		fmt.Fprintln(stderr, w.Error())
+	}
 	fmt.Fprintln(stdout, summary(p, notes))
 	return exitOK
 }
@@ -113,6 +127,9 @@ func summary(p *policy.Policy, notes []string) string {
 	}
 	s := fmt.Sprintf("%s: OK: mta=%s endpoints=%d (inbound %d, outbound %d, monitor %d) host patterns=%d",
 		p.File, mta, len(p.Endpoints), in, out, mon, hosts)
+	if n := len(p.Exceptions()); n > 0 {
+		s += fmt.Sprintf(" exceptions=%d", n)
+	}
 	if len(notes) > 0 {
 		s += "; " + strings.Join(notes, "; ")
 	}

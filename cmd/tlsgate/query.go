@@ -19,9 +19,11 @@ Postfix or Sendmail would receive it ("OK secure match=...", "NOTFOUND ",
 "TEMP ..."). KEY is a next hop as the MTA sends it: example.com,
 .example.com, [mx.example.com]:587, [192.0.2.1], [IPv6:2001:db8::1]; for
 Sendmail an access-map key. The Sendmail keys answered are:
-  tls_rcpt:USER@DOMAIN   the full recipient address, which Sendmail asks
-                         first; the later tls_rcpt:USER@, tls_rcpt:DOMAIN
-                         and parent-domain keys are NOTFOUND by design
+  tls_rcpt:USER@DOMAIN   the recipient address, which Sendmail asks first,
+                         by its domain; tls_rcpt:USER@ is NOTFOUND;
+                         tls_rcpt:DOMAIN and its parent domains, which
+                         Sendmail asks only when the address was not found,
+                         by the .domain patterns above DOMAIN
   tls_srv:HOST           the server's name or [address]
   srv_features:CLIENT    the client's name or address, and the bare
                          srv_features: key
@@ -89,7 +91,7 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tlsgate query outbound: %q is a Sendmail access-map key, but %s has mta = %q\n", pos[1], p.File, p.MTA)
 			return exitUsage
 		}
-		a, err := p.Outbound(key)
+		a, err := p.At(time.Now()).Outbound(key)
 		r := policyd.AnswerReply(a, err)
 		fmt.Fprintln(stdout, r.String())
 		if a.Endpoint != nil {
@@ -119,7 +121,7 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tlsgate query inbound: %v\n", err)
 			return exitUsage
 		}
-		v := p.Judge(&facts)
+		v := p.At(time.Now()).Judge(&facts)
 		printVerdict(stdout, &v)
 		if v.Result == policy.Fail {
 			return exitFail

@@ -14,8 +14,10 @@ import (
 const sendmailExample = "../../deploy/tlsgate.sendmail.example.toml"
 
 // TestQueryOutboundSendmailKeys checks which access-map keys the file
-// answers: the tag in any case, only the full recipient address for
-// tls_rcpt.
+// answers: the tag in any case; for tls_rcpt the address by its domain,
+// no user@ key, and a domain key by the subdomain patterns above it (the
+// exact name company-b.example is decided by the address key Sendmail
+// asks first).
 func TestQueryOutboundSendmailKeys(t *testing.T) {
 	const companyB = "OK TEMP+VERIFY:256+CN:mx1.company-b.example++CI:/C=US/O=Example+20CA/CN=Example+20Issuing+20CA+202\n"
 	for _, tc := range []struct {
@@ -27,7 +29,8 @@ func TestQueryOutboundSendmailKeys(t *testing.T) {
 		{"TLS_SRV:MX1.Company-B.example", companyB, 0},
 		{"tls_rcpt:a@", "NOTFOUND \n", 1},
 		{"tls_rcpt:company-b.example", "NOTFOUND \n", 1},
-		{"TLS_Rcpt:.company-b.example", "NOTFOUND \n", 1},
+		{"tls_rcpt:sub.company-b.example", companyB, 0},
+		{"TLS_Rcpt:.company-b.example", companyB, 0},
 		{"To:a@company-b.example", "NOTFOUND \n", 1},
 	} {
 		out, errs, code := runCLI(t, "query", "-c", sendmailExample, "outbound", tc.key)

@@ -149,12 +149,12 @@ func Sendmail(p *policy.Policy) (string, error) {
 		b.WriteString("dnl Sendmail asks every TLS client for a certificate unless Srv_Features says V;\n")
 		b.WriteString("dnl tlsgate answers Srv_Features with v (ask) for a client name or address whose\n")
 		b.WriteString("dnl endpoint needs the client's certificate, and\n")
-		if p.SendmailAccess("srv_features:").Found {
+		if !p.AsksEveryClient() {
 			b.WriteString("dnl with V for the bare Srv_Features: default, so no other client is asked\n")
 		} else {
 			b.WriteString("dnl leaves the bare Srv_Features: default to Sendmail, which asks every client:\n")
-			b.WriteString("dnl an endpoint that needs a certificate lists an exact name, which may be a sender\n")
-			b.WriteString("dnl domain, known only after STARTTLS. List client hosts as .domain patterns,\n")
+			b.WriteString("dnl an endpoint that needs a certificate lists a name or .domain pattern, which may\n")
+			b.WriteString("dnl match only the sender domain, known only after STARTTLS. List client hosts as\n")
 			b.WriteString("dnl addresses and ranges in such endpoints to ask their clients alone\n")
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
 	"github.com/tlsgate/tlsgate/internal/policy"
@@ -279,7 +280,8 @@ func TestSendmailSrvFeaturesText(t *testing.T) {
 		says        string
 	}{
 		{"exact name", `["a.example", "192.0.2.1"]`, "", "leaves the bare Srv_Features: default to Sendmail, which asks every client"},
-		{"addresses and subdomains", `[".a.example", "192.0.2.1"]`, "V", "with V for the bare Srv_Features: default, so no other client is asked"},
+		{"subdomains", `[".a.example", "192.0.2.1"]`, "", "leaves the bare Srv_Features: default to Sendmail, which asks every client"},
+		{"addresses only", `["192.0.2.1", "198.51.100.0/24"]`, "V", "with V for the bare Srv_Features: default, so no other client is asked"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := mustParse(t, `mta = "sendmail"
@@ -300,10 +302,11 @@ hosts = ["b.example"]
 			if err != nil {
 				t.Fatal(err)
 			}
-			if a := p.SendmailAccess("srv_features:"); a.Found != (tc.bare != "") || a.Text != tc.bare {
+			v := p.At(time.Now())
+			if a, _ := v.SendmailAccess("srv_features:"); a.Found != (tc.bare != "") || a.Text != tc.bare {
 				t.Errorf("srv_features: answers %v %q, want %q", a.Found, a.Text, tc.bare)
 			}
-			if a := p.SendmailAccess("srv_features:192.0.2.1"); !a.Found || a.Text != "v" {
+			if a, _ := v.SendmailAccess("srv_features:192.0.2.1"); !a.Found || a.Text != "v" {
 				t.Errorf("srv_features:192.0.2.1 answers %v %q, the .mc comment says v", a.Found, a.Text)
 			}
 			for _, says := range []string{tc.says, "with v (ask) for a client name or address"} {
@@ -311,7 +314,7 @@ hosts = ["b.example"]
 					t.Errorf("the .mc lines do not say %q:\n%s", says, text)
 				}
 			}
-			if a := p.SendmailAccess("srv_features:b.example"); a.Found {
+			if a, _ := v.SendmailAccess("srv_features:b.example"); a.Found {
 				t.Errorf("srv_features:b.example answers %q; b asks for no client certificate", a.Text)
 			}
 		})

@@ -1,5 +1,7 @@
 package policy
 
+import "strings"
+
 // capabilities refuses requirements the configured MTA cannot enforce,
 // each with the reason and what to write instead.
 func (c *compiler) capabilities(p *Policy, ep *Endpoint, path string) {
@@ -27,8 +29,10 @@ func (c *compiler) capabilities(p *Policy, ep *Endpoint, path string) {
 			c.at(outP+key, "endpoint %q outbound: Postfix cannot compare the issuer; tlsgate enforces it by pinning trust anchors (tafile=) to the CA certificates of the CA store whose subject matches: set [certs] ca_store and trust_anchor_dir, or pin fingerprints", ep.Name)
 		}
 		if out.CN != "" {
-			if _, err := NormalizeName(out.CN); err != nil {
+			if n, err := NormalizeName(out.CN); err != nil {
 				c.at(outP+".cn", "endpoint %q outbound: Postfix checks the server certificate's name as a host name (match=), and %q is not one (%v); give the host name the certificate is issued for, or pin fingerprints", ep.Name, out.CN, err)
+			} else if !strings.Contains(n, ".") {
+				c.at(outP+".cn", "endpoint %q outbound: cn = %q is a single label, which Postfix's match= does not read as a name: hostname, nexthop and dot-nexthop are keywords there (the MX host, the next-hop domain, names below it) and any other single label names no certificate; give the fully qualified name the certificate is issued for", ep.Name, out.CN)
 			}
 		}
 		if out.MinBits > 128 {
@@ -44,14 +48,20 @@ func (c *compiler) capabilities(p *Policy, ep *Endpoint, path string) {
 		if out.IssuerCN != "" {
 			c.at(outP+".issuer_cn", "endpoint %q outbound: Sendmail's access map compares the full issuer DN (CI:), not the issuer CN; write issuer_dn instead", ep.Name)
 		}
-		for key, dn := range map[string]DN{".subject_dn": out.SubjectDN, ".issuer_dn": out.IssuerDN} {
-			if dn != nil && len(dn.OpenSSL()) > 255 {
-				c.at(outP+key, "endpoint %q outbound: Sendmail truncates certificate DNs to 255 characters, so this %d-character DN can never match; pin a shorter DN or use cn", ep.Name, len(dn.OpenSSL()))
+		for _, kd := range []struct {
+			key string
+			dn  DN
+		}{{".subject_dn", out.SubjectDN}, {".issuer_dn", out.IssuerDN}} {
+			if kd.dn != nil && len(kd.dn.OpenSSL()) > 255 {
+				c.at(outP+kd.key, "endpoint %q outbound: Sendmail truncates certificate DNs to 255 characters, so this %d-character DN can never match; pin a shorter DN or use cn", ep.Name, len(kd.dn.OpenSSL()))
 			}
 		}
-		for key, dn := range map[string]DN{".subject_dn": in.SubjectDN, ".issuer_dn": in.IssuerDN} {
-			if dn != nil && len(dn.OpenSSL()) > 255 {
-				c.at(inP+key, "endpoint %q inbound: Sendmail truncates certificate DNs to 255 characters ({cert_subject}, {cert_issuer}), so this %d-character DN can never match; use cn and issuer_cn", ep.Name, len(dn.OpenSSL()))
+		for _, kd := range []struct {
+			key string
+			dn  DN
+		}{{".subject_dn", in.SubjectDN}, {".issuer_dn", in.IssuerDN}} {
+			if kd.dn != nil && len(kd.dn.OpenSSL()) > 255 {
+				c.at(inP+kd.key, "endpoint %q inbound: Sendmail truncates certificate DNs to 255 characters ({cert_subject}, {cert_issuer}), so this %d-character DN can never match; use cn and issuer_cn", ep.Name, len(kd.dn.OpenSSL()))
 			}
 		}
 	}

@@ -51,7 +51,7 @@ hosts = ["192.0.2.7"]
 	} {
 		f := &Facts{ClientAddr: netip.MustParseAddr("192.0.2.7"), TLSVersion: "TLSv1.3", Cipher: "TLS_AES_256_GCM_SHA384", Bits: 256,
 			Verify: VerifyTrusted, SubjectCN: tc.cn, IssuerCN: "Lab CA"}
-		v := p.Judge(f)
+		v := now(p).Judge(f)
 		if v.Refuse == tc.pass {
 			t.Errorf("cn %q: verdict %+v, want pass=%v", tc.cn, v, tc.pass)
 		}

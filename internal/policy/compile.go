@@ -17,8 +17,22 @@ type compiler struct {
 	file     string
 	loc      *locator
 	problems []*Problem
+	warnings []*Problem
 	firsts   map[*Endpoint]map[string]int // see firstHost
 	mta      MTA                          // the file's mta, once known
+	pending  map[*Endpoint]*rawException  // exceptions to resolve once every endpoint is known
+}
+
+// rawException is an endpoint's exception_to, reason and expires as read.
+type rawException struct {
+	to      string
+	reason  string
+	expires *rawTime
+}
+
+// warn records a warning at line.
+func (c *compiler) warn(line int, format string, args ...any) {
+	c.warnings = append(c.warnings, &Problem{File: c.file, Line: line, Warning: true, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (c *compiler) problem(line int, format string, args ...any) {
@@ -40,7 +54,7 @@ func (c *compiler) at(path, format string, args ...any) {
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func (c *compiler) compile(raw *rawFile) *Policy {
-	p := &Policy{File: c.file, ix: newIndex()}
+	p := &Policy{File: c.file, ix: [2]*index{newIndex(), newIndex()}}
 	switch strings.ToLower(raw.MTA) {
 	case "postfix":
 		p.MTA = Postfix
@@ -63,7 +77,7 @@ func (c *compiler) compile(raw *rawFile) *Policy {
 	c.settings(p, raw)
 	names := map[string]int{}
 	for i := range raw.Endpoint {
-		ep := c.endpoint(p, &raw.Endpoint[i], i)
+		ep := c.endpoint(&raw.Endpoint[i], i)
 		if ep == nil {
 			continue
 		}
@@ -72,33 +86,75 @@ func (c *compiler) compile(raw *rawFile) *Policy {
 			continue
 		}
 		names[strings.ToLower(ep.Name)] = len(p.Endpoints)
-		idx := int32(len(p.Endpoints))
+		ep.pos = int32(len(p.Endpoints))
+		c.addHosts(p, ep)
 		p.Endpoints = append(p.Endpoints, ep)
-		for k, h := range ep.Hosts {
-			if other := p.ix.add(h, idx); other == idx {
-				text, line := c.firstHost(ep, h)
-				c.problem(c.hostLine(ep, k),
-					"host %q is listed twice in endpoint %q (as %q; first as %q on line %d)", h.Text, ep.Name, h.Canonical(), text, line)
-			} else if other >= 0 {
-				o := p.Endpoints[other]
-				text, line := c.firstHost(o, h)
-				c.problem(c.hostLine(ep, k),
-					"host %q of endpoint %q is already covered by endpoint %q (as %q; there as %q on line %d); a host may belong to one endpoint only",
-					h.Text, ep.Name, o.Name, h.Canonical(), text, line)
-			}
-		}
 	}
+	c.exceptions(p, names)
 	if p.MTA != "" {
 		for i, ep := range p.Endpoints {
-			c.capabilities(p, ep, endpointPath(p, i))
+			path := endpointPath(p, i)
+			c.capabilities(p, ep, path)
 			ep.compileAnswers(p)
-			c.answerSize(p, ep, endpointPath(p, i))
-			if ep.Inbound.RequestCert && slices.ContainsFunc(ep.Hosts, func(h Pattern) bool { return h.Kind == PatternName }) {
+			c.answerSize(p, ep, path)
+			if p.MTA == Postfix {
+				c.postfixOutboundHosts(ep)
+			}
+			if ep.Inbound.RequestCert && slices.ContainsFunc(ep.Hosts, func(h Pattern) bool { return h.Kind == PatternName || h.Kind == PatternSubdomains }) {
 				p.askEveryClient = true
 			}
 		}
 	}
+	c.precedence(p)
+	p.warnings = c.warnings
 	return p
+}
+
+// addHosts puts ep's patterns in the index of each direction ep defines
+// (ep is about to become p.Endpoints[len(p.Endpoints)]). A pattern may
+// belong to one endpoint per direction.
+func (c *compiler) addHosts(p *Policy, ep *Endpoint) {
+	idx := int32(len(p.Endpoints))
+	type owner struct {
+		ep  int32
+		dir string
+	}
+	for k, h := range ep.Hosts {
+		var taken []owner // other endpoints that have h, in direction order
+		for _, d := range directions {
+			if !ep.Defines(d) {
+				continue
+			}
+			o := p.ix[d].add(h, idx)
+			if o == idx {
+				text, line := c.firstHost(ep, h)
+				c.problem(c.hostLine(ep, k), "host %q is listed twice in endpoint %q (as %q; first as %q on line %d)", h.Text, ep.Name, h.Canonical(), text, line)
+				break
+			}
+			if o >= 0 {
+				taken = append(taken, owner{o, d.String()})
+			}
+		}
+		for i := 0; i < len(taken); {
+			dirs := []string{taken[i].dir}
+			j := i + 1
+			for ; j < len(taken) && taken[j].ep == taken[i].ep; j++ {
+				dirs = append(dirs, taken[j].dir)
+			}
+			c.hostTaken(p, ep, k, taken[i].ep, dirs)
+			i = j
+		}
+	}
+}
+
+// hostTaken reports that ep's k-th host is already listed by endpoint
+// other for the directions dirs.
+func (c *compiler) hostTaken(p *Policy, ep *Endpoint, k int, other int32, dirs []string) {
+	h, o := ep.Hosts[k], p.Endpoints[other]
+	text, line := c.firstHost(o, h)
+	c.problem(c.hostLine(ep, k),
+		"host %q of endpoint %q is already listed by endpoint %q for %s (as %q; there as %q on line %d); a host may belong to one endpoint per direction",
+		h.Text, ep.Name, o.Name, strings.Join(dirs, " and "), h.Canonical(), text, line)
 }
 
 // hostLine returns the line of ep's k-th host pattern.
@@ -260,8 +316,8 @@ func (c *compiler) settings(p *Policy, raw *rawFile) {
 	s.CABundle = raw.Certs.CABundle
 	s.TrustAnchorDir = raw.Certs.TrustAnchorDir
 	s.ServerCert, s.ServerKey = raw.Certs.ServerCert, raw.Certs.ServerKey
-	for k, v := range map[string]string{"ca_store": s.CAStore, "ca_bundle": s.CABundle, "trust_anchor_dir": s.TrustAnchorDir, "server_cert": s.ServerCert, "server_key": s.ServerKey} {
-		if v != "" && !filepath.IsAbs(v) {
+	for _, kv := range [...][2]string{{"ca_store", s.CAStore}, {"ca_bundle", s.CABundle}, {"trust_anchor_dir", s.TrustAnchorDir}, {"server_cert", s.ServerCert}, {"server_key", s.ServerKey}} {
+		if k, v := kv[0], kv[1]; v != "" && !filepath.IsAbs(v) {
 			c.at("certs."+k, "%s = %q must be an absolute path", k, v)
 		}
 	}
@@ -289,18 +345,19 @@ func (c *compiler) settings(p *Policy, raw *rawFile) {
 	}
 }
 
-func (c *compiler) endpoint(p *Policy, r *rawEndpoint, i int) *Endpoint {
+func (c *compiler) endpoint(r *rawEndpoint, i int) *Endpoint {
 	path := "endpoint." + strconv.Itoa(i)
 	n0 := len(c.problems)
-	ep := &Endpoint{Name: strings.Clone(r.Name), Notes: strings.Clone(r.Notes), Line: c.loc.line(path), index: i}
-	if r.Name == "" {
+	ep := &Endpoint{Notes: strings.Clone(r.Notes), Line: c.loc.line(path), index: i}
+	label := fmt.Sprintf("#%d", i+1)
+	switch {
+	case r.Name == nil:
 		c.at(path, "endpoint has no name: add name = \"...\" (letters, digits, '.', '_' or '-'); it appears in logs and headers")
-	} else if !nameRE.MatchString(r.Name) {
-		c.at(path+".name", "name = %q: use letters, digits, '.', '_' or '-' (at most 64), starting with a letter or digit", r.Name)
-	}
-	label := r.Name
-	if label == "" {
-		label = fmt.Sprintf("#%d", i+1)
+	case !nameRE.MatchString(*r.Name):
+		c.at(path+".name", "name = %q: use letters, digits, '.', '_' or '-' (at most 64), starting with a letter or digit", *r.Name)
+	default:
+		ep.Name = strings.Clone(*r.Name)
+		label = ep.Name
 	}
 	if len(r.Hosts) == 0 {
 		c.at(path, "endpoint %q has no hosts: add hosts = [\"example.com\", \".example.com\", \"192.0.2.0/24\"]", label)
@@ -313,81 +370,160 @@ func (c *compiler) endpoint(p *Policy, r *rawEndpoint, i int) *Endpoint {
 		}
 		ep.Hosts = append(ep.Hosts, pat)
 	}
-	switch strings.ToLower(r.Mode) {
-	case "", "enforce":
-		ep.Mode = Enforce
-	case "monitor":
-		ep.Mode = Monitor
-	default:
-		c.at(path+".mode", `mode = %q: want "enforce" or "monitor"`, r.Mode)
+	ep.Mode = Enforce
+	if r.Mode != nil {
+		switch strings.ToLower(*r.Mode) {
+		case "enforce":
+		case "monitor":
+			ep.Mode = Monitor
+		default:
+			c.at(path+".mode", `mode = %q: want "enforce" or "monitor"`, *r.Mode)
+		}
 	}
-	switch strings.ToLower(r.Action) {
-	case "", "defer":
-		ep.Action = Defer
-	case "reject":
-		ep.Action = Reject
-	default:
-		c.at(path+".action", `action = %q: want "defer" (4xx, the sender retries) or "reject" (5xx, the sender bounces)`, r.Action)
+	ep.Action = Defer
+	if r.Action != nil {
+		switch strings.ToLower(*r.Action) {
+		case "defer":
+		case "reject":
+			ep.Action = Reject
+		default:
+			c.at(path+".action", `action = %q: want "defer" (4xx, the sender retries) or "reject" (5xx, the sender bounces)`, *r.Action)
+		}
 	}
 	if r.Inbound == nil && r.Outbound == nil {
 		c.at(path, "endpoint %q demands nothing: add an [endpoint.inbound] and/or [endpoint.outbound] table", label)
 	}
 	if r.Inbound != nil {
-		ep.Inbound = c.requirements(path+".inbound", label, "inbound", r.Inbound)
+		ep.defines[Inbound] = true
+		ep.Inbound = c.requirements(path+".inbound", label, Inbound, r.Inbound)
 	}
 	if r.Outbound != nil {
-		ep.Outbound = c.requirements(path+".outbound", label, "outbound", r.Outbound)
+		ep.defines[Outbound] = true
+		ep.Outbound = c.requirements(path+".outbound", label, Outbound, r.Outbound)
 	}
+	c.readException(ep, r, path, label)
 	if len(c.problems) > n0 {
 		return nil
 	}
 	return ep
 }
 
-func (c *compiler) requirements(path, label, dir string, r *rawReq) Requirements {
+// readException checks an endpoint's exception_to, reason and expires as
+// written; exceptions resolves the name once every endpoint is known.
+func (c *compiler) readException(ep *Endpoint, r *rawEndpoint, path, label string) {
+	if r.ExceptionTo == nil {
+		if r.Reason != nil || r.Expires != nil {
+			key := ".reason"
+			if r.Reason == nil {
+				key = ".expires"
+			}
+			c.at(path+key, "endpoint %q: reason and expires belong to an exception; add exception_to = \"NAME\" (the endpoint it relaxes) or remove them", label)
+		}
+		return
+	}
+	x := &rawException{to: strings.TrimSpace(*r.ExceptionTo), expires: r.Expires}
+	if x.to == "" {
+		c.at(path+".exception_to", "endpoint %q: exception_to is empty; name the endpoint this one relaxes", label)
+	}
+	switch {
+	case r.Reason == nil:
+		c.at(path+".exception_to", "endpoint %q is an exception but has no reason: add reason = \"...\" (why it may demand less, e.g. a change ticket); logs and check show it", label)
+	case strings.TrimSpace(*r.Reason) == "":
+		c.at(path+".reason", "endpoint %q: reason is empty; say why this endpoint may demand less than %q", label, x.to)
+	default:
+		x.reason = strings.Clone(strings.TrimSpace(*r.Reason))
+	}
+	if r.Expires == nil {
+		c.at(path+".exception_to", "endpoint %q is an exception but has no expiry: add expires = 2027-01-31 (a date: from that day on %q's rules apply again) or a date and time with its offset", label, x.to)
+	} else {
+		switch r.Expires.t.Location().String() {
+		case "datetime-local", "time-local":
+			c.at(path+".expires", "endpoint %q: expires = %s has no date or no offset: write a date (expires = 2027-01-31, the exception ends at 00:00 that day) or a date and time with its offset (2027-01-31T12:00:00+01:00)", label, c.loc.value(path+".expires"))
+		}
+	}
+	if c.pending == nil {
+		c.pending = map[*Endpoint]*rawException{}
+	}
+	c.pending[ep] = x
+}
+
+// requirements compiles one [endpoint.inbound] or [endpoint.outbound]
+// table: the values as written, then what they imply (a name check needs
+// a validated certificate, a certificate check needs TLS).
+func (c *compiler) requirements(path, label string, dir Direction, r *rawReq) Requirements {
 	var q Requirements
 	at := func(key, format string, args ...any) {
 		c.at(path+"."+key, "endpoint %q %s: "+format, append([]any{label, dir}, args...)...)
 	}
-	explicit := func(b *bool) (val, set bool) {
-		if b == nil {
-			return false, false
+	c.names(&q, r, at)
+	c.pins(&q, r, path, label, dir)
+	c.certChecks(&q, r, at, dir)
+	c.encryption(&q, r, at, dir)
+	return q
+}
+
+// names reads cn, issuer_cn, subject_dn and issuer_dn. An empty value is
+// an error: dropping it would silently demand less.
+func (c *compiler) names(q *Requirements, r *rawReq, at func(key, format string, args ...any)) {
+	text := func(key string, v *string) string {
+		if v == nil {
+			return ""
 		}
-		return *b, true
+		t := strings.TrimSpace(*v)
+		if t == "" {
+			at(key, "%s = %q is empty; give the value or remove the key", key, *v)
+		}
+		return strings.Clone(t)
 	}
-	if r.CN != nil {
-		q.CN = strings.TrimSpace(*r.CN)
-	}
-	if r.IssuerCN != nil {
-		q.IssuerCN = strings.TrimSpace(*r.IssuerCN)
-	}
-	if r.SubjectDN != nil && strings.TrimSpace(*r.SubjectDN) != "" {
-		dn, err := ParseDN(*r.SubjectDN)
+	dn := func(key string, v *string) DN {
+		t := text(key, v)
+		if t == "" {
+			return nil
+		}
+		d, err := ParseDN(t)
 		if err != nil {
-			at("subject_dn", "%v", err)
+			at(key, "%v", err)
 		}
-		q.SubjectDN = dn
+		return d
 	}
-	if r.IssuerDN != nil && strings.TrimSpace(*r.IssuerDN) != "" {
-		dn, err := ParseDN(*r.IssuerDN)
-		if err != nil {
-			at("issuer_dn", "%v", err)
-		}
-		q.IssuerDN = dn
+	q.CN = text("cn", r.CN)
+	q.IssuerCN = text("issuer_cn", r.IssuerCN)
+	q.SubjectDN = dn("subject_dn", r.SubjectDN)
+	q.IssuerDN = dn("issuer_dn", r.IssuerDN)
+	if q.IssuerDN != nil && q.IssuerCN != "" && foldValue(q.IssuerDN.CN()) != foldValue(q.IssuerCN) {
+		at("issuer_cn", "issuer_cn = %q contradicts issuer_dn, whose CN is %q: no certificate can meet both, and trust anchors (Postfix outbound) follow issuer_dn alone; keep one of them", q.IssuerCN, q.IssuerDN.CN())
 	}
+}
+
+// pins reads fingerprints.
+func (c *compiler) pins(q *Requirements, r *rawReq, path, label string, dir Direction) {
 	for _, s := range r.Fingerprints {
 		f, kind, err := ParseFingerprintKind(s)
 		if err != nil {
 			c.problem(c.loc.valueLine(path+".fingerprints", s), "endpoint %q %s: %v", label, dir, err)
 			continue
 		}
-		if kind == PinPublicKey && c.mta == Sendmail && dir == "inbound" {
+		if kind == PinPublicKey && c.mta == Sendmail && dir == Inbound {
 			c.problem(c.loc.valueLine(path+".fingerprints", s), "endpoint %q inbound: Sendmail reports only the digest of the whole client certificate ({cert_fp}), so a public-key pin (sha256//...) can never match; pin the certificate's SHA-256 fingerprint (tlsgate certs show CERT prints it)", label)
 			continue
 		}
 		q.Fingerprints = append(q.Fingerprints, f)
 	}
+}
 
+// explicit returns a boolean key's value and whether it was written.
+func explicit(b *bool) (val, set bool) {
+	if b == nil {
+		return false, false
+	}
+	return *b, true
+}
+
+// certChecks reads match_cn, validate_cert and request_cert. Name, DN
+// and issuer checks need a validated certificate; a pin may stand alone
+// (validate_cert = false says so explicitly); inbound, any certificate
+// check asks the client for its certificate.
+func (c *compiler) certChecks(q *Requirements, r *rawReq, at func(key, format string, args ...any), dir Direction) {
 	matchCN, matchSet := explicit(r.MatchCN)
 	if q.CN != "" {
 		if matchSet && !matchCN {
@@ -397,8 +533,6 @@ func (c *compiler) requirements(path, label, dir string, r *rawReq) Requirements
 	}
 	q.MatchCN = matchCN
 
-	// Name, DN and issuer checks need a validated certificate; a pin may
-	// stand alone (validate_cert = false says so explicitly).
 	var needsValid []string
 	if q.MatchCN {
 		needsValid = append(needsValid, "match_cn")
@@ -421,17 +555,21 @@ func (c *compiler) requirements(path, label, dir string, r *rawReq) Requirements
 	}
 	q.ValidateCert = valid
 
-	if dir == "outbound" && r.RequestCert != nil {
+	if dir == Outbound && r.RequestCert != nil {
 		at("request_cert", "request_cert applies to inbound only (a server always presents its certificate)")
 	}
 	req, reqSet := explicit(r.RequestCert)
-	if reqSet && !req && (q.ValidateCert || len(q.Fingerprints) > 0) && dir == "inbound" {
+	if reqSet && !req && (q.ValidateCert || len(q.Fingerprints) > 0) && dir == Inbound {
 		at("request_cert", "request_cert = false, but validate_cert or fingerprints need the client's certificate")
 	}
-	if dir == "inbound" && (req || q.ValidateCert || len(q.Fingerprints) > 0) {
+	if dir == Inbound && (req || q.ValidateCert || len(q.Fingerprints) > 0) {
 		q.RequestCert = true
 	}
+}
 
+// encryption reads encryption and min_bits: a certificate check implies
+// TLS, and a table must demand something.
+func (c *compiler) encryption(q *Requirements, r *rawReq, at func(key, format string, args ...any), dir Direction) {
 	enc, encSet := explicit(r.Encryption)
 	if encSet && !enc && (q.RequestCert || q.ValidateCert || len(q.Fingerprints) > 0) {
 		at("encryption", "encryption = false, but certificate checks need TLS; set encryption = true")
@@ -451,5 +589,4 @@ func (c *compiler) requirements(path, label, dir string, r *rawReq) Requirements
 	if !q.Encryption && !q.Active() && len(r.Fingerprints) == 0 {
 		at("encryption", "the %s table demands nothing; set encryption = true or remove the table", dir)
 	}
-	return q
 }

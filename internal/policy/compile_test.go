@@ -20,7 +20,7 @@ func TestAnswerFitsReply(t *testing.T) {
 		return b.String()
 	}
 	p := mustParse(t, conf(980))
-	a, err := p.Outbound("a.example")
+	a, err := now(p).Outbound("a.example")
 	if err != nil || !a.Found || len("OK ")+len(a.Text) > MaxReply || len("OK ")+len(a.Text) < MaxReply-102 {
 		t.Fatalf("980 pins: answer of %d bytes, %v", len(a.Text), err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -34,6 +35,29 @@ const (
 	// Monitor judges, logs and stamps, but never refuses.
 	Monitor Mode = "monitor"
 )
+
+// Direction is the side of a mail exchange an endpoint's requirements
+// apply to.
+type Direction int
+
+// The two directions.
+const (
+	// Inbound: the peer connects to us ([endpoint.inbound]).
+	Inbound Direction = iota
+	// Outbound: we connect to the peer ([endpoint.outbound]).
+	Outbound
+)
+
+// String returns "inbound" or "outbound".
+func (d Direction) String() string {
+	if d == Outbound {
+		return "outbound"
+	}
+	return "inbound"
+}
+
+// directions lists both, in the order messages name them.
+var directions = [2]Direction{Inbound, Outbound}
 
 // Action is what an enforced inbound failure answers.
 type Action string
@@ -99,12 +123,37 @@ type Endpoint struct {
 	Inbound Requirements
 	// Outbound holds the requirements when we connect to them.
 	Outbound Requirements
+	// Exception is set when the endpoint temporarily relaxes an endpoint
+	// it is nested in (exception_to, reason, expires); nil otherwise.
+	Exception *Exception
 	// Line is where the endpoint starts in the file.
 	Line int
 
-	index       int    // position among the file's [[endpoint]] tables
-	postfixOut  string // Postfix TLS policy table entry, "" if none
-	sendmailOut string // Sendmail access-map RHS for tls_srv/tls_rcpt, "" if none
+	defines     [2]bool // the file has [endpoint.inbound] / [endpoint.outbound]
+	index       int     // position among the file's [[endpoint]] tables
+	pos         int32   // position in Policy.Endpoints
+	postfixOut  string  // Postfix TLS policy table entry, "" if none
+	sendmailOut string  // Sendmail access-map RHS for tls_srv/tls_rcpt, "" if none
+}
+
+// Defines reports whether the endpoint has a table for direction d
+// ([endpoint.inbound], [endpoint.outbound]). Only endpoints that define a
+// direction take part in it: an endpoint with only an outbound table
+// never decides who may connect to us.
+func (ep *Endpoint) Defines(d Direction) bool { return ep.defines[d] }
+
+// Requirements returns the endpoint's requirements in direction d.
+func (ep *Endpoint) Requirements(d Direction) *Requirements {
+	if d == Outbound {
+		return &ep.Outbound
+	}
+	return &ep.Inbound
+}
+
+// Rule returns what the endpoint demands in direction d: its mode and
+// its requirements there.
+func (ep *Endpoint) Rule(d Direction) Rule {
+	return Rule{Mode: ep.Mode, Req: *ep.Requirements(d)}
 }
 
 // Listener describes a socket tlsgate listens on.
@@ -164,12 +213,17 @@ type Policy struct {
 	// Settings of the daemons.
 	Settings Settings
 
-	ix    *index
+	// ix holds one index per direction: only endpoints that define a
+	// direction are in its index.
+	ix    [2]*index
 	lines map[string]int // line of each key outside [[endpoint]] ("certs.ca_store"), see Line
-	// askEveryClient: an endpoint that needs a client certificate names a
-	// host or domain exactly, which may match only the sender domain (see
-	// srvFeatures).
+	// askEveryClient: an endpoint that needs a client certificate lists a
+	// name or a .domain pattern, which may match only the sender domain
+	// (see srvFeatures).
 	askEveryClient bool
+	exceptions     []*Exception // in file order
+	relaxes        [2]bool      // some exception relaxes that direction
+	warnings       []*Problem   // found at load time, see Warnings
 }
 
 type rawFile struct {
@@ -216,13 +270,16 @@ type rawMetrics struct {
 }
 
 type rawEndpoint struct {
-	Name     string   `toml:"name"`
-	Notes    string   `toml:"notes"`
-	Hosts    []string `toml:"hosts"`
-	Mode     string   `toml:"mode"`
-	Action   string   `toml:"action"`
-	Inbound  *rawReq  `toml:"inbound"`
-	Outbound *rawReq  `toml:"outbound"`
+	Name        *string  `toml:"name"`
+	Notes       string   `toml:"notes"`
+	Hosts       []string `toml:"hosts"`
+	Mode        *string  `toml:"mode"`
+	Action      *string  `toml:"action"`
+	ExceptionTo *string  `toml:"exception_to"`
+	Reason      *string  `toml:"reason"`
+	Expires     *rawTime `toml:"expires"`
+	Inbound     *rawReq  `toml:"inbound"`
+	Outbound    *rawReq  `toml:"outbound"`
 }
 
 type rawReq struct {
@@ -280,6 +337,19 @@ func Parse(name string, data []byte) (*Policy, error) {
 	c := &compiler{file: name, loc: newLocator(data)}
 	var raw rawFile
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
+	var pe toml.ParseError
+	if err != nil && errors.As(err, &pe) {
+		c.tomlError(err)
+		return nil, c.err()
+	}
+	// The decoder matches keys to settings ignoring case, and when a table
+	// has a key in two spellings (mode and Mode) which one wins depends on
+	// map order. Every key must be written exactly as documented, so that
+	// a file means one thing. A decoding error after a misspelt key or
+	// table is usually its consequence: report the spelling only.
+	if c.exactKeys(md); len(c.problems) > 0 {
+		return nil, c.err()
+	}
 	if err != nil {
 		c.tomlError(err)
 		return nil, c.err()
@@ -306,6 +376,10 @@ func (c *compiler) tomlError(err error) {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		msg := pe.Message
+		if strings.HasPrefix(msg, "want ") && pe.LastKey != "" {
+			// A value's own UnmarshalTOML refused it (rawTime).
+			msg = pe.LastKey + ": " + msg
+		}
 		if pe.Usage != "" {
 			msg += " (" + strings.TrimSpace(strings.SplitN(pe.Usage, "\n", 2)[0]) + ")"
 		}
@@ -399,6 +473,9 @@ func keyType(key string) (string, reflect.Type) {
 		if t.Kind() == reflect.Pointer {
 			t = t.Elem()
 		}
+		if t == timeType {
+			return dateWords, t
+		}
 		switch t.Kind() {
 		case reflect.String:
 			return "a string", t
@@ -419,6 +496,31 @@ func keyType(key string) (string, reflect.Type) {
 	return "", nil
 }
 
+// rawTime is a TOML date or date and time as the decoder hands it over,
+// with the location that says which kind it is ("date-local" for a date,
+// "datetime-local" and "time-local" for the kinds without an offset).
+// Decoding into a time.Time would go through its text form and lose it.
+type rawTime struct{ t time.Time }
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (r *rawTime) UnmarshalTOML(v any) error {
+	t, ok := v.(time.Time)
+	if !ok {
+		got, known := tomlTypeWord[fmt.Sprintf("%T", v)]
+		if !known {
+			got = fmt.Sprintf("a %T", v)
+		}
+		return fmt.Errorf("want %s, got %s (write the date without quotes)", dateWords, got)
+	}
+	r.t = t
+	return nil
+}
+
+// dateWords says what a date setting takes.
+const dateWords = "a date (2027-01-31) or a date and time with its offset (2027-01-31T12:00:00+01:00)"
+
+var timeType = reflect.TypeFor[rawTime]()
+
 // keyTable is one table of the file's layout, read from the raw structs'
 // toml tags.
 type keyTable struct {
@@ -426,14 +528,102 @@ type keyTable struct {
 	array bool                    // an array of tables ([[endpoint]])
 	keys  map[string]bool         // its keys
 	types map[string]reflect.Type // the Go type of each key
+	sub   map[string]*keyTable    // the tables below it, by key
+}
+
+// exactKeys reports every key and table written in another case than the
+// documented one ("Mode", "[[ENDPOINT]]", "[Endpoint.Inbound]"), at its
+// line, with the right spelling. The keys below a misspelt table are not
+// reported again. A file without such keys costs one map lookup per key
+// part.
+func (c *compiler) exactKeys(md toml.MetaData) {
+	keys := md.Keys()
+	var explicit map[string]bool  // the keys and tables written, built at the first misspelling
+	reported := map[string]bool{} // implicit tables ([Endpoint.Inbound] defines Endpoint) reported once
+	for _, k := range keys {
+		bad := misspelt(k)
+		if bad < 0 {
+			continue
+		}
+		if explicit == nil {
+			explicit = make(map[string]bool, len(keys))
+			for _, k := range keys {
+				explicit[k.String()] = true
+			}
+		}
+		prefix := k[:bad+1].String()
+		if bad < len(k)-1 && (explicit[prefix] || reported[prefix]) {
+			continue // reported at the table itself
+		}
+		reported[prefix] = true
+		written, want := k.String(), rightSpelling(k)
+		switch md.Type(k...) {
+		case "Hash":
+			c.problem(c.loc.undecoded(k), "table [%s] must be written [%s]: tlsgate's keys and tables are lower case, exactly as documented", written, want)
+		case "ArrayHash":
+			c.problem(c.loc.undecoded(k), "table [[%s]] must be written [[%s]]: tlsgate's keys and tables are lower case, exactly as documented", written, want)
+		default:
+			c.problem(c.loc.undecoded(k), "key %q must be written %q: tlsgate's keys and tables are lower case, exactly as documented", written, want)
+		}
+	}
+}
+
+// misspelt returns the index of the first part of k that names a known
+// key or table only when case is ignored, or -1 if k has no such part (it
+// is right, or unknown, which Undecoded reports).
+func misspelt(k toml.Key) int {
+	kt := layout[0]
+	for i, seg := range k {
+		if kt == nil {
+			return -1
+		}
+		if !kt.keys[seg] {
+			if kt.fold(seg) == "" {
+				return -1
+			}
+			return i
+		}
+		kt = kt.sub[seg]
+	}
+	return -1
+}
+
+// fold returns the key of kt spelt like seg but for case, or "".
+func (kt *keyTable) fold(seg string) string {
+	for cand := range kt.keys {
+		if strings.EqualFold(cand, seg) {
+			return cand
+		}
+	}
+	return ""
+}
+
+// rightSpelling returns k with every part that names a known key or
+// table only when case is ignored spelt right.
+func rightSpelling(k toml.Key) string {
+	right := make(toml.Key, len(k))
+	kt := layout[0]
+	for i, seg := range k {
+		right[i] = seg
+		if kt == nil {
+			continue
+		}
+		if !kt.keys[seg] {
+			if want := kt.fold(seg); want != "" {
+				right[i] = want
+			}
+		}
+		kt = kt.sub[right[i]]
+	}
+	return right.String()
 }
 
 // layout lists every table of a tlsgate file, in declaration order.
 var layout = func() []*keyTable {
 	var tables []*keyTable
-	var walk func(path string, array bool, t reflect.Type)
-	walk = func(path string, array bool, t reflect.Type) {
-		kt := &keyTable{path: path, array: array, keys: map[string]bool{}, types: map[string]reflect.Type{}}
+	var walk func(path string, array bool, t reflect.Type) *keyTable
+	walk = func(path string, array bool, t reflect.Type) *keyTable {
+		kt := &keyTable{path: path, array: array, keys: map[string]bool{}, types: map[string]reflect.Type{}, sub: map[string]*keyTable{}}
 		tables = append(tables, kt)
 		for i := range t.NumField() {
 			f := t.Field(i)
@@ -447,14 +637,15 @@ var layout = func() []*keyTable {
 			case reflect.Slice:
 				ft, arr = ft.Elem(), true
 			}
-			if ft.Kind() == reflect.Struct {
+			if ft.Kind() == reflect.Struct && ft != timeType {
 				sub := name
 				if path != "" {
 					sub = path + "." + name
 				}
-				walk(sub, arr, ft)
+				kt.sub[name] = walk(sub, arr, ft)
 			}
 		}
+		return kt
 	}
 	walk("", false, reflect.TypeFor[rawFile]())
 	return tables

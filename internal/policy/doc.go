@@ -3,10 +3,14 @@
 // MTA could not enforce, matches peers to endpoints and turns requirements
 // into verdicts (inbound) and MTA policy text (outbound).
 //
-// The package is pure: no sockets, no logging, no clock. The milter and the
-// policy daemon are thin adapters that translate what the MTA reports into
-// [Facts] and [Policy.Judge] verdicts, or hand a next-hop key to
-// [Policy.Outbound] and relay the answer.
+// The package is pure: no sockets, no logging, no clock. Every decision is
+// made on a [View], the policy at an instant the caller gives
+// ([Policy.At]), because exceptions end at a date without a reload. The
+// milter and the policy daemon are thin adapters that translate what the
+// MTA reports into [Facts] and [View.Judge] verdicts (whose [Outcome]
+// carries the SMTP reply, log word and metric label), or hand a key to
+// [View.Outbound] and relay the answer; [View.PostfixWalk] and the
+// Sendmail walks show what the MTA asks after a key that is not found.
 //
 // # Host patterns
 //
@@ -19,10 +23,21 @@
 //	198.51.100.0/24     an address range
 //
 // Names are compared case-insensitively, a trailing dot is ignored and
-// internationalised names are converted to A-labels. The most specific
-// pattern wins for a key: an exact name or address over the longest
-// matching subdomain pattern or CIDR range, over shorter ones. A pattern may
-// appear in one endpoint only.
+// internationalised names are converted to A-labels. Each direction is
+// decided on its own, among the endpoints that define it ([Endpoint.Defines]):
+// the most specific pattern wins for a key, an exact name or address over
+// the longest matching subdomain pattern or CIDR range, over shorter ones.
+// A pattern may appear in one endpoint per direction.
+//
+// # Never weaker
+//
+// An endpoint nested in another (a pattern of the other covers one of its
+// own) must be at least as strict in each direction both define
+// ([Rule.AtLeastAsStrict]), or load fails, unless it declares itself an
+// [Exception] to that endpoint, which ends at its date. So the endpoint
+// that decides a key is at least as strict as every endpoint whose
+// patterns match it, by construction; the property test TestNeverWeaker
+// checks it against each MTA's lookup walk.
 //
 // # What each MTA can enforce
 //

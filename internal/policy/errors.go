@@ -13,14 +13,22 @@ type Problem struct {
 	Line int
 	// Msg says what is wrong and how to fix it.
 	Msg string
+	// Warning marks something to look at that does not stop the file
+	// from loading (Policy.Warnings).
+	Warning bool
 }
 
-// Error formats the problem as "FILE:LINE: message".
+// Error formats the problem as "FILE:LINE: message", or as "FILE:LINE:
+// warning: message" for a warning.
 func (p *Problem) Error() string {
-	if p.Line > 0 {
-		return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
+	msg := p.Msg
+	if p.Warning {
+		msg = "warning: " + msg
 	}
-	return fmt.Sprintf("%s: %s", p.File, p.Msg)
+	if p.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", p.File, p.Line, msg)
+	}
+	return fmt.Sprintf("%s: %s", p.File, msg)
 }
 
 // LoadError lists every problem found in a configuration file.

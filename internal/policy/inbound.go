@@ -146,7 +146,8 @@ type Verdict struct {
 	// Result is NotCovered, Pass or Fail.
 	Result Result
 	// Endpoints cover the session, in the order client address, client
-	// name, sender domain, without repeats.
+	// name, sender domain, without repeats: for each of the three, the
+	// most specific endpoint that defines inbound requirements.
 	Endpoints []*Endpoint
 	// Failures lists every missed requirement.
 	Failures []Failure
@@ -158,12 +159,26 @@ type Verdict struct {
 	// Action is Reject if any failing enforced endpoint says reject, else
 	// Defer. Meaningful only when Refuse.
 	Action Action
+	// Exceptions are the covering endpoints that are unexpired exceptions
+	// (exception_to) for inbound: the decision is theirs instead of the
+	// endpoint they relax, and logs say so (exception=NAME).
+	Exceptions []*Endpoint
+
+	// excused: an exception let the session through where the endpoints
+	// it relaxes would have refused it (see Outcome).
+	excused bool
 }
 
 // Names returns the covering endpoints' names joined with commas.
-func (v *Verdict) Names() string {
-	names := make([]string, len(v.Endpoints))
-	for i, ep := range v.Endpoints {
+func (v *Verdict) Names() string { return joinNames(v.Endpoints) }
+
+// ExceptionNames returns the names of v.Exceptions joined with commas, ""
+// if none.
+func (v *Verdict) ExceptionNames() string { return joinNames(v.Exceptions) }
+
+func joinNames(eps []*Endpoint) string {
+	names := make([]string, len(eps))
+	for i, ep := range eps {
 		names[i] = ep.Name
 	}
 	return strings.Join(names, ",")
@@ -179,8 +194,15 @@ func (v *Verdict) Reason() string {
 }
 
 // Covering returns the endpoints that cover a session by client address,
-// verified client host name and envelope sender domain, without repeats.
-func (p *Policy) Covering(addr netip.Addr, clientName, sender string) []*Endpoint {
+// verified client host name and envelope sender domain, without repeats:
+// for each, the most specific endpoint that defines inbound requirements
+// and is active at the view's instant. A zoned address (fe80::1%eth0)
+// matches its address without the zone.
+func (v View) Covering(addr netip.Addr, clientName, sender string) []*Endpoint {
+	return v.p.covering(addr, clientName, sender, v.gone(Inbound))
+}
+
+func (p *Policy) covering(addr netip.Addr, clientName, sender string, g gone) []*Endpoint {
 	var out []*Endpoint
 	add := func(i int32, ok bool) {
 		if !ok {
@@ -194,17 +216,18 @@ func (p *Policy) Covering(addr netip.Addr, clientName, sender string) []*Endpoin
 		}
 		out = append(out, ep)
 	}
+	ix := p.ix[Inbound]
 	if addr.IsValid() {
-		add(p.ix.addr(addr))
+		add(ix.addr(addr, g))
 	}
 	if clientName != "" && !strings.EqualFold(clientName, "unknown") {
 		if n, err := NormalizeName(clientName); err == nil {
-			add(p.ix.name(n))
+			add(ix.name(n, g))
 		}
 	}
 	if d := senderDomain(sender); d != "" {
 		if n, err := NormalizeName(d); err == nil {
-			add(p.ix.name(n))
+			add(ix.name(n, g))
 		}
 	}
 	return out
@@ -220,9 +243,26 @@ func senderDomain(s string) string {
 }
 
 // Judge decides whether an inbound session meets the inbound requirements
-// of every endpoint that covers it.
-func (p *Policy) Judge(f *Facts) Verdict {
-	v := Verdict{Endpoints: p.Covering(f.ClientAddr, f.ClientName, f.Sender)}
+// of every endpoint that covers it at the view's instant. When an
+// unexpired exception covers it, the verdict lists it (Exceptions), and
+// if the endpoints it relaxes would have refused the session where the
+// exception lets it through, Outcome says OutcomeException.
+func (v View) Judge(f *Facts) Verdict {
+	vd := v.p.judge(f, v.gone(Inbound))
+	for _, ep := range vd.Endpoints {
+		if exceptionIn(ep, Inbound) != nil {
+			vd.Exceptions = append(vd.Exceptions, ep)
+		}
+	}
+	if len(vd.Exceptions) > 0 && !vd.Refuse {
+		without := v.p.judge(f, v.withoutExceptions(Inbound))
+		vd.excused = without.Refuse
+	}
+	return vd
+}
+
+func (p *Policy) judge(f *Facts, g gone) Verdict {
+	v := Verdict{Endpoints: p.covering(f.ClientAddr, f.ClientName, f.Sender, g)}
 	for _, ep := range v.Endpoints {
 		n := len(v.Failures)
 		v.Failures, v.Unchecked = judgeOne(ep, f, v.Failures, v.Unchecked)
@@ -346,33 +386,6 @@ func isPrintableASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-// SMTP replies for refused sessions, shared by the milter and the policy
-// delegation server. The text is deliberately generic; the precise reason
-// belongs in the log.
-const (
-	// DeferCode and DeferText: an enforced endpoint with action "defer"
-	// failed; the client keeps the mail and retries.
-	DeferCode = 451
-	DeferText = "4.7.1 TLS required by local policy for this peer"
-	// RejectCode and RejectText: an enforced endpoint with action
-	// "reject" failed; the client bounces the mail.
-	RejectCode = 550
-	RejectText = "5.7.1 TLS required by local policy for this peer"
-	// TempFailCode and TempFailText: tlsgate could not decide (internal
-	// error); nothing is accepted unjudged.
-	TempFailCode = 451
-	TempFailText = "4.3.0 TLS policy check failed temporarily, try again later"
-)
-
-// Reply returns the SMTP reply code and text (with its enhanced status
-// code) for a verdict that refuses mail.
-func (v *Verdict) Reply() (int, string) {
-	if v.Action == Reject {
-		return RejectCode, RejectText
-	}
-	return DeferCode, DeferText
 }
 
 // sameHostCN reports whether the certificate CN cn names the host want:

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBadConfigs loads every testdata/bad file and checks that each
@@ -117,6 +118,12 @@ func TestSettingsDefaults(t *testing.T) {
 		t.Errorf("defaults: %+v version %q", s, p.PostfixVersion)
 	}
 }
+
+// testNow is the instant the tests look at policies without exceptions.
+var testNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// now returns p as it applies at testNow.
+func now(p *Policy) View { return p.At(testNow) }
 
 func mustParse(t testing.TB, src string) *Policy {
 	t.Helper()

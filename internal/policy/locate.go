@@ -182,6 +182,20 @@ func lineOf(keys map[string]int, path string) int {
 	return 0
 }
 
+// value returns the text after '=' on the line of path, without a
+// trailing comment (for messages that quote what was written).
+func (l *locator) value(path string) string {
+	n := l.line(path)
+	if n == 0 || n > len(l.lines) {
+		return ""
+	}
+	_, v, _ := strings.Cut(l.lines[n-1], "=")
+	if i := strings.IndexByte(v, '#'); i >= 0 {
+		v = v[:i]
+	}
+	return strings.TrimSpace(v)
+}
+
 // valueLine returns the line at or after the key's line that contains the
 // quoted string v (used to point at one entry of a multi-line array).
 func (l *locator) valueLine(path, v string) int {

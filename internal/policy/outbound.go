@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"fmt"
-	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,200 +17,71 @@ type Answer struct {
 	// Endpoint covers the key, also when it is in monitor mode (then
 	// Found is false and the MTA default applies). Nil if not covered.
 	Endpoint *Endpoint
+	// Exception is Endpoint's exception when Endpoint answers as an
+	// unexpired exception in the key's direction (the MTA gets its rules
+	// instead of those of Exception.To; logs say exception=NAME).
+	Exception *Exception
+	// Truncated says that the key may have been cut by Sendmail (it cuts
+	// socketmap keys at SendmailMaxKey bytes): Endpoint is then the
+	// strictest of the endpoints the whole key could belong to, at least
+	// as strict as each of them.
+	Truncated bool
 }
+
+// Monitor reports whether the key is covered by an endpoint in monitor
+// mode, whose rules the MTA does not get.
+func (a Answer) Monitor() bool { return a.Endpoint != nil && !a.Found && a.Endpoint.Mode == Monitor }
 
 // Outbound answers a lookup key in the grammar of the configured MTA:
 // a Postfix smtp_tls_policy_maps key, or a Sendmail access-map key with
-// its tag. A Postfix key that is not a next hop Postfix could send is an
-// error (the caller answers TEMP); Sendmail keys with foreign tags are
-// simply not found.
-func (p *Policy) Outbound(key string) (Answer, error) {
-	if p.MTA == Sendmail {
-		return p.SendmailAccess(key), nil
+// its tag. A key that cannot be read at all, or that Sendmail may have
+// cut and that could belong to endpoints none of which is at least as
+// strict as the others, is an error: the caller answers TEMP, so that
+// the mail waits instead of going out under the MTA's default.
+func (v View) Outbound(key string) (Answer, error) {
+	if v.p.MTA == Sendmail {
+		return v.SendmailAccess(key)
 	}
-	return p.PostfixPolicy(key)
+	return v.PostfixPolicy(key)
 }
 
-// PostfixPolicy answers an smtp_tls_policy_maps key: a domain
-// ("example.com"), Postfix's parent-domain key (".example.com"), or a
-// next hop with brackets and/or port ("[mx.example.com]:587",
-// "[192.0.2.1]", "[IPv6:2001:db8::1]", "host:25"), in any case.
-func (p *Policy) PostfixPolicy(key string) (Answer, error) {
-	i, ok, err := p.lookupNexthop(key)
-	if err != nil || !ok {
+func (p *Policy) answer(i int32, text string, d Direction) Answer {
+	ep := p.Endpoints[i]
+	a := Answer{Endpoint: ep, Exception: exceptionIn(ep, d)}
+	if ep.Mode == Enforce && text != "" {
+		a.Found, a.Text = true, text
+	}
+	return a
+}
+
+// PostfixPolicy answers an smtp_tls_policy_maps key: any next hop Postfix
+// can send (see parseNexthop): a domain ("example.com"), Postfix's
+// parent-domain key (".example.com"), a next hop with brackets and/or a
+// port or service name ("[mx.example.com]:587", "[mail.isp.example]:submission",
+// "host:smtp", "[192.0.2.1]", "[IPv6:2001:db8::1]:25"), or the path of an
+// LMTP unix socket, in any case. A name key is decided by its exact
+// pattern or the longest subdomain pattern above it, so that Postfix's
+// later parent-domain keys are never needed for a covered name.
+func (v View) PostfixPolicy(key string) (Answer, error) {
+	nh, err := parseNexthop(key)
+	if err != nil {
 		return Answer{}, err
 	}
-	return p.answer(i, p.Endpoints[i].postfixOut), nil
-}
-
-func (p *Policy) answer(i int32, text string) Answer {
-	ep := p.Endpoints[i]
-	if ep.Mode == Monitor || text == "" {
-		return Answer{Endpoint: ep}
+	ix, g := v.p.ix[Outbound], v.gone(Outbound)
+	var i int32
+	var ok bool
+	switch nh.kind {
+	case hopName:
+		i, ok = ix.name(nh.name, g)
+	case hopParent:
+		i, ok = ix.parent(nh.name, g)
+	case hopAddr:
+		i, ok = ix.addr(nh.addr, g)
 	}
-	return Answer{Found: true, Text: text, Endpoint: ep}
-}
-
-func (p *Policy) lookupNexthop(key string) (int32, bool, error) {
-	k := strings.TrimSpace(key)
-	if k == "" {
-		return 0, false, fmt.Errorf("policy: empty next-hop key")
-	}
-	if strings.HasPrefix(k, "[") {
-		end := strings.IndexByte(k, ']')
-		if end < 0 {
-			return 0, false, fmt.Errorf("policy: next hop %q: missing ']'", key)
-		}
-		if rest := k[end+1:]; rest != "" && !validPort(rest) {
-			return 0, false, fmt.Errorf("policy: next hop %q: %q after ']' is not :PORT", key, rest)
-		}
-		return p.lookupHost(k[1:end], key)
-	}
-	if strings.HasPrefix(k, ".") {
-		n, err := NormalizeName(k[1:])
-		if err != nil {
-			return 0, false, fmt.Errorf("policy: parent-domain key %q: %v", key, err)
-		}
-		i, ok := p.ix.parent(n)
-		return i, ok, nil
-	}
-	if a, err := netip.ParseAddr(k); err == nil {
-		i, ok := p.ix.addr(a)
-		return i, ok, nil
-	}
-	if c := strings.LastIndexByte(k, ':'); c >= 0 {
-		if !validPort(k[c:]) {
-			return 0, false, fmt.Errorf("policy: next hop %q: %q is not :PORT", key, k[c:])
-		}
-		k = k[:c]
-	}
-	return p.lookupHost(k, key)
-}
-
-func validPort(s string) bool {
-	if len(s) < 2 || s[0] != ':' {
-		return false
-	}
-	n, err := strconv.Atoi(s[1:])
-	return err == nil && n > 0 && n < 65536
-}
-
-// lookupHost matches a bare host: an address literal (with or without the
-// "IPv6:" tag) or a name.
-func (p *Policy) lookupHost(h, key string) (int32, bool, error) {
-	lit := h
-	if len(lit) > 5 && strings.EqualFold(lit[:5], "ipv6:") {
-		lit = lit[5:]
-	}
-	if a, err := netip.ParseAddr(lit); err == nil {
-		i, ok := p.ix.addr(a)
-		return i, ok, nil
-	}
-	n, err := NormalizeName(h)
-	if err != nil {
-		return 0, false, fmt.Errorf("policy: next hop %q: %v", key, err)
-	}
-	i, ok := p.ix.name(n)
-	return i, ok, nil
-}
-
-// SendmailAccess answers a Sendmail access-map key (lower-cased, with its
-// tag). tls_rcpt: is decided on the full recipient address (Sendmail asks
-// it first, so the later user@ and parent-domain keys are not found);
-// tls_srv: on the server's name or address; srv_features: as
-// SrvFeatures does. Every other tag (connect:, from:, to:, tls_clt:, ...)
-// is not found, so Sendmail's own defaults apply; inbound requirements are
-// enforced by the milter.
-func (p *Policy) SendmailAccess(key string) Answer {
-	tag, val, ok := strings.Cut(key, ":")
 	if !ok {
-		return Answer{}
+		return Answer{}, nil
 	}
-	switch strings.ToLower(tag) {
-	case "tls_rcpt":
-		at := strings.LastIndexByte(val, '@')
-		if at < 0 || at == len(val)-1 {
-			return Answer{}
-		}
-		n, err := NormalizeName(val[at+1:])
-		if err != nil {
-			return Answer{}
-		}
-		if i, ok := p.ix.name(n); ok {
-			return p.answer(i, p.Endpoints[i].sendmailOut)
-		}
-	case "tls_srv":
-		if i, ok := p.sendmailHost(val); ok {
-			return p.answer(i, p.Endpoints[i].sendmailOut)
-		}
-	case "srv_features":
-		return p.srvFeatures(val)
-	}
-	return Answer{}
-}
-
-// Srv_Features letters (Sendmail's srvrsmtp.c srvfeatures(): a lower-case
-// letter turns a feature on, its upper-case form turns it off).
-const (
-	// srvAskCert makes Sendmail request a client certificate in
-	// the TLS handshake (sets SRV_VRFY_CLT).
-	srvAskCert = "v"
-	// srvNoCert makes Sendmail not request one (clears it).
-	srvNoCert = "V"
-)
-
-// srvFeatures answers Sendmail's srv_features ruleset, which runs when a
-// client connects and walks srv_features:{client_name} (then its parent
-// domains), srv_features:{client_addr} (then its shorter nets) and the
-// bare srv_features: tag, stopping at the first key found. Sendmail
-// requests a certificate from every client unless told "V", so:
-//
-//   - a name or address covered by an endpoint whose inbound side needs
-//     the client's certificate (request_cert, validate_cert, cn, DNs,
-//     issuer or fingerprints; compile sets RequestCert for all of them)
-//     answers "v", also in monitor mode: asking enforces nothing, and
-//     monitor mode must see the certificate it reports on;
-//   - any other name or address is not found, so that the walk goes on
-//     (an address covered by an endpoint that asks still gets its "v"
-//     after a name covered by one that does not);
-//   - the bare srv_features: key answers "V", so no other client is
-//     asked, unless an endpoint that needs a certificate lists an exact
-//     name: that may be a sender domain, which is not known at connect
-//     time, so the bare key is then not found and Sendmail asks every
-//     client, as it does by default (the endpoint's clients would
-//     otherwise come without a certificate and be refused). Listing only
-//     subdomain patterns (.example.com), addresses and ranges for such
-//     endpoints lets Sendmail ask them alone.
-func (p *Policy) srvFeatures(val string) Answer {
-	if val == "" {
-		if p.askEveryClient {
-			return Answer{}
-		}
-		return Answer{Found: true, Text: srvNoCert}
-	}
-	i, ok := p.sendmailHost(val)
-	if !ok || !p.Endpoints[i].Inbound.RequestCert {
-		return Answer{}
-	}
-	return Answer{Found: true, Text: srvAskCert, Endpoint: p.Endpoints[i]}
-}
-
-func (p *Policy) sendmailHost(v string) (int32, bool) {
-	v = strings.TrimSuffix(strings.TrimPrefix(v, "["), "]")
-	if v == "" {
-		return 0, false
-	}
-	if len(v) > 5 && strings.EqualFold(v[:5], "ipv6:") {
-		v = v[5:]
-	}
-	if a, err := netip.ParseAddr(v); err == nil {
-		return p.ix.addr(a)
-	}
-	n, err := NormalizeName(v)
-	if err != nil {
-		return 0, false
-	}
-	return p.ix.name(n)
+	return v.p.answer(i, v.p.Endpoints[i].postfixOut, Outbound), nil
 }
 
 // compileAnswers renders the outbound policy text once at load time.

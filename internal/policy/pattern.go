@@ -137,6 +137,9 @@ func ParsePattern(s string) (Pattern, error) {
 		if err != nil {
 			return Pattern{}, err
 		}
+		if numericName(n) {
+			return Pattern{}, fmt.Errorf("%q: names below a number are no host names; write a range (192.0.2.0/24)", s)
+		}
 		return Pattern{Text: strings.Clone(s), Kind: PatternSubdomains, Name: strings.Clone(n)}, nil
 	}
 	if strings.HasPrefix(t, "*.") {
@@ -146,8 +149,8 @@ func ParsePattern(s string) (Pattern, error) {
 	if err != nil {
 		return Pattern{}, err
 	}
-	if _, err := netip.ParseAddr(n); err == nil {
-		return Pattern{}, fmt.Errorf("%q is neither a name nor an address", s)
+	if _, err := netip.ParseAddr(n); err == nil || numericName(n) {
+		return Pattern{}, fmt.Errorf("%q is neither a name nor an address; write an address (192.0.2.1) or a range (192.0.2.0/24)", s)
 	}
 	return Pattern{Text: strings.Clone(s), Kind: PatternName, Name: strings.Clone(n)}, nil
 }
@@ -215,17 +218,24 @@ func (ix *index) add(p Pattern, i int32) int32 {
 	return -1
 }
 
+// gone reports whether an indexed endpoint is absent at the moment of a
+// lookup (an exception that has expired in the index's direction); nil
+// means none is.
+type gone func(int32) bool
+
+func (g gone) has(i int32) bool { return g != nil && g(i) }
+
 // name finds the endpoint for a normalised host name: the exact name, else
-// the longest subdomain pattern above it.
-func (ix *index) name(n string) (int32, bool) {
-	if i, ok := ix.names[n]; ok {
+// the longest subdomain pattern above it, skipping absent endpoints.
+func (ix *index) name(n string, g gone) (int32, bool) {
+	if i, ok := ix.names[n]; ok && !g.has(i) {
 		return i, true
 	}
-	return ix.below(n)
+	return ix.below(n, g)
 }
 
 // below finds the longest subdomain pattern strictly above name n.
-func (ix *index) below(n string) (int32, bool) {
+func (ix *index) below(n string, g gone) (int32, bool) {
 	if len(ix.suffixes) == 0 {
 		return 0, false
 	}
@@ -235,7 +245,7 @@ func (ix *index) below(n string) (int32, bool) {
 			return 0, false
 		}
 		n = n[dot+1:]
-		if i, ok := ix.suffixes[n]; ok {
+		if i, ok := ix.suffixes[n]; ok && !g.has(i) {
 			return i, true
 		}
 	}
@@ -243,31 +253,78 @@ func (ix *index) below(n string) (int32, bool) {
 
 // parent finds the endpoint for Postfix's parent-domain key ".d": names
 // below d, i.e. a subdomain pattern for d or any domain above it.
-func (ix *index) parent(d string) (int32, bool) {
-	if i, ok := ix.suffixes[d]; ok {
+func (ix *index) parent(d string, g gone) (int32, bool) {
+	if i, ok := ix.suffixes[d]; ok && !g.has(i) {
 		return i, true
 	}
-	return ix.below(d)
+	return ix.below(d, g)
 }
 
 // addr finds the endpoint for an address: exact, else the longest range.
-func (ix *index) addr(a netip.Addr) (int32, bool) {
-	a = a.Unmap()
-	if i, ok := ix.addrs[a]; ok {
+func (ix *index) addr(a netip.Addr, g gone) (int32, bool) {
+	a = a.Unmap().WithZone("")
+	if i, ok := ix.addrs[a]; ok && !g.has(i) {
 		return i, true
 	}
-	bits := ix.bits6
+	return ix.ranges(a, 129, g)
+}
+
+// ranges finds the longest range shorter than bits that contains a.
+func (ix *index) ranges(a netip.Addr, bits int, g gone) (int32, bool) {
+	lens := ix.bits6
 	if a.Is4() {
-		bits = ix.bits4
+		lens = ix.bits4
 	}
-	for _, b := range bits {
+	for _, b := range lens {
+		if b >= bits {
+			continue
+		}
 		p, err := a.Prefix(b)
 		if err != nil {
 			continue
 		}
-		if i, ok := ix.prefixes[p]; ok {
+		if i, ok := ix.prefixes[p]; ok && !g.has(i) {
 			return i, true
 		}
 	}
 	return 0, false
+}
+
+// covers calls f for every pattern in the index that strictly covers p
+// (is less specific and matches everything p matches): subdomain patterns
+// above p's name, ranges around p's address or range. Exact names and
+// addresses cover nothing.
+func (ix *index) covers(p Pattern, f func(i int32, by Pattern)) {
+	switch p.Kind {
+	case PatternName, PatternSubdomains:
+		n := p.Name
+		for {
+			dot := strings.IndexByte(n, '.')
+			if dot < 0 {
+				return
+			}
+			n = n[dot+1:]
+			if i, ok := ix.suffixes[n]; ok {
+				f(i, Pattern{Kind: PatternSubdomains, Name: n})
+			}
+		}
+	case PatternAddr, PatternPrefix:
+		a := p.Prefix.Addr()
+		lens := ix.bits6
+		if a.Is4() {
+			lens = ix.bits4
+		}
+		for _, b := range lens {
+			if b >= p.Prefix.Bits() {
+				continue
+			}
+			q, err := a.Prefix(b)
+			if err != nil {
+				continue
+			}
+			if i, ok := ix.prefixes[q]; ok {
+				f(i, Pattern{Kind: PatternPrefix, Prefix: q})
+			}
+		}
+	}
 }

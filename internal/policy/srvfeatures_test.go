@@ -1,6 +1,9 @@
 package policy
 
-import "testing"
+import (
+	"net/netip"
+	"testing"
+)
 
 // Sendmail's srv_features ruleset walks srv_features:{client_name} and its
 // parent domains, srv_features:{client_addr} and its shorter nets, then
@@ -91,7 +94,10 @@ func TestSrvFeatures(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {
-			a := p.SendmailAccess(tc.key)
+			a, err := now(p).SendmailAccess(tc.key)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if a.Found != (tc.want != "") || a.Text != tc.want {
 				t.Fatalf("SendmailAccess(%q) = %v %q, want %q", tc.key, a.Found, a.Text, tc.want)
 			}
@@ -115,7 +121,7 @@ func TestSrvFeaturesWalk(t *testing.T) {
 	p := mustParse(t, srvFeaturesConf)
 	walk := func(p *Policy, keys ...string) string {
 		for _, k := range keys {
-			if a := p.SendmailAccess(k); a.Found {
+			if a, _ := now(p).SendmailAccess(k); a.Found {
 				return a.Text
 			}
 		}
@@ -139,12 +145,14 @@ func TestSrvFeaturesWalk(t *testing.T) {
 		}
 	}
 
-	// Endpoints that need a certificate and list only subdomain patterns,
-	// addresses and ranges: only their clients are asked.
+	// Endpoints that need a certificate and list only addresses and
+	// ranges: only their clients are asked. (A .domain pattern, like an
+	// exact name, may match only the sender's domain: see
+	// TestSrvFeaturesSubdomainSender.)
 	q := mustParse(t, `mta = "sendmail"
 [[endpoint]]
 name = "valid"
-hosts = [".valid.example", "192.0.2.0/24"]
+hosts = ["198.51.100.0/24", "192.0.2.0/24"]
   [endpoint.inbound]
   validate_cert = true
 [[endpoint]]
@@ -158,13 +166,38 @@ hosts = ["enc.example"]
 		keys []string
 		want string
 	}{
-		{"by name", []string{"srv_features:mx.valid.example", "srv_features:valid.example", "srv_features:example", "srv_features:198.51.100.4", "srv_features:"}, "v"},
+		{"by name", []string{"srv_features:mx.valid.example", "srv_features:valid.example", "srv_features:example", "srv_features:198.51.100.4", "srv_features:"}, "v"}, // by its address
 		{"by address", []string{"srv_features:[192.0.2.9]", "srv_features:192.0.2.9", "srv_features:"}, "v"},
 		{"covered without certificate", []string{"srv_features:enc.example", "srv_features:example", "srv_features:203.0.113.1", "srv_features:"}, "V"},
 		{"uncovered", []string{"srv_features:localhost", "srv_features:127.0.0.1", "srv_features:127.0.0", "srv_features:127.0", "srv_features:127", "srv_features:"}, "V"},
 	} {
 		if got := walk(q, tc.keys...); got != tc.want {
-			t.Errorf("names below a domain only, %s: Sendmail gets %q, want %q", tc.name, got, tc.want)
+			t.Errorf("addresses only, %s: Sendmail gets %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestSrvFeaturesSubdomainSender: an endpoint that needs a certificate and
+// covers sender domains through a .domain pattern makes Sendmail ask
+// every client, since any client may send as user@x.valid.example and
+// the sender is known only after STARTTLS.
+func TestSrvFeaturesSubdomainSender(t *testing.T) {
+	p := mustParse(t, `mta = "sendmail"
+[[endpoint]]
+name = "valid"
+hosts = [".valid.example"]
+  [endpoint.inbound]
+  validate_cert = true
+`)
+	if !p.AsksEveryClient() {
+		t.Error("AsksEveryClient() = false")
+	}
+	a, err := now(p).SendmailAccess("srv_features:")
+	if err != nil || a.Found {
+		t.Errorf("srv_features: = %+v, %v; want not found (Sendmail asks every client)", a, err)
+	}
+	w := now(p).SrvFeaturesWalk("mx.other.example", netip.MustParseAddr("203.0.113.9"))
+	if _, ok := w.Effective(); ok {
+		t.Errorf("a client from anywhere gets %+v; want Sendmail's default (ask)", w)
 	}
 }

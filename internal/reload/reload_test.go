@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tlsgate/tlsgate/internal/logx"
 	"log/slog"
@@ -55,7 +56,7 @@ func TestReloadKeepsOldPolicyOnError(t *testing.T) {
 	if h.Generation() != 2 || h.Policy() == old {
 		t.Fatal("good reload not in force")
 	}
-	if a, _ := h.Policy().PostfixPolicy("c.example"); !a.Found {
+	if a, _ := h.Policy().At(time.Now()).PostfixPolicy("c.example"); !a.Found {
 		t.Error("new policy does not answer")
 	}
 	if len(results) != 1 || results[0] != "ok" {
@@ -84,7 +85,7 @@ func TestConcurrentReload(t *testing.T) {
 					return
 				default:
 				}
-				if a, err := h.Policy().PostfixPolicy("a.example"); err != nil || !a.Found {
+				if a, err := h.Policy().At(time.Now()).PostfixPolicy("a.example"); err != nil || !a.Found {
 					t.Errorf("lookup during reload: %+v %v", a, err)
 					return
 				}

@@ -119,7 +119,7 @@ func TestGenerateConfig(t *testing.T) {
 	}
 	kinds := map[string]bool{}
 	for i, k := range g.Keys {
-		a, err := p.Outbound(k)
+		a, err := p.At(time.Now()).Outbound(k)
 		if err != nil {
 			t.Fatalf("key %q: %v", k, err)
 		}

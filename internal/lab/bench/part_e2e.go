@@ -137,7 +137,7 @@ hosts = ["sink.partner.test"]
 	pol, err := policy.Parse(cfg, g.TOML)
 	fatal(t, err)
 	nexthop := fmt.Sprintf("[sink.partner.test]:%d", sink.Port())
-	ans, err := pol.Outbound(nexthop)
+	ans, err := pol.At(time.Now()).Outbound(nexthop)
 	fatal(t, err)
 	if !ans.Found {
 		t.Fatalf("the benchmark policy does not cover %s", nexthop)

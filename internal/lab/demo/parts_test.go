@@ -3,6 +3,7 @@ package demo
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
@@ -53,7 +54,7 @@ func TestConfigTemplateLoads(t *testing.T) {
 		"[" + cServerName + "]:2526": "OK encrypt",
 		"[127.0.0.1]:2527":           "NOTFOUND", // our mailbox server
 	} {
-		a, err := p.Outbound(key)
+		a, err := p.At(time.Now()).Outbound(key)
 		got := "NOTFOUND"
 		if a.Found {
 			got = "OK " + a.Text
