@@ -178,8 +178,8 @@ func startMilter(t *testing.T, w *syslogWriter) string {
 type labSink struct {
 	domain string
 	cert   func(*testpki.PKI) *testpki.Cert // nil: no STARTTLS
-	policy string                            // smtp_tls_policy_maps entry for the sink's next hop, "" = none (may)
-	reuse  bool                              // via the "reuse" transport (tlsproxy, connection cache)
+	policy string                           // smtp_tls_policy_maps entry for the sink's next hop, "" = none (may)
+	reuse  bool                             // via the "reuse" transport (tlsproxy, connection cache)
 	n      int
 }
 
