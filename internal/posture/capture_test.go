@@ -181,6 +181,9 @@ type labSink struct {
 	policy string                           // smtp_tls_policy_maps entry for the sink's next hop, "" = none (may)
 	reuse  bool                             // via the "reuse" transport (tlsproxy, connection cache)
 	n      int
+	// plainAfter more messages go, after the n, to a sink without
+	// STARTTLS: the transport is re-pointed and Postfix reloaded.
+	plainAfter int
 }
 
 func labSinks() []labSink {
@@ -192,6 +195,10 @@ func labSinks() []labSink {
 		{domain: "wrongname.partner.test", cert: func(p *testpki.PKI) *testpki.Cert { return p.WrongCN }, n: 2},
 		{domain: "plain.partner.test", n: 2},
 		{domain: "reuse.partner.test", cert: sink, policy: "secure match=sink.partner.test", reuse: true, n: 4},
+		// The proposal rules: 20 verified sessions are ready, 20 verified
+		// and one plaintext session are not.
+		{domain: "ready.partner.test", cert: sink, policy: "secure match=sink.partner.test", n: 20},
+		{domain: "notready.partner.test", cert: sink, policy: "secure match=sink.partner.test", n: 20, plainAfter: 1},
 	}
 }
 
@@ -277,7 +284,8 @@ func capturePostfix(t *testing.T, out string) {
 	for _, c := range labClients() {
 		labSend(t, pki, addr, c, "user@in.lab.test")
 	}
-	total := 0
+	plainSink := mtalab.StartSink(t, mtalab.SinkOptions{})
+	plainSent := 0
 	for i, s := range labSinks() {
 		for j := 0; j < s.n; j++ {
 			if err := smtpSend(addr, "", nil, "sender@lab.test", "user@"+s.domain, fmt.Sprintf("%s #%d", s.domain, j)); err != nil {
@@ -287,7 +295,33 @@ func capturePostfix(t *testing.T, out string) {
 		if _, err := sinks[i].WaitMessages(s.n, time.Minute); err != nil {
 			t.Fatalf("%s: %v", s.domain, err)
 		}
-		total += s.n
+		if s.plainAfter == 0 {
+			continue
+		}
+		transport[s.domain] = plainSink.Nexthop()
+		var tr strings.Builder
+		for k, v := range transport {
+			fmt.Fprintf(&tr, "%s\t%s\n", k, v)
+		}
+		tr.WriteString("lab.test\tdiscard:\n")
+		must(t, os.WriteFile(filepath.Join(pf.ConfigDir(), "transport"), []byte(tr.String()), 0o644))
+		if err := pf.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if err := pf.WaitQueueEmpty(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		// reload restarts the daemons; wait until it took effect.
+		time.Sleep(2 * time.Second)
+		for j := 0; j < s.plainAfter; j++ {
+			if err := smtpSend(addr, "", nil, "sender@lab.test", "user@"+s.domain, fmt.Sprintf("%s plain #%d", s.domain, j)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		plainSent += s.plainAfter
+		if _, err := plainSink.WaitMessages(plainSent, time.Minute); err != nil {
+			t.Fatalf("%s: %v", s.domain, err)
+		}
 	}
 	if err := pf.WaitQueueEmpty(time.Minute); err != nil {
 		t.Fatal(err)

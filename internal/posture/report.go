@@ -304,7 +304,7 @@ func (c *Collector) propose(p *peer, blind bool) *Proposal {
 	case p.sessions < c.opts.MinSessions || span < c.opts.MinDays:
 		return &Proposal{Status: "insufficient-evidence", Text: fmt.Sprintf("not enough evidence: %d sessions over %d days (need %d over %d)", p.sessions, span, c.opts.MinSessions, c.opts.MinDays)}
 	case p.plain > 0:
-		return &Proposal{Status: "not-ready", Text: fmt.Sprintf("not ready: %d plaintext sessions, last %s", p.plain, p.lastPlain.UTC().Format("2006-01-02"))}
+		return &Proposal{Status: "not-ready", Text: fmt.Sprintf("not ready: %s, last %s", plural(p.plain, "plaintext session"), p.lastPlain.UTC().Format("2006-01-02"))}
 	case p.unlogged > 0 || p.levels[lvUnknown] > 0:
 		return &Proposal{Status: "not-ready", Text: fmt.Sprintf("not ready: %d sessions whose TLS the log does not show (raise the log level)", p.unlogged+p.levels[lvUnknown])}
 	}
@@ -345,4 +345,12 @@ func evidence(p *peer) string {
 		parts = append(parts, strings.Join(mix, ", "))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// plural writes "1 plaintext session" or "3 plaintext sessions".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
