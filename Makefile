@@ -12,7 +12,8 @@ FUZZ_TARGETS = \
 	./policyd:FuzzParseDelegation \
 	./internal/policy:FuzzDecodeXtext \
 	./milter:FuzzStampHeaders \
-	./milter:FuzzMilterSession
+	./milter:FuzzMilterSession \
+	./internal/maillog:FuzzParse
 
 .PHONY: all gocheck build test unit deps vet fmtcheck fmt fuzz fuzz-long bench bench-micro demo install man clean
 

@@ -445,7 +445,9 @@ func parsePeer(b []byte, ev *Event) bool {
 	if len(rest) > 1 && rest[0] == ':' {
 		ev.Peer.Port, _ = leadingInt(rest[1:])
 	}
-	return validHost(name) && validHost(addr)
+	// The name is as the MTA wrote it (tlsgate quotes odd ones); the
+	// address must look like one.
+	return len(addr) > 0 && validHost(addr)
 }
 
 func parsePeerAddr(name, b []byte, ev *Event) bool {
