@@ -137,7 +137,9 @@ func TestEvents(t *testing.T) {
 				return e.Kind == Decision && string(e.Result) == "fail" && string(e.Endpoint) == "b" && e.Bits == 256 && string(e.Addr) == "a@b.example"
 			}},
 		{`NOQUEUE: tlsgate: client="we ird[192.0.2.10]" sender=<> endpoint=none tls=none result=none`, "tlsgate",
-			func(e *Event) bool { return e.Kind == Decision && string(e.Peer.Addr) == "192.0.2.10" && e.Version == nil }},
+			func(e *Event) bool {
+				return e.Kind == Decision && string(e.Peer.Addr) == "192.0.2.10" && e.Version == nil
+			}},
 	} {
 		l := Line{Program: []byte(tc.prog), Msg: []byte(tc.msg)}
 		var e Event
