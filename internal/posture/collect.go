@@ -664,7 +664,7 @@ func (c *Collector) outSession(p *peer, tls tlsSeen, t time.Time) {
 	}
 	k := judgeKey{tls: tls.tls, trust: tls.trust, bits: tls.bits}
 	if j, ok := p.cache[k]; ok {
-		p.addJudged(j.res, j.reason)
+		p.addJudged(j.res, j.reason, j.refuse)
 		return
 	}
 	out, reason := p.answer.Judge(mtapolicy.Session{TLS: tls.tls, Bits: tls.bits, Trust: tls.trust})
@@ -678,8 +678,11 @@ func (c *Collector) outSession(p *peer, tls tlsSeen, t time.Time) {
 	if p.cache == nil {
 		p.cache = map[judgeKey]judged{}
 	}
-	p.cache[k] = judged{res: res, reason: reason}
-	p.addJudged(res, reason)
+	// The file's own mode: a monitor endpoint's answer never reaches the
+	// MTA, so it holds nothing.
+	refuse := res == verdict.Fail && !p.monitor
+	p.cache[k] = judged{res: res, reason: reason, refuse: refuse}
+	p.addJudged(res, reason, refuse)
 }
 
 func (c *Collector) outCoverage(p *peer) {
@@ -746,7 +749,7 @@ func (p *peer) judgeClient(c *Collector, name, addr, sender string, tls tlsSeen)
 			s.TLSVersion, s.Cipher = tls.version, tls.cipher
 		}
 		v := m.Inbound(s, c.opts.Now)
-		j = judged{res: v.Result, endpoints: strings.Join(v.Endpoints, ",")}
+		j = judged{res: v.Result, endpoints: strings.Join(v.Endpoints, ","), refuse: v.Refuse}
 		if len(v.Reasons) > 0 {
 			j.reason = v.Reasons[0]
 		}
@@ -759,5 +762,5 @@ func (p *peer) judgeClient(c *Collector, name, addr, sender string, tls tlsSeen)
 		return
 	}
 	p.addEndpoints(j.endpoints)
-	p.addJudged(j.res, j.reason)
+	p.addJudged(j.res, j.reason, j.refuse)
 }

@@ -81,6 +81,7 @@ type judged struct {
 	res       verdict.Result
 	reason    string
 	endpoints string
+	refuse    bool // the file's own modes refuse (inbound) or hold (outbound)
 }
 
 // peer is the collector's per-peer state.
@@ -109,6 +110,9 @@ type peer struct {
 	covChecked         bool
 	cache              map[judgeKey]judged
 	judged             [4]int // by verdict.Result
+	refused            int
+	lastSession        tlsSeen
+	lastAt             time.Time
 	reasons            map[string]int
 }
 
@@ -135,6 +139,9 @@ func (p *peer) count(tls tlsSeen, t time.Time) {
 	}
 	if t.After(p.last) {
 		p.last = t
+	}
+	if !t.Before(p.lastAt) {
+		p.lastSession, p.lastAt = tls, t
 	}
 	lv := levelOf(tls)
 	p.levels[lv]++
@@ -166,8 +173,11 @@ func (p *peer) count(tls tlsSeen, t time.Time) {
 	p.bits[tls.bits]++
 }
 
-func (p *peer) addJudged(r verdict.Result, reason string) {
+func (p *peer) addJudged(r verdict.Result, reason string, refuse bool) {
 	p.judged[r]++
+	if refuse {
+		p.refused++
+	}
 	if reason != "" && r != verdict.Pass {
 		if p.reasons == nil {
 			p.reasons = map[string]int{}

@@ -79,6 +79,8 @@ type PeerReport struct {
 	Logged map[string]int `json:"logged_results,omitempty"`
 	// Proposal is set for uncovered peers (not for MX rows).
 	Proposal *Proposal `json:"proposal,omitempty"`
+	// LastSession is the TLS of the most recent session.
+	LastSession *Session `json:"last_session,omitempty"`
 	// Timeline has one entry per day with sessions.
 	Timeline []Day `json:"timeline"`
 
@@ -91,11 +93,38 @@ type Judgement struct {
 	Pass    int `json:"pass"`
 	Fail    int `json:"fail"`
 	Unknown int `json:"unknown"`
+	// Refused counts the sessions the file's own modes would have
+	// refused (inbound) or held (outbound): failures of enforced
+	// endpoints.
+	Refused int `json:"refused"`
 	// Summary is "would pass under enforce: N of M sessions".
 	Summary string `json:"summary"`
 	// Reasons count the failures (or, for unknown, what the log cannot
 	// show).
 	Reasons map[string]int `json:"reasons,omitempty"`
+}
+
+// Session is the TLS of one session.
+type Session struct {
+	Time time.Time `json:"time"`
+	// TLS is false for a plaintext session.
+	TLS     bool   `json:"tls"`
+	Version string `json:"version,omitempty"`
+	Cipher  string `json:"cipher,omitempty"`
+	Bits    int    `json:"bits,omitempty"`
+	// Trust is anonymous, untrusted, trusted, verified or unknown.
+	Trust string `json:"trust,omitempty"`
+}
+
+// Describe returns "TLSv1.3, 256 bits, verified" or "plaintext".
+func (s *Session) Describe() string {
+	if !s.TLS {
+		if s.Trust == "unknown" {
+			return "TLS not logged"
+		}
+		return "plaintext"
+	}
+	return fmt.Sprintf("%s, %d bits, %s", s.Version, s.Bits, s.Trust)
 }
 
 // Proposal is what posture proposes for an uncovered peer.
@@ -275,10 +304,17 @@ func (c *Collector) peerReport(p *peer, outNoTLS bool) PeerReport {
 			Trusted: int(row[lvTrusted]), Verified: int(row[lvVerified]), Unknown: int(row[lvUnknown]),
 		})
 	}
+	if !p.lastAt.IsZero() {
+		ls := p.lastSession
+		pr.LastSession = &Session{Time: p.lastAt.UTC(), TLS: ls.tls, Version: ls.version, Cipher: ls.cipher, Bits: ls.bits}
+		if ls.tls || ls.trust != 0 {
+			pr.LastSession.Trust = ls.trust.String()
+		}
+	}
 	blind := outNoTLS && p.key.Dir == Outbound
 	total := p.judged[verdict.Pass] + p.judged[verdict.Fail] + p.judged[verdict.Undecided]
 	if len(p.endpoint) > 0 && total > 0 && !blind {
-		j := &Judgement{Pass: p.judged[verdict.Pass], Fail: p.judged[verdict.Fail], Unknown: p.judged[verdict.Undecided], Reasons: p.reasons}
+		j := &Judgement{Pass: p.judged[verdict.Pass], Fail: p.judged[verdict.Fail], Unknown: p.judged[verdict.Undecided], Refused: p.refused, Reasons: p.reasons}
 		j.Summary = fmt.Sprintf("would pass under enforce: %d of %d sessions", j.Pass, total)
 		if j.Unknown > 0 {
 			j.Summary += fmt.Sprintf(" (%d cannot be judged from the log)", j.Unknown)
