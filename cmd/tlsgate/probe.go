@@ -12,6 +12,7 @@ import (
 	"github.com/tlsgate/tlsgate/certs"
 	"github.com/tlsgate/tlsgate/internal/maillog"
 	"github.com/tlsgate/tlsgate/internal/mtapolicy"
+	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/internal/probe"
 	"github.com/tlsgate/tlsgate/internal/verdict"
 )
@@ -69,22 +70,12 @@ func cmdProbe(args []string, stdout, stderr io.Writer) int {
 	storeName := "the system's CAs"
 	if m != nil {
 		s := m.Policy().Settings
-		switch {
-		case s.CAStore != "":
-			st, err := certs.OpenStore(s.CAStore)
-			if err != nil {
-				fmt.Fprintf(stderr, "tlsgate probe: %v\n", err)
-				return exitUsage
-			}
-			popts.Roots, storeName = st.Pool(), "our CA store "+s.CAStore
-		case s.CABundle != "":
-			st, err := certs.LoadBundle(s.CABundle)
-			if err != nil {
-				fmt.Fprintf(stderr, "tlsgate probe: %v\n", err)
-				return exitUsage
-			}
-			popts.Roots, storeName = st.Pool(), "our CA bundle "+s.CABundle
+		roots, name, err := loadRoots(s)
+		if err != nil {
+			fmt.Fprintf(stderr, "tlsgate probe: %v\n", err)
+			return exitUsage
 		}
+		popts.Roots, storeName = roots, name
 		if s.ServerCert != "" && s.ServerKey != "" {
 			pair, err := tls.LoadX509KeyPair(s.ServerCert, s.ServerKey)
 			if err != nil {
@@ -93,11 +84,8 @@ func cmdProbe(args []string, stdout, stderr io.Writer) int {
 			}
 			popts.ClientCert = &pair
 		}
-	}
-	if popts.Roots == nil {
-		if pool, err := x509.SystemCertPool(); err == nil {
-			popts.Roots = pool
-		}
+	} else if pool, err := x509.SystemCertPool(); err == nil {
+		popts.Roots = pool
 	}
 	results, err := probe.Probe(context.Background(), target, popts)
 	if err != nil {
@@ -233,4 +221,28 @@ func printProbe(w io.Writer, t probe.Target, r *probe.Result, m *verdict.Model, 
 	out, why := req.Judge(mtapolicy.Session{TLS: r.TLS, Bits: r.Bits, Trust: trust, Host: r.Host, Chain: r.Chain, ChainVerified: r.Verified})
 	fmt.Fprintf(w, "  verdict:     %s: %s\n", out, e(why))
 	return out != mtapolicy.Deliver
+}
+
+// loadRoots returns the CAs the MTA verifies servers with: the CA store,
+// else the CA bundle, else the system's CAs; and their name.
+func loadRoots(s policy.Settings) (*x509.CertPool, string, error) {
+	switch {
+	case s.CAStore != "":
+		st, err := certs.OpenStore(s.CAStore)
+		if err != nil {
+			return nil, "", err
+		}
+		return st.Pool(), "our CA store " + s.CAStore, nil
+	case s.CABundle != "":
+		st, err := certs.LoadBundle(s.CABundle)
+		if err != nil {
+			return nil, "", err
+		}
+		return st.Pool(), "our CA bundle " + s.CABundle, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		return nil, "", fmt.Errorf("no CA store configured and no system CAs: %w", err)
+	}
+	return pool, "the system's CAs", nil
 }

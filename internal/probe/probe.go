@@ -27,7 +27,9 @@ import (
 type Target struct {
 	// Domain is set for a domain target: its MX hosts are probed.
 	Domain string
-	// Host and Port are set for a "[HOST]:PORT" target.
+	// Host and Port are set for a "[HOST]:PORT" target; Port may also be
+	// set for a domain (its MX hosts on that port, as a Postfix next hop
+	// "domain:port" without brackets).
 	Host string
 	Port int
 }
@@ -165,7 +167,11 @@ func Probe(ctx context.Context, t Target, opts Options) ([]Result, error) {
 		if i >= opts.MaxHosts {
 			break
 		}
-		r := ProbeHost(ctx, strings.TrimSuffix(mx.Host, "."), 25, opts)
+		port := t.Port
+		if port == 0 {
+			port = 25
+		}
+		r := ProbeHost(ctx, strings.TrimSuffix(mx.Host, "."), port, opts)
 		r.Pref = int(mx.Pref)
 		out = append(out, r)
 	}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/smtp"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsgate/tlsgate/internal/mtalab"
+	"github.com/tlsgate/tlsgate/internal/testpki"
+)
+
+const labLogs = "../../internal/posture/testdata/lab/"
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestWhatifLogs re-judges the captured lab logs: enforcing the "mixed"
+// endpoint (which saw 2 plaintext sessions) would have refused them.
+func TestWhatifLogs(t *testing.T) {
+	cur, err := os.ReadFile(labLogs + "current.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	same := writeFile(t, dir, "same.toml", string(cur))
+	enforced := writeFile(t, dir, "enforce.toml", strings.Replace(string(cur), "name  = \"mixed\"\nhosts = [\"mx.mixed.test\", \"127.0.0.6\"]\nmode  = \"monitor\"", "name  = \"mixed\"\nhosts = [\"mx.mixed.test\", \"127.0.0.6\"]\nmode  = \"enforce\"", 1))
+	if !strings.Contains(readString(t, enforced), "mode  = \"enforce\"") {
+		t.Fatal("test setup: mixed endpoint not switched to enforce")
+	}
+	logs := []string{"--logs", labLogs + "postfix.log", labLogs + "sendmail.log", "--since", "all", "--now", "2026-12-08T00:00:00Z"}
+
+	out, errs, code := runCLI(t, append([]string{"whatif", "-c", same, "--current", labLogs + "current.toml"}, logs...)...)
+	if code != exitOK || !strings.Contains(out, "none more than today") || !strings.Contains(out, "Nothing would change for the worse.") {
+		t.Errorf("same file: exit %d\n%s%s", code, out, errs)
+	}
+	out, errs, code = runCLI(t, append([]string{"whatif", "-c", enforced, "--current", labLogs + "current.toml"}, logs...)...)
+	for _, want := range []string{
+		"inbound client mx.mixed.test[127.0.0.6]: 2 of 8 sessions (today 0), endpoint mixed",
+		"inbound sender mixed.test: 2 of 8 sessions (today 0), endpoint mixed",
+		"check=encryption want=TLS got=plaintext",
+		"Something would change for the worse.",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("enforced: output lacks %q:\n%s", want, out)
+		}
+	}
+	if code != exitFail {
+		t.Errorf("enforced: exit %d, want 1\n%s", code, errs)
+	}
+	if _, errs, code := runCLI(t, "whatif", "--logs", labLogs+"postfix.log"); code != exitUsage || !strings.Contains(errs, "-c NEW.toml is required") {
+		t.Errorf("no -c: exit %d %q", code, errs)
+	}
+}
+
+func readString(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// forward listens on addr (another loopback address) and relays every
+// connection to target, so that a second partner has an address of its
+// own.
+func forward(t *testing.T, addr, target string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				s, err := net.Dial("tcp4", target)
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				go io.Copy(s, c)
+				io.Copy(c, s)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestWhatifPostfixQueue is the what-if on the real Postfix lab: three
+// messages queued for a partner whose certificate has the wrong name, two
+// for a partner without STARTTLS (both partners answer 451 for now, so
+// the mail waits in the queue). A new file that requires the partner's
+// real name says "3 would stay queued" and exits 1.
+func TestWhatifPostfixQueue(t *testing.T) {
+	mtalab.RequirePostfix(t)
+	pki := testpki.NewT(t)
+	later := func(stage, arg string) string {
+		if stage == "RCPT" {
+			return "451 4.3.0 try again later"
+		}
+		return ""
+	}
+	wrong := mtalab.StartSink(t, mtalab.SinkOptions{TLS: pki.WrongCN, Reply: later})
+	plain := mtalab.StartSink(t, mtalab.SinkOptions{Reply: later})
+	plainPort := forward(t, "127.0.0.8:0", plain.Addr())
+	pf := mtalab.StartPostfix(t, mtalab.PostfixOptions{
+		SMTPCAFile: pki.CA.CertFile,
+		Transport: map[string]string{
+			"wrongname.partner.test": wrong.Nexthop(),
+			"plain.partner.test":     fmt.Sprintf("smtp:[127.0.0.8]:%d", plainPort),
+		},
+	})
+	for i, rcpt := range []string{"a@wrongname.partner.test", "b@wrongname.partner.test", "c@wrongname.partner.test", "d@plain.partner.test", "e@plain.partner.test"} {
+		if err := smtp.SendMail(pf.SMTPAddr("smtp"), nil, "sender@lab.test", []string{rcpt}, []byte(fmt.Sprintf("Subject: whatif %d\r\n\r\nqueued\r\n", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pf.WaitQueue(func(q []mtalab.QueueEntry) bool {
+		n := 0
+		for _, e := range q {
+			for _, r := range e.Recipients {
+				if strings.Contains(r.Reason, "451 4.3.0") {
+					n++
+				}
+			}
+		}
+		return n == 5
+	}, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pf.WaitLog(regexp.MustCompile(`Trusted TLS connection established to 127\.0\.0\.1\[127\.0\.0\.1\]:`+fmt.Sprint(wrong.Port())), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	store := filepath.Join(dir, "ca")
+	os.MkdirAll(store, 0o755)
+	writeFile(t, store, "lab-ca.pem", readString(t, pki.CA.CertFile))
+	today := writeFile(t, dir, "today.toml", "mta = \"postfix\"\n")
+	next := writeFile(t, dir, "new.toml", fmt.Sprintf(`mta = "postfix"
+[certs]
+ca_store = %q
+
+[[endpoint]]
+name  = "wrongname"
+hosts = ["wrongname.partner.test", "127.0.0.1"]   # its MX address
+  [endpoint.outbound]
+  validate_cert = true
+  cn            = "sink.partner.test"
+`, store))
+	base := []string{"whatif", "-c", next, "--current", today, "--queue", "--postfix-config", pf.ConfigDir(), "--now", time.Now().UTC().Format(time.RFC3339)}
+	wrongHop := fmt.Sprintf("[127.0.0.1]:%d", wrong.Port())
+	plainHop := fmt.Sprintf("[127.0.0.8]:%d", plainPort)
+
+	// With a probe: the certificate's names are known.
+	out, errs, code := runCLI(t, append(base, "--probe")...)
+	if code != exitFail {
+		t.Errorf("--probe: exit %d, want 1\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{
+		"Queue: 5 message(s) to 2 next hop(s)",
+		"3 would stay queued, 2 would deliver.",
+		"wrongname: secure match=sink.partner.test",
+		"would stay queued: the certificate names wrong.partner.test, want sink.partner.test [worse]",
+		"probe of 127.0.0.1: TLSv1.3",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--probe: output lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(wrongHop) + `\s+3\s`).MatchString(out) || !regexp.MustCompile(`(?m)^  `+regexp.QuoteMeta(plainHop)+`\s+2\s.*default\s+default\s.*would deliver$`).MatchString(out) {
+		t.Errorf("--probe: hop lines:\n%s", out)
+	}
+
+	t.Logf("--probe:\n%s", out)
+	// From the log alone: the chain was trusted, the names are not in
+	// the log; the verdict cannot be made, and that is not "fine".
+	out, _, code = runCLI(t, append(base, "--logs", pf.MaillogPath(), "--since", "all")...)
+	if code != exitFail || !strings.Contains(out, "log, ") || !strings.Contains(out, "TLSv1.3, 128 bits, trusted") || !strings.Contains(out, "unknown: the chain verified, but the log does not show") {
+		t.Errorf("--logs: exit %d\n%s", code, out)
+	}
+
+	// The same file as today: nothing changes.
+	out, _, code = runCLI(t, "whatif", "-c", today, "--current", today, "--queue", "--postfix-config", pf.ConfigDir())
+	if code != exitOK || !strings.Contains(out, "0 would stay queued, 5 would deliver.") {
+		t.Errorf("unchanged: exit %d\n%s", code, out)
+	}
+
+	// A queue that cannot be read is a runtime error.
+	if _, errs, code := runCLI(t, "whatif", "-c", today, "--current", today, "--postqueue", filepath.Join(dir, "no-such-postqueue")); code != exitRuntime {
+		t.Errorf("missing postqueue: exit %d %q", code, errs)
+	}
+}
