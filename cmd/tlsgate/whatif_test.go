@@ -187,7 +187,7 @@ hosts = ["wrongname.partner.test", "127.0.0.1"]   # its MX address
 			t.Errorf("--probe: output lacks %q:\n%s", want, out)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(wrongHop) + `\s+3\s`).MatchString(out) || !regexp.MustCompile(`(?m)^  `+regexp.QuoteMeta(plainHop)+`\s+2\s.*default\s+default\s.*would deliver$`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^  `+regexp.QuoteMeta(wrongHop)+`\s+3\s`).MatchString(out) || !regexp.MustCompile(`(?m)^  `+regexp.QuoteMeta(plainHop)+`\s+2\s.*default\s+default\s.*would deliver$`).MatchString(out) {
 		t.Errorf("--probe: hop lines:\n%s", out)
 	}
 

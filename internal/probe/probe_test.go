@@ -105,15 +105,15 @@ func TestProbeSinks(t *testing.T) {
 
 func TestEscape(t *testing.T) {
 	for in, want := range map[string]string{
-		"mx.example.com":          "mx.example.com",
-		"a\x1b[31mred":            `a\x1B[31mred`,
-		"moc.elpmaxe\u202e":       `moc.elpmaxe\u{202E}`,
-		"x\u2066y\u2069":          `x\u{2066}y\u{2069}`,
-		"c1\u0085":                `c1\x85`,
-		"bad\xff":                 `bad\xFF`,
-		`back\slash`:              `back\\slash`,
-		"line\nbreak\r":           `line\x0Abreak\x0D`,
-		"bücher.example":          "bücher.example",
+		"mx.example.com":         "mx.example.com",
+		"a\x1b[31mred":           `a\x1B[31mred`,
+		"moc.elpmaxe\u202e":      `moc.elpmaxe\u{202E}`,
+		"x\u2066y\u2069":         `x\u{2066}y\u{2069}`,
+		"c1\u0085":               `c1\x85`,
+		"bad\xff":                `bad\xFF`,
+		`back\slash`:             `back\\slash`,
+		"line\nbreak\r":          `line\x0Abreak\x0D`,
+		"bücher.example":         "bücher.example",
 		"\u200fmark\u061c\ufeff": `\u{200F}mark\u{061C}\u{FEFF}`,
 	} {
 		if got := Escape(in); got != want {

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tlsgate/tlsgate/internal/mailq"
 	"github.com/tlsgate/tlsgate/internal/maillog"
+	"github.com/tlsgate/tlsgate/internal/mailq"
 	"github.com/tlsgate/tlsgate/internal/mtapolicy"
 	"github.com/tlsgate/tlsgate/internal/posture"
 	"github.com/tlsgate/tlsgate/internal/probe"
