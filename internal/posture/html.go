@@ -131,13 +131,14 @@ h1{font-size:1.3em;margin:0 0 .3em}
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:.4em .6em;margin:.3em 0}
 table{border-collapse:collapse;margin-top:1em}
 th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:middle;white-space:nowrap}
+td.policy{white-space:normal;min-width:18em;max-width:34em}
 th{background:#f2f2f2;cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \25B2"}
 th[aria-sort=descending]::after{content:" \25BC"}
 td.num{text-align:right}
 .tl{display:flex;gap:1px;height:18px;align-items:flex-end}
-.day{width:6px;height:18px;display:flex;flex-direction:column-reverse;background:#f4f4f4}
-.seg{width:6px}
+.day{width:8px;height:18px;display:flex;flex-direction:column-reverse;background:#f4f4f4}
+.seg{width:8px}
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
 {{.CSS}}
 </style></head><body>
@@ -148,16 +149,16 @@ td.num{text-align:right}
 <table id="peers"><thead><tr>
 <th data-type="text">Direction</th><th data-type="text">Kind</th><th data-type="text">Peer</th>
 <th data-type="num">Sessions</th><th data-type="num">Messages</th><th data-type="num">Plaintext</th>
-<th data-type="text">TLS</th><th data-type="num">Min bits</th><th data-type="text">Trust</th>
-<th data-type="num">Last seen</th><th data-type="text">Policy / proposal</th><th data-type="none">Timeline</th>
+<th data-type="none">Timeline</th><th data-type="text">TLS</th><th data-type="num">Min bits</th><th data-type="text">Trust</th>
+<th data-type="num">Last seen</th><th data-type="text">Policy / proposal</th>
 </tr></thead><tbody>
 {{range .Rows}}<tr class="peer" data-peer="{{.P.Peer}}">
 <td>{{.P.Direction}}</td><td>{{.P.Kind}}</td><td>{{.P.Peer}}</td>
 <td class="num" data-sort="{{.P.Sessions}}">{{.P.Sessions}}</td><td class="num" data-sort="{{.P.Messages}}">{{.P.Messages}}</td>
 <td class="num" data-sort="{{.P.PlaintextSessions}}">{{.P.PlaintextSessions}}</td>
-<td>{{.Versions}}</td><td class="num" data-sort="{{.P.MinBits}}">{{if .P.MinBits}}{{.P.MinBits}}{{else}}-{{end}}</td><td>{{.Trust}}</td>
-<td data-sort="{{.LastUnix}}">{{.Last}}</td><td data-sort="{{.Status}} {{.Policy}}">{{.Policy}}</td>
 <td><div class="tl">{{range .Cells}}<div class="day" title="{{.Day}}: {{.Total}} session(s)">{{range .Segs}}<div class="seg lv-{{.Level}}" data-level="{{.Level}}" data-count="{{.Count}}" style="height:{{.Height}}%" title="{{.Count}} {{.Level}}"></div>{{end}}</div>{{end}}</div></td>
+<td>{{.Versions}}</td><td class="num" data-sort="{{.P.MinBits}}">{{if .P.MinBits}}{{.P.MinBits}}{{else}}-{{end}}</td><td>{{.Trust}}</td>
+<td data-sort="{{.LastUnix}}">{{.Last}}</td><td class="policy" data-sort="{{.Status}} {{.Policy}}">{{.Policy}}</td>
 </tr>
 {{end}}</tbody></table>
 <script>
