@@ -160,7 +160,22 @@ func ParseSendmail(text string) (Requirement, error) {
 		r.None = true
 		return r, nil
 	}
-	for _, part := range strings.Split(text, "+") {
+	// REQ[+REQ...][+EXT[++EXT...]]: the extensions (CN, CS:, CI:) are
+	// separated by "++"; their xtext values contain '+' only as "+XX"
+	// (hex), so "+CN", "+CS" and "+CI" cannot occur inside one.
+	head, ext := text, ""
+	up := strings.ToUpper(text)
+	for _, tag := range []string{"+CN", "+CS:", "+CI:"} {
+		if i := strings.Index(up, tag); i >= 0 && i < len(head) {
+			head, ext = text[:i], text[i+1:]
+			up = strings.ToUpper(head) + up[i:]
+		}
+	}
+	parts := strings.Split(head, "+")
+	if ext != "" {
+		parts = append(parts, strings.Split(ext, "++")...)
+	}
+	for _, part := range parts {
 		if part == "" {
 			continue
 		}
