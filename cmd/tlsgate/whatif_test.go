@@ -210,3 +210,28 @@ hosts = ["wrongname.partner.test", "127.0.0.1"]   # its MX address
 		t.Errorf("missing postqueue: exit %d %q", code, errs)
 	}
 }
+
+func TestParseTransport(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		key   string
+		host  string
+		port  int
+		br    bool
+		noTLS bool
+	}{
+		{"", "b.example", "", 0, false, false},
+		{"smtp:", "b.example", "", 0, false, false},
+		{"smtp:[mx.b.example]:587", "[mx.b.example]:587", "mx.b.example", 587, true, false},
+		{"relay:[IPv6:2001:db8::1]", "[IPv6:2001:db8::1]", "2001:db8::1", 25, true, false},
+		{"smtp:mx.b.example:2525", "mx.b.example:2525", "mx.b.example", 2525, false, false},
+		{"smtp:mx.b.example", "mx.b.example", "mx.b.example", 25, false, false},
+		{"error:no route", "b.example", "", 0, false, true},
+		{"discard:", "b.example", "", 0, false, true},
+	} {
+		nh := parseTransport("b.example", tc.value)
+		if nh.Key != tc.key || nh.Host != tc.host || nh.Port != tc.port || nh.Bracketed != tc.br || nh.NoTLS != tc.noTLS {
+			t.Errorf("%q: %+v", tc.value, nh)
+		}
+	}
+}
