@@ -1,9 +1,12 @@
 package probe
 
 import (
+	"net"
+
 	"context"
 	"crypto/tls"
 	"crypto/x509/pkix"
+	"golang.org/x/net/dns/dnsmessage"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +147,92 @@ func TestHostileCertificate(t *testing.T) {
 	got := Escape(r.Chain[0].Subject.CommonName)
 	if strings.ContainsAny(got, "\x1b\x07\u202e") || !strings.Contains(got, `\u{202E}`) {
 		t.Errorf("escaped CN %q", got)
+	}
+}
+
+// dnsServer answers MX and A queries on a loopback UDP port from a table;
+// other names are NXDOMAIN. The probe's resolver dials only it, so no
+// query leaves the machine.
+func dnsServer(t *testing.T, mx map[string][]*net.MX, a map[string]string) *net.Resolver {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			name := strings.TrimSuffix(strings.ToLower(q.Name.String()), ".")
+			b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RCode: dnsmessage.RCodeSuccess})
+			b.EnableCompression()
+			_, knownMX := mx[name]
+			_, knownA := a[name]
+			if !knownMX && !knownA {
+				b = dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RCode: dnsmessage.RCodeNameError})
+			}
+			b.StartQuestions()
+			b.Question(q)
+			b.StartAnswers()
+			rh := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
+			switch q.Type {
+			case dnsmessage.TypeMX:
+				for _, m := range mx[name] {
+					b.MXResource(rh, dnsmessage.MXResource{Pref: m.Pref, MX: dnsmessage.MustNewName(m.Host)})
+				}
+			case dnsmessage.TypeA:
+				if ip := net.ParseIP(a[name]).To4(); ip != nil {
+					b.AResource(rh, dnsmessage.AResource{A: [4]byte(ip)})
+				}
+			}
+			out, err := b.Finish()
+			if err == nil {
+				pc.WriteTo(out, from)
+			}
+		}
+	}()
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp4", pc.LocalAddr().String())
+	}}
+}
+
+// TestProbeDomain resolves a domain's MX hosts (through a resolver that
+// asks only a loopback DNS server) and probes them in preference order.
+func TestProbeDomain(t *testing.T) {
+	pki := testpki.NewT(t)
+	sink := mtalab.StartSink(t, mtalab.SinkOptions{TLS: pki.Sink})
+	res := dnsServer(t, map[string][]*net.MX{
+		"partner.test": {{Host: "mx2.partner.test.", Pref: 20}, {Host: "mx1.partner.test.", Pref: 10}},
+		"null.test":    {{Host: ".", Pref: 0}},
+	}, map[string]string{"mx1.partner.test": "127.0.0.1", "mx2.partner.test": "127.0.0.1", "nomx.test": "127.0.0.1"})
+	opts := Options{Resolver: res, Roots: pki.CA.Pool(), Timeout: 10 * time.Second}
+	rs, err := Probe(context.Background(), Target{Domain: "partner.test", Port: sink.Port()}, opts)
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("%v %+v", err, rs)
+	}
+	if rs[0].Host != "mx1.partner.test" || rs[0].Pref != 10 || rs[1].Host != "mx2.partner.test" || !rs[0].TLS || !rs[0].Verified {
+		t.Errorf("MX order or result: %+v", rs)
+	}
+	// No MX record: the domain itself (RFC 5321 5.1).
+	rs, err = Probe(context.Background(), Target{Domain: "nomx.test", Port: sink.Port()}, opts)
+	if err != nil || len(rs) != 1 || rs[0].Host != "nomx.test" || !rs[0].TLS {
+		t.Errorf("no MX: %v %+v", err, rs)
+	}
+	if _, err := Probe(context.Background(), Target{Domain: "null.test"}, opts); err == nil || !strings.Contains(err.Error(), "null MX") {
+		t.Errorf("null MX: %v", err)
 	}
 }
