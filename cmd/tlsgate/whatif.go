@@ -195,7 +195,11 @@ func printWhatif(w io.Writer, r *whatif.Result, today, next string, o whatif.Opt
 			}
 			tw.Flush()
 		}
-		fmt.Fprintf(w, "%d would stay queued, %d would deliver.\n", r.Held, r.Delivered)
+		if r.Unknown > 0 {
+			fmt.Fprintf(w, "%d would stay queued, %d cannot be judged (probe with --probe), %d would deliver.\n", r.Held, r.Unknown, r.Delivered)
+		} else {
+			fmt.Fprintf(w, "%d would stay queued, %d would deliver.\n", r.Held, r.Delivered)
+		}
 	}
 	if o.Logs != nil {
 		fmt.Fprintf(w, "\nLogs: %d log(s)", len(o.Logs.Inputs))

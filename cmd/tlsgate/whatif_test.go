@@ -130,7 +130,7 @@ func TestWhatifPostfixQueue(t *testing.T) {
 		},
 	})
 	for i, rcpt := range []string{"a@wrongname.partner.test", "b@wrongname.partner.test", "c@wrongname.partner.test", "d@plain.partner.test", "e@plain.partner.test"} {
-		if err := smtp.SendMail(pf.SMTPAddr("smtp"), nil, "sender@lab.test", []string{rcpt}, []byte(fmt.Sprintf("Subject: whatif %d\r\n\r\nqueued\r\n", i))); err != nil {
+		if err := plainSend(pf.SMTPAddr("smtp"), rcpt, fmt.Sprintf("Subject: whatif %d\r\n\r\nqueued\r\n", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -195,7 +195,8 @@ hosts = ["wrongname.partner.test", "127.0.0.1"]   # its MX address
 	// From the log alone: the chain was trusted, the names are not in
 	// the log; the verdict cannot be made, and that is not "fine".
 	out, _, code = runCLI(t, append(base, "--logs", pf.MaillogPath(), "--since", "all")...)
-	if code != exitFail || !strings.Contains(out, "log, ") || !strings.Contains(out, "TLSv1.3, 128 bits, trusted") || !strings.Contains(out, "unknown: the chain verified, but the log does not show") {
+	if code != exitFail || !strings.Contains(out, "log, ") || !strings.Contains(out, "TLSv1.3, 128 bits, trusted") || !strings.Contains(out, "unknown: the chain verified, but the log does not show") ||
+		!strings.Contains(out, "0 would stay queued, 3 cannot be judged (probe with --probe), 2 would deliver.") {
 		t.Errorf("--logs: exit %d\n%s", code, out)
 	}
 
@@ -234,4 +235,107 @@ func TestParseTransport(t *testing.T) {
 			t.Errorf("%q: %+v", tc.value, nh)
 		}
 	}
+}
+
+// TestWhatifSendmailQueue: whatif on a real Sendmail's queue (mailq
+// through "sendmail -C CF -bp") and log: three messages the smart host
+// defers; the new file requires a name the log cannot show, so the
+// verdict is "cannot be judged" and the exit status 1.
+func TestWhatifSendmailQueue(t *testing.T) {
+	mtalab.RequireSendmail(t)
+	pki := testpki.NewT(t)
+	sink := mtalab.StartSink(t, mtalab.SinkOptions{TLS: pki.WrongCN, Reply: func(stage, arg string) string {
+		if stage == "RCPT" {
+			return "451 4.3.0 try again later"
+		}
+		return ""
+	}})
+	sm := mtalab.StartSendmail(t, mtalab.SendmailOptions{TLS: pki.Server, CAFile: pki.CA.CertFile, SmartHostPort: sink.Port()})
+	for i, rcpt := range []string{"a@wrongname.partner.test", "b@wrongname.partner.test", "c@wrongname.partner.test"} {
+		if err := plainSend(sm.Addr(), rcpt, fmt.Sprintf("Subject: whatif %d\r\n\r\nqueued\r\n", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := sm.WaitQueue(func(q []mtalab.QueueEntry) bool {
+		n := 0
+		for _, e := range q {
+			for _, r := range e.Recipients {
+				if strings.Contains(r.Reason, "451 4.3.0") {
+					n++
+				}
+			}
+		}
+		return n == 3
+	}, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sm.WaitLog(regexp.MustCompile(`STARTTLS=client, relay=\[127\.0\.0\.1\], version=TLSv1\.3, verify=OK`), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// mailq for the lab's Sendmail: its extracted binary, in a private
+	// namespace whose host name lookups stay on files.
+	dir := t.TempDir()
+	root, _ := mtalab.SendmailRoot()
+	libs, _ := filepath.Glob(filepath.Join(root, "usr/lib/*-linux-gnu*"))
+	writeFile(t, dir, "hosts", "127.0.0.1 localhost sm.lab.test\n")
+	writeFile(t, dir, "nsswitch.conf", "hosts: files\n")
+	writeFile(t, dir, "resolv.conf", "nameserver 127.0.0.1\n")
+	script := fmt.Sprintf("#!/bin/sh\nexec unshare -m --propagation private sh -c 'set -e; for f in hosts nsswitch.conf resolv.conf; do mount --bind %s/$f /etc/$f; done; LD_LIBRARY_PATH=%s exec %s -C %s -bp'\n",
+		dir, strings.Join(libs, ":"), filepath.Join(root, "usr/libexec/sendmail/sendmail"), sm.CFPath())
+	mailqCmd := writeFile(t, dir, "mailq", script)
+	os.Chmod(mailqCmd, 0o755)
+
+	today := writeFile(t, dir, "today.toml", "mta = \"sendmail\"\n")
+	next := writeFile(t, dir, "new.toml", `mta = "sendmail"
+[[endpoint]]
+name  = "wrongname"
+hosts = ["wrongname.partner.test"]
+  [endpoint.outbound]
+  validate_cert = true
+  cn            = "sink.partner.test"
+`)
+	out, errs, code := runCLI(t, "whatif", "-c", next, "--current", today, "--queue", "--mailq", mailqCmd, "--logs", sm.MaillogPath(), "--since", "all")
+	for _, want := range []string{
+		"Queue: 3 message(s) to 1 next hop(s)",
+		"wrongname: TEMP+VERIFY+CN:sink.partner.test",
+		"TLSv1.3, 128 bits, trusted",
+		"0 would stay queued, 3 cannot be judged (probe with --probe), 0 would deliver.",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s%s", want, out, errs)
+		}
+	}
+	if code != exitFail {
+		t.Errorf("exit %d, want 1", code)
+	}
+}
+
+// plainSend submits one message from sender@lab.test without STARTTLS
+// (net/smtp's SendMail would insist on verifying the lab's certificate).
+func plainSend(addr, rcpt, msg string) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("client.lab.test"); err != nil {
+		return err
+	}
+	if err := c.Mail("sender@lab.test"); err != nil {
+		return err
+	}
+	if err := c.Rcpt(rcpt); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
 }

@@ -104,8 +104,10 @@ type Result struct {
 	Hops    []Hop
 	Changes []PeerChange
 	// Held counts the queued messages that would stay queued under the
-	// new file; Delivered those that would be delivered.
-	Held, Delivered int
+	// new file, Unknown those whose next hop cannot be judged (no TLS
+	// seen, or a check the evidence cannot show), Delivered those that
+	// would be delivered.
+	Held, Unknown, Delivered int
 	// Worse: something would change for the worse.
 	Worse bool
 }
@@ -124,10 +126,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		for i := range hops {
 			judgeHop(ctx, o, &hops[i])
 			h := &hops[i]
-			if h.NewOutcome == mtapolicy.Deliver {
+			switch h.NewOutcome {
+			case mtapolicy.Deliver:
 				res.Delivered += h.Messages
-			} else {
+			case mtapolicy.Hold:
 				res.Held += h.Messages
+			default:
+				res.Unknown += h.Messages
 			}
 			res.Worse = res.Worse || h.Worse
 		}

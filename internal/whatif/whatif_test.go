@@ -98,7 +98,7 @@ mode  = "monitor"
 			t.Errorf("%s: %d msgs, %v (%s), worse %v; want %+v", h.NextHop.Key, h.Messages, h.NewOutcome, h.Why, h.Worse, w)
 		}
 	}
-	if !r.Worse || r.Held != 5 || r.Delivered != 2 {
-		t.Errorf("worse %v held %d delivered %d, want true 5 2", r.Worse, r.Held, r.Delivered)
+	if !r.Worse || r.Held != 4 || r.Unknown != 1 || r.Delivered != 2 {
+		t.Errorf("worse %v held %d unknown %d delivered %d, want true 4 1 2", r.Worse, r.Held, r.Unknown, r.Delivered)
 	}
 }
