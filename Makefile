@@ -7,12 +7,14 @@ FUZZTIME ?= 10s
 # Packages with fuzz targets and their targets, for `make fuzz`.
 FUZZ_TARGETS = \
 	./internal/policy:FuzzParse \
-	./internal/policy:FuzzParseDN \
+	./internal/certid:FuzzParseDN \
 	./policyd:FuzzReadNetstring \
 	./policyd:FuzzParseDelegation \
-	./internal/policy:FuzzDecodeXtext \
+	./internal/certid:FuzzDecodeXtext \
 	./milter:FuzzStampHeaders \
 	./milter:FuzzMilterSession \
+	./internal/discovery/mtasts:FuzzParsePolicy \
+	./internal/discovery/mtasts:FuzzParseRecord \
 	./internal/maillog:FuzzParse
 
 .PHONY: all gocheck build test unit deps vet fmtcheck fmt fuzz fuzz-long bench bench-micro demo install man clean

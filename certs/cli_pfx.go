@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 const pfxUsage = `usage: tlsgate certs pfx2pem [--password-file FILE | --password-env VAR]
@@ -130,7 +132,7 @@ func runPFX(e *env, args []string) int {
 	}
 	outs := []output{
 		{files[0], b.Key, 0o600, "private key (" + DescribeKey(b.PrivateKey.Public()) + ")"},
-		{files[1], b.Cert, 0o644, "certificate " + formatDN(b.Leaf.RawSubject)},
+		{files[1], b.Cert, 0o644, "certificate " + certid.RFC4514(b.Leaf.RawSubject)},
 	}
 	if b.Chain != nil {
 		outs = append(outs,

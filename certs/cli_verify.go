@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 const verifyUsage = `usage: tlsgate certs verify --ca STORE [--name HOST] [--purpose server|client]
@@ -88,9 +90,9 @@ func runVerify(e *env, args []string) int {
 		return e.fail(ExitUsage, err)
 	}
 	fmt.Fprintf(e.stdout, "%s: OK\n", pos[0])
-	fmt.Fprintf(e.stdout, "  certificate:  %s\n", formatDN(cs[0].RawSubject))
+	fmt.Fprintf(e.stdout, "  certificate:  %s\n", certid.RFC4514(cs[0].RawSubject))
 	for _, c := range chain[1:] {
-		fmt.Fprintf(e.stdout, "  issued by:    %s\n", formatDN(c.RawSubject))
+		fmt.Fprintf(e.stdout, "  issued by:    %s\n", certid.RFC4514(c.RawSubject))
 	}
 	fmt.Fprintf(e.stdout, "  trusted via:  CA store %s\n", store)
 	fmt.Fprintf(e.stdout, "  valid until:  %s%s\n", cs[0].NotAfter.UTC().Format(timeLayout), remaining(cs[0].NotAfter, now))

@@ -11,7 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
+
+// oidEmailAddress is PKCS#9 emailAddress, which pkix.Name has no field for.
+var oidEmailAddress = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
 
 // Subject holds the distinguished name fields CAs ask for in a certificate
 // signing request. Empty fields are left out.
@@ -226,10 +231,10 @@ func SummarizeCSR(data []byte) (CSRSummary, error) {
 	}
 	sum := sha256.Sum256(req.Raw)
 	return CSRSummary{
-		Subject:  formatDN(req.RawSubject),
+		Subject:  certid.RFC4514(req.RawSubject),
 		DNSNames: req.DNSNames,
 		Key:      DescribeKey(req.PublicKey),
-		SHA256:   FormatFingerprint(sum[:]),
+		SHA256:   certid.ColonHex(sum[:]),
 	}, nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 func TestNewCSR(t *testing.T) {
@@ -90,7 +92,7 @@ func TestNewCSR(t *testing.T) {
 				t.Errorf("names %v, want %v", sum.DNSNames, tc.wantNames)
 			}
 			h := sha256.Sum256(block.Bytes)
-			if sum.SHA256 != FormatFingerprint(h[:]) {
+			if sum.SHA256 != certid.ColonHex(h[:]) {
 				t.Errorf("SHA-256 %s is not the digest of the DER", sum.SHA256)
 			}
 			if sum.Key != "ECDSA P-256" {

@@ -21,7 +21,8 @@
 // key fingerprints".
 //
 // Distinguished names are printed as RFC 4514 strings (most specific RDN
-// first, as "openssl x509 -nameopt RFC2253" does). Private keys are written as
+// first, with OpenSSL's attribute names, as "openssl x509 -nameopt RFC2253"
+// does; package certid, which the policy uses too). Private keys are written as
 // unencrypted PKCS#8 (RFC 5208) PEM (RFC 7468) with mode 0600, certificates as
 // PEM with mode 0644. PKCS#12 is RFC 7292, decoded with
 // software.sslmate.com/src/go-pkcs12.

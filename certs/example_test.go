@@ -5,6 +5,7 @@ import (
 	"log"
 
 	"github.com/tlsgate/tlsgate/certs"
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // The fingerprints of a partner's certificate, in the form Postfix logs them
@@ -42,7 +43,7 @@ func ExampleParseFingerprint() {
 			fmt.Println(err)
 			continue
 		}
-		fmt.Println(certs.FormatFingerprint(b))
+		fmt.Println(certid.ColonHex(b))
 	}
 	// Output:
 	// 80:D9:44:46:24:7D:60:59:CC:C6:12:11:E3:5D:4F:07:49:82:05:26:B9:C1:7C:A4:A2:64:0A:24:CB:96:F4:2D

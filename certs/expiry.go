@@ -3,6 +3,8 @@ package certs
 import (
 	"crypto/x509"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // DefaultWarnWithin is the warning horizon used by [Expiry] when none is
@@ -61,7 +63,7 @@ func Expiry(certs []NamedCert, now time.Time, warnWithin time.Duration) []Expiry
 		c := nc.Cert
 		r := ExpiryReport{Name: nc.Name, NotBefore: c.NotBefore, NotAfter: c.NotAfter, Left: c.NotAfter.Sub(now)}
 		if r.Name == "" {
-			r.Name = formatDN(c.RawSubject)
+			r.Name = certid.RFC4514(c.RawSubject)
 		}
 		switch {
 		case now.After(c.NotAfter), now.Before(c.NotBefore):

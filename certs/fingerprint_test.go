@@ -7,27 +7,13 @@ import (
 	"encoding/hex"
 	"strings"
 	"testing"
-)
 
-func TestFormatFingerprint(t *testing.T) {
-	tests := []struct {
-		in   []byte
-		want string
-	}{
-		{nil, ""},
-		{[]byte{0xab}, "AB"},
-		{[]byte{0x00, 0x0f, 0xf0, 0xff}, "00:0F:F0:FF"},
-	}
-	for _, tc := range tests {
-		if got := FormatFingerprint(tc.in); got != tc.want {
-			t.Errorf("FormatFingerprint(%x) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
+	"github.com/tlsgate/tlsgate/internal/certid"
+)
 
 func TestParseFingerprint(t *testing.T) {
 	digest := sha256.Sum256([]byte("tlsgate"))
-	upper := FormatFingerprint(digest[:])
+	upper := certid.ColonHex(digest[:])
 	plain := hex.EncodeToString(digest[:])
 	tests := []struct {
 		name    string
@@ -103,8 +89,8 @@ func TestFingerprintsMatchOpenSSL(t *testing.T) {
 			// ParseFingerprint accepts openssl's line as is.
 			b, err := ParseFingerprint(out)
 			noErr(t, err)
-			if FormatFingerprint(b) != want {
-				t.Errorf("ParseFingerprint(%q) round trip gives %s", out, FormatFingerprint(b))
+			if certid.ColonHex(b) != want {
+				t.Errorf("ParseFingerprint(%q) round trip gives %s", out, certid.ColonHex(b))
 			}
 
 			// Public key digest the way Postfix's TLS_README computes it:
@@ -125,10 +111,10 @@ func TestFingerprintsMatchOpenSSL(t *testing.T) {
 func FuzzParseFingerprint(f *testing.F) {
 	digest := sha256.Sum256([]byte("seed"))
 	for _, s := range []string{
-		FormatFingerprint(digest[:]),
+		certid.ColonHex(digest[:]),
 		hex.EncodeToString(digest[:]),
 		"sha256:" + hex.EncodeToString(digest[:]),
-		"sha256 Fingerprint=" + FormatFingerprint(digest[:]),
+		"sha256 Fingerprint=" + certid.ColonHex(digest[:]),
 		"", ":", "sha256:", "AB:CD", "zz",
 	} {
 		f.Add(s)
@@ -148,7 +134,7 @@ func FuzzParseFingerprint(f *testing.F) {
 			t.Fatalf("ParseFingerprint(%q) returned %d bytes", s, len(b))
 		}
 		// The canonical forms parse back to the same bytes.
-		for _, form := range []string{FormatFingerprint(b), hex.EncodeToString(b), "sha256:" + strings.ToLower(FormatFingerprint(b))} {
+		for _, form := range []string{certid.ColonHex(b), hex.EncodeToString(b), "sha256:" + strings.ToLower(certid.ColonHex(b))} {
 			b2, err := ParseFingerprint(form)
 			if err != nil || !bytes.Equal(b, b2) {
 				t.Fatalf("round trip of %q via %q: %x, %v", s, form, b2, err)

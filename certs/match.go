@@ -4,6 +4,8 @@ import (
 	"crypto"
 	"crypto/x509"
 	"fmt"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // KeyMatchesCert returns nil if key is the private key for cert's public
@@ -17,7 +19,7 @@ func KeyMatchesCert(key crypto.PrivateKey, cert *x509.Certificate) error {
 	pub, ok := s.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(cert.PublicKey) {
 		return fmt.Errorf("certs: the private key (%s) does not belong to the certificate %s (%s, public key SHA-256 %s)",
-			DescribeKey(s.Public()), formatDN(cert.RawSubject), DescribeKey(cert.PublicKey), FingerprintSPKI(cert))
+			DescribeKey(s.Public()), certid.RFC4514(cert.RawSubject), DescribeKey(cert.PublicKey), FingerprintSPKI(cert))
 	}
 	return nil
 }

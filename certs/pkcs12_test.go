@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 func TestPFX2PEM(t *testing.T) {
@@ -95,7 +97,7 @@ func checkBundle(t *testing.T, b *PEMBundle, leaf *x509.Certificate, chain []str
 	}
 	var got []string
 	for _, c := range b.CACerts {
-		got = append(got, formatDN(c.RawSubject))
+		got = append(got, certid.RFC4514(c.RawSubject))
 	}
 	if strings.Join(got, "|") != strings.Join(chain, "|") {
 		t.Errorf("chain %v, want %v", got, chain)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // CertInfo is what an admin needs to know about one certificate, as printed
@@ -31,8 +33,8 @@ type CertInfo struct {
 func Describe(c *x509.Certificate) CertInfo {
 	alg, bits := keyAlgorithm(c.PublicKey)
 	info := CertInfo{
-		Subject:        formatDN(c.RawSubject),
-		Issuer:         formatDN(c.RawIssuer),
+		Subject:        certid.RFC4514(c.RawSubject),
+		Issuer:         certid.RFC4514(c.RawIssuer),
 		Serial:         formatSerial(c),
 		NotBefore:      c.NotBefore.UTC(),
 		NotAfter:       c.NotAfter.UTC(),
@@ -62,9 +64,9 @@ func formatSerial(c *x509.Certificate) string {
 		b = []byte{0}
 	}
 	if c.SerialNumber.Sign() < 0 {
-		return "-" + FormatFingerprint(b)
+		return "-" + certid.ColonHex(b)
 	}
-	return FormatFingerprint(b)
+	return certid.ColonHex(b)
 }
 
 func isSelfSigned(c *x509.Certificate) bool {

@@ -82,7 +82,7 @@ func TestDNMatchesOpenSSL(t *testing.T) {
 	name := pkix.Name{
 		Country: []string{"DE"}, Province: []string{"Bayern"}, Locality: []string{"Muenchen"},
 		Organization: []string{"Example, Inc."}, OrganizationalUnit: []string{"IT+Mail"},
-		CommonName: "mx.example.net",
+		CommonName: "mx.example.net", SerialNumber: "HRB 1234", StreetAddress: []string{"Main St 1"}, PostalCode: []string{"80331"},
 		ExtraNames: []pkix.AttributeTypeAndValue{
 			{Type: oidEmailAddress, Value: asn1.RawValue{Tag: asn1.TagIA5String, Bytes: []byte("pm@example.net")}},
 			{Type: asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 25}, Value: asn1.RawValue{Tag: asn1.TagIA5String, Bytes: []byte("example")}},
@@ -136,25 +136,5 @@ func TestShowFormats(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
-	}
-}
-
-func TestEscapeDNValue(t *testing.T) {
-	tests := map[string]string{
-		"plain":   "plain",
-		"a,b":     `a\,b`,
-		"a+b=c":   `a\+b=c`,
-		`q"<>;\`:  `q\"\<\>\;\\`,
-		" lead":   `\ lead`,
-		"trail ":  `trail\ `,
-		"#hash":   `\#hash`,
-		"in#side": "in#side",
-		"nul\x00": `nul\00`,
-		"Müller":  "Müller",
-	}
-	for in, want := range tests {
-		if got := escapeDNValue(in); got != want {
-			t.Errorf("escapeDNValue(%q) = %q, want %q", in, got, want)
-		}
 	}
 }

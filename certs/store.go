@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // Store is the CA store: a directory of PEM files, one CA certificate per
@@ -117,7 +119,7 @@ func (s *Store) load() error {
 }
 
 func newEntry(file string, c *x509.Certificate) Entry {
-	return Entry{File: file, Subject: formatDN(c.RawSubject), NotAfter: c.NotAfter.UTC(), Fingerprint: FingerprintCert(c), Cert: c}
+	return Entry{File: file, Subject: certid.RFC4514(c.RawSubject), NotAfter: c.NotAfter.UTC(), Fingerprint: FingerprintCert(c), Cert: c}
 }
 
 // String names the store for messages: its directory or bundle file.
@@ -162,7 +164,7 @@ func (s *Store) Pool() *x509.CertPool {
 
 // checkCA refuses certificates that cannot act as a CA.
 func checkCA(c *x509.Certificate) error {
-	subj := formatDN(c.RawSubject)
+	subj := certid.RFC4514(c.RawSubject)
 	switch {
 	case !c.BasicConstraintsValid && c.Version < 3 && isSelfSigned(c):
 		// Old (X.509 v1) self-signed roots have no extensions at all;
@@ -262,7 +264,7 @@ func (s *Store) Remove(what string) ([]Entry, error) {
 		return nil, ErrReadOnlyStore
 	}
 	if fp, err := ParseFingerprint(what); err == nil {
-		want := FormatFingerprint(fp)
+		want := certid.ColonHex(fp)
 		i := slices.IndexFunc(s.entries, func(e Entry) bool { return e.Fingerprint == want })
 		if i < 0 {
 			return nil, fmt.Errorf("certs: no certificate with fingerprint %s in CA store %s", want, s.dir)

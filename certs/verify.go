@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // Purpose is what a certificate is being checked for.
@@ -115,7 +117,7 @@ func Verify(store *Store, cert *x509.Certificate, opts VerifyOptions) ([]*x509.C
 	if purpose == "" {
 		purpose = PurposeServer
 	}
-	subj := formatDN(cert.RawSubject)
+	subj := certid.RFC4514(cert.RawSubject)
 	if err := checkValidity(cert, now, "the certificate "+subj); err != nil {
 		return nil, err
 	}
@@ -167,7 +169,7 @@ func checkValidity(c *x509.Certificate, now time.Time, what string) *VerifyError
 
 // chainError explains a crypto/x509 chain-building failure.
 func chainError(store *Store, cert *x509.Certificate, inter []*x509.Certificate, now time.Time, err error) error {
-	subj := formatDN(cert.RawSubject)
+	subj := certid.RFC4514(cert.RawSubject)
 	var ua x509.UnknownAuthorityError
 	if errors.As(err, &ua) {
 		return unknownAuthority(store, cert, ua.Cert, inter, err)
@@ -178,7 +180,7 @@ func chainError(store *Store, cert *x509.Certificate, inter []*x509.Certificate,
 		if c == nil {
 			c = cert
 		}
-		what := "the CA certificate " + formatDN(c.RawSubject)
+		what := "the CA certificate " + certid.RFC4514(c.RawSubject)
 		if c == cert {
 			what = "the certificate " + subj
 		}
@@ -209,10 +211,10 @@ func unknownAuthority(store *Store, leaf, c *x509.Certificate, inter []*x509.Cer
 	if c == nil {
 		c = leaf
 	}
-	subj, issuer := formatDN(c.RawSubject), formatDN(c.RawIssuer)
+	subj, issuer := certid.RFC4514(c.RawSubject), certid.RFC4514(c.RawIssuer)
 	what := "the certificate " + subj
 	if c != leaf {
-		what = "the CA certificate " + subj + " (sent along with " + formatDN(leaf.RawSubject) + ")"
+		what = "the CA certificate " + subj + " (sent along with " + certid.RFC4514(leaf.RawSubject) + ")"
 	}
 	// A CA of the right name that does not verify the signature is a
 	// different problem from a missing CA.
@@ -298,7 +300,7 @@ func matchHostname(pattern, host string) bool {
 }
 
 func purposeError(cert *x509.Certificate, chain []*x509.Certificate, p Purpose, err error) *VerifyError {
-	subj := formatDN(cert.RawSubject)
+	subj := certid.RFC4514(cert.RawSubject)
 	for _, c := range chain {
 		if !allowsEKU(c, p.eku()) {
 			allowed := "nothing usable for TLS"
@@ -307,7 +309,7 @@ func purposeError(cert *x509.Certificate, chain []*x509.Certificate, p Purpose, 
 			}
 			what := "the certificate " + subj
 			if c != cert {
-				what = "the CA certificate " + formatDN(c.RawSubject) + " (issuer of " + subj + ")"
+				what = "the CA certificate " + certid.RFC4514(c.RawSubject) + " (issuer of " + subj + ")"
 			}
 			return &VerifyError{Reason: ErrWrongPurpose, Cert: c, Err: err,
 				Detail: fmt.Sprintf("wrong purpose: %s is only for %s (extended key usage), not for %s", what, allowed, p.words())}

@@ -15,7 +15,7 @@
 // go-milter v0.10.1 forgets HELO-stage macros on ABORT, which Postfix sends
 // after every message, and Postfix sends no TLS macros at EOH/EOM.
 //
-// [FactsFromMacros] turns the macros into [policy.Facts]: Postfix reports
+// factsFromMacros turns the macros into [policy.Facts]: Postfix reports
 // the subject and issuer common names of a trusted certificate only and
 // omits unset macros, so "trusted" is the presence of {cert_issuer} (and
 // {cert_subject}); "no certificate" and "untrusted certificate" look alike
@@ -50,9 +50,9 @@
 // Authentication-Results header whose authserv-id is ours, and every
 // Received header whose by-clause reads "by HOST (tlsgate)" with our host
 // name. Then a Received trace line and an Authentication-Results header are
-// inserted at the top, see [ReceivedHeader] and [AuthResultsHeader].
+// inserted at the top, see receivedHeader and authResultsHeader.
 // Nothing taken from a certificate or from the client reaches a header
-// unescaped ([HeaderText]).
+// unescaped (headerText).
 //
 // If mail passes through the same MTA twice (for example a content filter
 // re-injecting into a listener that also runs this milter), the second pass
@@ -62,5 +62,5 @@
 //
 // # What it logs
 //
-// One line per decision, see [FormatDecision].
+// One line per decision, see formatDecision.
 package milter

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tlsgate/tlsgate/internal/certid"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -40,16 +41,16 @@ var ConnectMacros = []string{
 	macroClientAddr, macroClientName, macroClientPTR, macroClientResolve,
 }
 
-// TLSMacros are the TLS facts of a session. Postfix knows the first five;
+// tlsMacros are the TLS facts of a session. Postfix knows the first five;
 // the others only Sendmail reports.
-var TLSMacros = []string{
+var tlsMacros = []string{
 	macroTLSVersion, macroCipher, macroCipherBits, macroCertSubject, macroCertIssuer,
 	macroVerify, macroCNSubject, macroCNIssuer, macroCertMD5, macroCertFP, macroAlgBits,
 }
 
 // HeloMacros are requested at HELO/EHLO: the TLS facts (the MTAs' default
 // HELO list plus Sendmail's extra certificate macros).
-var HeloMacros = TLSMacros
+var HeloMacros = tlsMacros
 
 // MailMacros are requested at MAIL FROM: both MTAs' default MAIL lists plus
 // the TLS facts again, because a client may send MAIL without repeating
@@ -57,7 +58,7 @@ var HeloMacros = TLSMacros
 var MailMacros = append([]string{
 	macroQueueID, "{auth_type}", "{auth_authen}", "{auth_author}", "{auth_ssf}",
 	macroMailAddr, "{mail_host}", "{mail_mailer}",
-}, TLSMacros...)
+}, tlsMacros...)
 
 // EOMMacros are requested at end of message: the queue ID (Postfix's
 // default; Sendmail reports it at MAIL already).
@@ -70,9 +71,9 @@ var sendmailBadCN = map[string]bool{
 	"BadCertificateContainsNUL": true,
 }
 
-// Observation is what an MTA reported about an SMTP session, normalised
+// observation is what an MTA reported about an SMTP session, normalised
 // for policy.Judge, plus the details needed for logs and headers.
-type Observation struct {
+type observation struct {
 	// Facts are the judged facts. Sender is taken from {mail_addr}; the
 	// milter overrides it with the MAIL FROM argument.
 	Facts policy.Facts
@@ -94,48 +95,22 @@ type Observation struct {
 	Notes []string
 }
 
-// FactsFromMacros normalises the macros of one session as reported by mta.
+// factsFromMacros normalises the macros of one session as reported by mta
+// (see postfixCert and sendmailCert for each MTA's certificate macros).
 // get returns a macro's value and whether the MTA sent it at all.
 //
-// Postfix: {cert_subject}/{cert_issuer} are plain common names sent only
-// for a trusted certificate, so the pair's presence means VerifyTrusted and
-// its absence in a TLS session VerifyUnknown; no DNs, no fingerprints
-// (FingerprintsKnown false: the policy-delegation server checks pins).
-//
-// Sendmail: xtext values are decoded; {cert_subject}/{cert_issuer} are
-// OpenSSL one-line DNs, {cn_subject}/{cn_issuer} the CNs; {verify} OK or
-// TRUSTED means VerifyTrusted, NO, NOT, NONE or CLEAR VerifyNone, anything
-// else non-empty VerifyUntrusted, absent or empty VerifyUnknown.
-// Fingerprints are known: {cert_fp} is used when it holds a SHA-256 digest;
-// an MD5 {cert_md5} or any other digest is not comparable and is reported in
-// FingerprintProblem.
-//
-// Both: an empty or absent {tls_version} is a plaintext session
+// Both MTAs: an empty or absent {tls_version} is a plaintext session
 // (VerifyNone); {client_addr} may carry "IPv6:"; a {client_name} of
 // "unknown" or "[addr]", or a {client_resolve} other than OK, is no
 // verified name.
-func FactsFromMacros(mta policy.MTA, get func(name string) (string, bool)) Observation {
-	var o Observation
+func factsFromMacros(mta policy.MTA, get func(name string) (string, bool)) observation {
+	var o observation
 	f := &o.Facts
 	val := func(name string) string {
 		v, _ := get(name)
 		return v
 	}
-	sendmail := mta == policy.Sendmail
-	decode := func(name string) (string, bool) {
-		v, ok := get(name)
-		if !ok || !sendmail {
-			return v, ok
-		}
-		d, err := policy.DecodeXtext(v)
-		if err != nil {
-			o.Notes = append(o.Notes, name+": "+err.Error())
-			return "", false
-		}
-		return d, true
-	}
-
-	f.ClientAddr = ParseClientAddr(val(macroClientAddr))
+	f.ClientAddr = parseClientAddr(val(macroClientAddr))
 	f.ClientName = verifiedName(val(macroClientName))
 	if r, ok := get(macroClientResolve); ok && r != "" && !strings.EqualFold(r, "OK") {
 		f.ClientName = ""
@@ -146,24 +121,84 @@ func FactsFromMacros(mta policy.MTA, get func(name string) (string, bool)) Obser
 	if f.TLSVersion == "" {
 		// Plaintext: nothing else can be true, whatever stale macros say.
 		f.Verify = policy.VerifyNone
-		f.FingerprintsKnown = sendmail
+		f.FingerprintsKnown = mta == policy.Sendmail
 		return o
 	}
 	f.Cipher = strings.TrimSpace(val(macroCipher))
 	f.Bits, _ = strconv.Atoi(strings.TrimSpace(val(macroCipherBits)))
+	if mta == policy.Sendmail {
+		sendmailCert(&o, get)
+	} else {
+		postfixCert(&o, get)
+	}
+	return o
+}
 
-	if !sendmail {
-		subject, sok := get(macroCertSubject)
-		issuer, iok := get(macroCertIssuer)
-		if sok && iok {
-			f.Verify = policy.VerifyTrusted
-			f.SubjectCN, f.IssuerCN = subject, issuer
-			o.Verify = "OK"
-		} else {
-			f.Verify = policy.VerifyUnknown
-			o.Verify = "UNVERIFIED"
+// postfixCert reads Postfix's certificate macros of a TLS session:
+// {cert_subject}/{cert_issuer} are plain common names sent only for a
+// trusted certificate, so the pair's presence means VerifyTrusted and its
+// absence VerifyUnknown; no DNs, no fingerprints (FingerprintsKnown false:
+// the policy-delegation server checks pins).
+func postfixCert(o *observation, get func(name string) (string, bool)) {
+	f := &o.Facts
+	subject, sok := get(macroCertSubject)
+	issuer, iok := get(macroCertIssuer)
+	if sok && iok {
+		f.Verify = policy.VerifyTrusted
+		f.SubjectCN, f.IssuerCN = subject, issuer
+		o.Verify = "OK"
+	} else {
+		f.Verify = policy.VerifyUnknown
+		o.Verify = "UNVERIFIED"
+	}
+}
+
+// sendmailCert reads Sendmail's certificate macros of a TLS session: xtext
+// values are decoded; {cert_subject}/{cert_issuer} are OpenSSL one-line
+// DNs, {cn_subject}/{cn_issuer} the CNs; {verify} OK or TRUSTED means
+// VerifyTrusted, NO, NOT, NONE or CLEAR VerifyNone, anything else
+// non-empty VerifyUntrusted, absent or empty VerifyUnknown. Fingerprints
+// are known: {cert_fp} is used when it holds a SHA-256 digest; an MD5
+// {cert_md5} or any other digest is not comparable and is reported in
+// FingerprintProblem.
+func sendmailCert(o *observation, get func(name string) (string, bool)) {
+	f := &o.Facts
+	val := func(name string) string {
+		v, _ := get(name)
+		return v
+	}
+	decode := func(name string) (string, bool) {
+		v, ok := get(name)
+		if !ok {
+			return v, ok
 		}
-		return o
+		d, err := certid.DecodeXtext(v)
+		if err != nil {
+			o.Notes = append(o.Notes, name+": "+err.Error())
+			return "", false
+		}
+		return d, true
+	}
+	dn := func(name string) certid.DN {
+		s, ok := decode(name)
+		if !ok || s == "" {
+			return nil
+		}
+		d, err := certid.ParseDN(s)
+		if err != nil {
+			o.Notes = append(o.Notes, name+": "+err.Error())
+		}
+		return d
+	}
+	cn := func(name string, fromDN certid.DN) string {
+		s, ok := decode(name)
+		switch {
+		case !ok:
+			return fromDN.CN()
+		case sendmailBadCN[s]:
+			return ""
+		}
+		return s
 	}
 
 	verify := strings.TrimSpace(val(macroVerify))
@@ -179,34 +214,8 @@ func FactsFromMacros(mta policy.MTA, get func(name string) (string, bool)) Obser
 	default:
 		f.Verify = policy.VerifyUntrusted
 	}
-	if s, ok := decode(macroCertSubject); ok && s != "" {
-		if dn, err := policy.ParseDN(s); err == nil {
-			f.SubjectDN = dn
-		} else {
-			o.Notes = append(o.Notes, macroCertSubject+": "+err.Error())
-		}
-	}
-	if s, ok := decode(macroCertIssuer); ok && s != "" {
-		if dn, err := policy.ParseDN(s); err == nil {
-			f.IssuerDN = dn
-		} else {
-			o.Notes = append(o.Notes, macroCertIssuer+": "+err.Error())
-		}
-	}
-	if s, ok := decode(macroCNSubject); ok {
-		if !sendmailBadCN[s] {
-			f.SubjectCN = s
-		}
-	} else {
-		f.SubjectCN = f.SubjectDN.CN()
-	}
-	if s, ok := decode(macroCNIssuer); ok {
-		if !sendmailBadCN[s] {
-			f.IssuerCN = s
-		}
-	} else {
-		f.IssuerCN = f.IssuerDN.CN()
-	}
+	f.SubjectDN, f.IssuerDN = dn(macroCertSubject), dn(macroCertIssuer)
+	f.SubjectCN, f.IssuerCN = cn(macroCNSubject, f.SubjectDN), cn(macroCNIssuer, f.IssuerDN)
 
 	f.FingerprintsKnown = true
 	fp := strings.TrimSpace(val(macroCertFP))
@@ -214,8 +223,8 @@ func FactsFromMacros(mta policy.MTA, get func(name string) (string, bool)) Obser
 	presented := f.Verify == policy.VerifyTrusted || f.Verify == policy.VerifyUntrusted
 	switch {
 	case fp != "":
-		if d, err := policy.ParseFingerprint(fp); err == nil {
-			f.Fingerprints = []policy.Fingerprint{d}
+		if d, err := certid.ParseFingerprint(fp); err == nil {
+			f.Fingerprints = []certid.Fingerprint{d}
 		} else {
 			o.FingerprintProblem = "Sendmail reported {cert_fp} with a digest other than SHA-256 (" + digestName(fp) + "); set O CertFingerprintAlgorithm=sha256"
 		}
@@ -224,7 +233,6 @@ func FactsFromMacros(mta policy.MTA, get func(name string) (string, bool)) Obser
 	case presented || f.Verify == policy.VerifyUnknown:
 		o.FingerprintProblem = "Sendmail reported no fingerprint macro ({cert_fp}/{cert_md5}) for this TLS session; allow the milter to request them"
 	}
-	return o
 }
 
 // digestName guesses a digest from the length of its colon-hex form.
@@ -245,11 +253,11 @@ func digestName(s string) string {
 	return strconv.Itoa(n) + " bytes"
 }
 
-// ParseClientAddr reads {client_addr} as Postfix ("IPv6:2001:db8::1") and
+// parseClientAddr reads {client_addr} as Postfix ("IPv6:2001:db8::1") and
 // Sendmail ("IPv6:2001:0db8:0000:...") write it, also in brackets; an
 // IPv4-mapped IPv6 address becomes IPv4. It returns the zero Addr when s
 // is not an address.
-func ParseClientAddr(s string) netip.Addr {
+func parseClientAddr(s string) netip.Addr {
 	s = strings.TrimSpace(s)
 	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
 	if len(s) > 5 && strings.EqualFold(s[:5], "IPv6:") {
@@ -272,14 +280,14 @@ func verifiedName(name string) string {
 	return name
 }
 
-// MTAMismatch reports an error when the macros show that the MTA is not
+// mtaMismatch reports an error when the macros show that the MTA is not
 // the one the policy is written for. Reading one MTA's macros with the
 // other's rules can fail open: Sendmail sends {cert_issuer} (empty) for
 // every TLS session, which under Postfix's rules would mean "trusted". So
 // Postfix-mode refuses sessions that carry macros only Sendmail knows
 // ({verify}, {cn_subject}, {cn_issuer}, {cert_md5}, {cert_fp}), and
 // Sendmail-mode refuses a "v" macro that names Postfix.
-func MTAMismatch(mta policy.MTA, get func(name string) (string, bool)) error {
+func mtaMismatch(mta policy.MTA, get func(name string) (string, bool)) error {
 	switch mta {
 	case policy.Postfix:
 		for _, n := range []string{macroVerify, macroCNSubject, macroCNIssuer, macroCertMD5, macroCertFP} {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tlsgate/tlsgate/internal/certid"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -20,18 +21,18 @@ func bag(kv ...string) func(string) (string, bool) {
 	}
 }
 
-func mustDN(t *testing.T, s string) policy.DN {
+func mustDN(t *testing.T, s string) certid.DN {
 	t.Helper()
-	d, err := policy.ParseDN(s)
+	d, err := certid.ParseDN(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d
 }
 
-func mustFP(t *testing.T, s string) policy.Fingerprint {
+func mustFP(t *testing.T, s string) certid.Fingerprint {
 	t.Helper()
-	f, err := policy.ParseFingerprint(s)
+	f, err := certid.ParseFingerprint(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestFactsFromMacros(t *testing.T) {
 			want: policy.Facts{TLSVersion: "TLSv1.3", Bits: 256, Verify: policy.VerifyUntrusted,
 				SubjectCN: "selfsigned.lab.test", IssuerCN: "selfsigned.lab.test",
 				SubjectDN: mustDN(t, "/C=DE/O=Lab Test/CN=selfsigned.lab.test"), IssuerDN: mustDN(t, "/C=DE/O=Lab Test/CN=selfsigned.lab.test"),
-				Fingerprints: []policy.Fingerprint{mustFP(t, sha256FP)}, FingerprintsKnown: true},
+				Fingerprints: []certid.Fingerprint{mustFP(t, sha256FP)}, FingerprintsKnown: true},
 			verify: "FAIL",
 		},
 		{
@@ -194,7 +195,7 @@ func TestFactsFromMacros(t *testing.T) {
 			get: bag("{tls_version}", "TLSv1.3", "{verify}", "OK", "{cn_subject}", "BadCertificateTooLong", "{cn_issuer}", "Evil+0D+0AX-Injected:+20yes",
 				"{cert_subject}", "/CN=a+28b+29+22c+5C", "{cert_fp}", sha256FP),
 			want: policy.Facts{TLSVersion: "TLSv1.3", Verify: policy.VerifyTrusted, IssuerCN: "Evil\r\nX-Injected: yes",
-				SubjectDN: mustDN(t, `/CN=a(b)"c\`), Fingerprints: []policy.Fingerprint{mustFP(t, sha256FP)}, FingerprintsKnown: true},
+				SubjectDN: mustDN(t, `/CN=a(b)"c\`), Fingerprints: []certid.Fingerprint{mustFP(t, sha256FP)}, FingerprintsKnown: true},
 			verify: "OK",
 		},
 		{
@@ -202,7 +203,7 @@ func TestFactsFromMacros(t *testing.T) {
 			mta:  policy.Sendmail,
 			get:  bag("{tls_version}", "TLSv1.3", "{verify}", "OK", "{cn_subject}", "bad+ZZ", "{cert_subject}", "/CN=x+2", "{cert_fp}", sha256FP),
 			want: policy.Facts{TLSVersion: "TLSv1.3", Verify: policy.VerifyTrusted,
-				Fingerprints: []policy.Fingerprint{mustFP(t, sha256FP)}, FingerprintsKnown: true},
+				Fingerprints: []certid.Fingerprint{mustFP(t, sha256FP)}, FingerprintsKnown: true},
 			verify: "OK",
 			notes:  2,
 		},
@@ -212,13 +213,13 @@ func TestFactsFromMacros(t *testing.T) {
 			get:  bag("{tls_version}", "TLSv1.3", "{verify}", "OK", "{cert_subject}", "/O=X/CN=a.example", "{cert_issuer}", "/CN=Some+20CA", "{cert_fp}", sha256FP),
 			want: policy.Facts{TLSVersion: "TLSv1.3", Verify: policy.VerifyTrusted, SubjectCN: "a.example", IssuerCN: "Some CA",
 				SubjectDN: mustDN(t, "/O=X/CN=a.example"), IssuerDN: mustDN(t, "/CN=Some CA"),
-				Fingerprints: []policy.Fingerprint{mustFP(t, sha256FP)}, FingerprintsKnown: true},
+				Fingerprints: []certid.Fingerprint{mustFP(t, sha256FP)}, FingerprintsKnown: true},
 			verify: "OK",
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			o := FactsFromMacros(tc.mta, tc.get)
+			o := factsFromMacros(tc.mta, tc.get)
 			if !reflect.DeepEqual(o.Facts, tc.want) {
 				t.Errorf("facts\n got %+v\nwant %+v", o.Facts, tc.want)
 			}
@@ -248,8 +249,8 @@ func TestParseClientAddr(t *testing.T) {
 		"":                           "invalid IP",
 		"localhost":                  "invalid IP",
 	} {
-		if got := ParseClientAddr(in).String(); got != want {
-			t.Errorf("ParseClientAddr(%q) = %s, want %s", in, got, want)
+		if got := parseClientAddr(in).String(); got != want {
+			t.Errorf("parseClientAddr(%q) = %s, want %s", in, got, want)
 		}
 	}
 }

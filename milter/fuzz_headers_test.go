@@ -7,11 +7,11 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 
-	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
-// maxHeaderValue bounds what ReceivedHeader and AuthResultsHeader may
-// produce whatever the inputs: every field is cut by HeaderText, so the
+// maxHeaderValue bounds what receivedHeader and authResultsHeader may
+// produce whatever the inputs: every field is cut by headerText, so the
 // values stay far below the 998-byte line limit of RFC 5322 and the MTAs'
 // header limits.
 const maxHeaderValue = 2048
@@ -56,8 +56,8 @@ func checkOneHeaderValue(t *testing.T, name, v string) {
 // well-formed header value (checkOneHeaderValue); our Received line must be
 // recognised as ours (so a forged copy is removed), the
 // Authentication-Results value must parse with go-msgauth to our
-// authserv-id and result, and every value must survive: HeaderText's
-// encoding decodes back to the input (policy.DecodeXtext) unless cut.
+// authserv-id and result, and every value must survive: headerText's
+// encoding decodes back to the input (certid.DecodeXtext) unless cut.
 func FuzzStampHeaders(f *testing.F) {
 	for _, st := range stamps() {
 		f.Add(st.SubjectCN, st.IssuerCN, st.Cipher, st.TLSVersion, st.Verify, st.Helo, st.ClientName, st.QueueID, st.Host, st.AuthservID, st.Bits, st.Monitor)
@@ -65,7 +65,7 @@ func FuzzStampHeaders(f *testing.F) {
 	f.Add("evil\r\nX-Injected: yes", "a) (b \"c\" \\d", "TLS_AES_256_GCM_SHA384", "TLSv1.3", "OK", "helo", "name", "Q1", "mx.lab.test", "mx.lab.test", 256, false)
 	f.Add(strings.Repeat("S", 4096), "\xff\xfe\x80", "", "", "", "", "", "", "mx.lab.test", "", -1, true)
 	f.Fuzz(func(t *testing.T, subject, issuer, cipher, version, verify, helo, client, qid, host, authserv string, bits int, monitor bool) {
-		st := &Stamp{
+		st := &traceStamp{
 			Host: host, AuthservID: authserv, Helo: helo, ClientName: client,
 			ClientAddr: netip.MustParseAddr("192.0.2.10"), QueueID: qid,
 			TLSVersion: version, Cipher: cipher, Bits: bits, Verify: verify,
@@ -75,41 +75,41 @@ func FuzzStampHeaders(f *testing.F) {
 		if monitor {
 			st.Result, st.Monitor, st.Checks = "fail", true, []string{"cn", "validate_cert"}
 		}
-		r := ReceivedHeader(st)
-		a := AuthResultsHeader(st)
+		r := receivedHeader(st)
+		a := authResultsHeader(st)
 		checkOneHeaderValue(t, "Received", r)
 		checkOneHeaderValue(t, "Authentication-Results", a)
 
 		if host != "" && !ForgedReceived(r, host) {
 			t.Fatalf("our own Received line is not recognised as ours (host %q):\n%s", host, r)
 		}
-		if authserv != "" && !ForgedAuthResults(a, authserv) {
+		if authserv != "" && !forgedAuthResults(a, authserv) {
 			t.Fatalf("our own Authentication-Results is not recognised as ours (authserv-id %q):\n%s", authserv, a)
 		}
 		id, results, err := authres.Parse(unfold(a))
 		if err != nil {
 			t.Fatalf("authres.Parse: %v\n%s", err, a)
 		}
-		wantID := HeaderText(authserv, maxNameText)
+		wantID := headerText(authserv, maxNameText)
 		if wantID == "" {
 			wantID = "unknown"
 		}
 		if id != wantID || len(results) != 1 {
 			t.Fatalf("parsed authserv-id %q and %d results, want %q and 1:\n%s", id, len(results), wantID, a)
 		}
-		if g, ok := results[0].(*authres.GenericResult); !ok || g.Method != AuthMethod || string(g.Value) != st.Result {
+		if g, ok := results[0].(*authres.GenericResult); !ok || g.Method != authMethod || string(g.Value) != st.Result {
 			t.Fatalf("parsed result %#v", results[0])
 		}
 
 		for _, s := range []string{subject, issuer, cipher, version, verify, helo, client, qid, host, authserv} {
-			enc := HeaderText(s, 0)
+			enc := headerText(s, 0)
 			if strings.IndexByte(s, 0) < 0 {
-				if dec, err := policy.DecodeXtext(enc); err != nil || dec != s {
-					t.Fatalf("HeaderText(%q) = %q decodes to %q, %v", s, enc, dec, err)
+				if dec, err := certid.DecodeXtext(enc); err != nil || dec != s {
+					t.Fatalf("headerText(%q) = %q decodes to %q, %v", s, enc, dec, err)
 				}
 			}
-			if cut := HeaderText(s, maxCertText); len(cut) > maxCertText || (cut != enc && !strings.HasSuffix(cut, "...")) {
-				t.Fatalf("HeaderText(%q, %d) = %q", s, maxCertText, cut)
+			if cut := headerText(s, maxCertText); len(cut) > maxCertText || (cut != enc && !strings.HasSuffix(cut, "...")) {
+				t.Fatalf("headerText(%q, %d) = %q", s, maxCertText, cut)
 			}
 		}
 	})

@@ -9,14 +9,14 @@ import (
 	"github.com/emersion/go-msgauth/authres"
 )
 
-// TraceToken is the comment after our host name in the by-clause of our
+// traceToken is the comment after our host name in the by-clause of our
 // Received line, "by HOST (tlsgate)". A Received header that carries it
 // with our host name is ours; copies that arrive with a message are
 // forged and removed.
-const TraceToken = "(tlsgate)"
+const traceToken = "(tlsgate)"
 
-// AuthMethod is the Authentication-Results method tlsgate reports.
-const AuthMethod = "x-tls"
+// authMethod is the Authentication-Results method tlsgate reports.
+const authMethod = "x-tls"
 
 // Length limits for values that reach headers, counted after escaping.
 const (
@@ -24,17 +24,17 @@ const (
 	maxCertText = 100 // certificate common names
 )
 
-// headerSpecials are escaped by HeaderText in addition to bytes outside
+// headerSpecials are escaped by headerText in addition to bytes outside
 // '!'..'~': the xtext specials, and what would end a comment, a quoted
 // string, a key=value pair or an Authentication-Results resinfo.
 const headerSpecials = `+\()<>";=`
 
-// HeaderText makes s safe for any position in a header: every byte outside
+// headerText makes s safe for any position in a header: every byte outside
 // '!'..'~' (space, CR, LF, other controls, all non-ASCII) and each of
 // + \ ( ) < > " ; = is written as +XX (xtext, as Sendmail writes certificate
 // macros), and the result is cut to max bytes, without splitting an escape,
 // ending in "..." when cut. An empty s gives "".
-func HeaderText(s string, max int) string {
+func headerText(s string, max int) string {
 	const hexdig = "0123456789ABCDEF"
 	enc := make([]byte, 0, len(s))
 	cuts := make([]int, 0, len(s)) // length of enc after each input byte
@@ -60,8 +60,8 @@ func HeaderText(s string, max int) string {
 	return string(enc[:n]) + "..."
 }
 
-// Stamp is what the trace headers say about one message.
-type Stamp struct {
+// traceStamp is what the trace headers say about one message.
+type traceStamp struct {
 	// Host is our MTA's host name (the by-clause).
 	Host string
 	// AuthservID is the authserv-id of Authentication-Results.
@@ -95,7 +95,7 @@ type Stamp struct {
 	Date time.Time
 }
 
-// ReceivedHeader returns the value of our Received trace line (without the
+// receivedHeader returns the value of our Received trace line (without the
 // "Received:" name), folded with "\n\t":
 //
 //	from client.lab.test (client.lab.test [192.0.2.10])
@@ -109,14 +109,14 @@ type Stamp struct {
 // TLS line; an uncovered peer "(endpoint=none policy=none)"; a failure in
 // monitor mode "(endpoint=company-c policy=fail mode=monitor
 // failed=encryption)". Every value from the client, its certificate or the
-// MTA goes through HeaderText.
-func ReceivedHeader(s *Stamp) string {
+// MTA goes through headerText.
+func receivedHeader(s *traceStamp) string {
 	var lines []string
-	helo := HeaderText(s.Helo, maxNameText)
+	helo := headerText(s.Helo, maxNameText)
 	if helo == "" {
 		helo = "unknown"
 	}
-	name := HeaderText(s.ClientName, maxNameText)
+	name := headerText(s.ClientName, maxNameText)
 	if name == "" {
 		name = "unknown"
 	}
@@ -129,28 +129,28 @@ func ReceivedHeader(s *Stamp) string {
 		}
 	}
 	lines = append(lines, "from "+helo+" ("+name+" ["+addr+"])")
-	by := "by " + HeaderText(s.Host, maxNameText) + " " + TraceToken
+	by := "by " + headerText(s.Host, maxNameText) + " " + traceToken
 	if s.TLSVersion != "" {
 		by += " with ESMTPS"
 	}
 	if s.QueueID != "" {
-		by += " id " + HeaderText(s.QueueID, maxNameText)
+		by += " id " + headerText(s.QueueID, maxNameText)
 	}
 	lines = append(lines, by)
 	if s.TLSVersion != "" {
-		tls := "(version=" + HeaderText(s.TLSVersion, maxNameText) +
-			" cipher=" + HeaderText(s.Cipher, maxNameText) +
+		tls := "(version=" + headerText(s.TLSVersion, maxNameText) +
+			" cipher=" + headerText(s.Cipher, maxNameText) +
 			" bits=" + strconv.Itoa(s.Bits)
 		if s.Verify != "" {
-			tls += " verify=" + HeaderText(s.Verify, maxNameText)
+			tls += " verify=" + headerText(s.Verify, maxNameText)
 		}
 		lines = append(lines, tls+")")
 		var cert []string
 		if s.SubjectCN != "" {
-			cert = append(cert, "subject-cn="+HeaderText(s.SubjectCN, maxCertText))
+			cert = append(cert, "subject-cn="+headerText(s.SubjectCN, maxCertText))
 		}
 		if s.IssuerCN != "" {
-			cert = append(cert, "issuer-cn="+HeaderText(s.IssuerCN, maxCertText))
+			cert = append(cert, "issuer-cn="+headerText(s.IssuerCN, maxCertText))
 		}
 		if len(cert) > 0 {
 			lines = append(lines, "("+strings.Join(cert, " ")+")")
@@ -158,7 +158,7 @@ func ReceivedHeader(s *Stamp) string {
 	} else {
 		lines = append(lines, "(no TLS: plaintext session)")
 	}
-	ep := HeaderText(s.Endpoints, 2*maxNameText)
+	ep := headerText(s.Endpoints, 2*maxNameText)
 	if ep == "" {
 		ep = "none"
 	}
@@ -167,7 +167,7 @@ func ReceivedHeader(s *Stamp) string {
 		pol += " mode=monitor"
 	}
 	if len(s.Checks) > 0 {
-		pol += " failed=" + HeaderText(strings.Join(s.Checks, ","), 2*maxNameText)
+		pol += " failed=" + headerText(strings.Join(s.Checks, ","), 2*maxNameText)
 	}
 	lines = append(lines, pol+");")
 	lines = append(lines, s.Date.Format(time.RFC1123Z))
@@ -177,7 +177,7 @@ func ReceivedHeader(s *Stamp) string {
 	return strings.Join(lines, "\n\t")
 }
 
-// AuthResultsHeader returns the value of our Authentication-Results header
+// authResultsHeader returns the value of our Authentication-Results header
 // (without the name), written with go-msgauth's authres.Format and folded
 // with "\n\t" where a line would exceed 76 characters:
 //
@@ -187,28 +187,28 @@ func ReceivedHeader(s *Stamp) string {
 // The result is pass, fail or none (not covered by any endpoint); a
 // failure names the failed checks in reason= ("validate_cert,cn"), a
 // plaintext session has reason="plaintext" and no smtp.* properties.
-func AuthResultsHeader(s *Stamp) string {
+func authResultsHeader(s *traceStamp) string {
 	params := map[string]string{
-		"policy.endpoint": HeaderText(s.Endpoints, 2*maxNameText),
+		"policy.endpoint": headerText(s.Endpoints, 2*maxNameText),
 	}
 	if s.TLSVersion != "" {
-		params["smtp.version"] = HeaderText(s.TLSVersion, maxNameText)
-		params["smtp.cipher"] = HeaderText(s.Cipher, maxNameText)
+		params["smtp.version"] = headerText(s.TLSVersion, maxNameText)
+		params["smtp.cipher"] = headerText(s.Cipher, maxNameText)
 		params["smtp.bits"] = strconv.Itoa(s.Bits)
 	}
 	switch {
 	case len(s.Checks) > 0:
-		params["reason"] = HeaderText(strings.Join(s.Checks, ","), 2*maxNameText)
+		params["reason"] = headerText(strings.Join(s.Checks, ","), 2*maxNameText)
 	case s.TLSVersion == "":
 		params["reason"] = "plaintext"
 	}
 	value := authres.ResultValue(s.Result)
-	id := HeaderText(s.AuthservID, maxNameText)
+	id := headerText(s.AuthservID, maxNameText)
 	if id == "" {
 		id = "unknown"
 	}
 	v := authres.Format(id, []authres.Result{&authres.GenericResult{
-		Method: AuthMethod, Value: value, Params: params,
+		Method: authMethod, Value: value, Params: params,
 	}})
 	return foldTokens(strings.Fields(v), len("Authentication-Results: "), 76)
 }
@@ -240,14 +240,14 @@ func unfold(v string) string {
 }
 
 // ForgedReceived reports whether a Received header value claims to be our
-// trace line: its by-clause names host followed by our TraceToken
+// trace line: its by-clause names host followed by our traceToken
 // (case-insensitive, any spacing or folding, also "(tlsgate 1.0)").
 func ForgedReceived(value, host string) bool {
 	if host == "" {
 		return false
 	}
 	v := strings.ToLower(unfold(value))
-	for _, h := range []string{strings.ToLower(host), strings.ToLower(HeaderText(host, maxNameText))} {
+	for _, h := range []string{strings.ToLower(host), strings.ToLower(headerText(host, maxNameText))} {
 		needle := "by " + h
 		for off := 0; ; {
 			i := strings.Index(v[off:], needle)
@@ -267,11 +267,11 @@ func ForgedReceived(value, host string) bool {
 	return false
 }
 
-// AuthservID extracts the authserv-id of an Authentication-Results header
+// authservIDOf extracts the authserv-id of an Authentication-Results header
 // value textually: leading whitespace and (nested) comments are skipped,
 // a quoted-string is unquoted, a token ends at whitespace, ';' or '('. It
 // does not use authres.Parse, which comments defeat.
-func AuthservID(value string) string {
+func authservIDOf(value string) string {
 	v := value
 	for {
 		v = strings.TrimLeft(v, " \t\r\n")
@@ -322,12 +322,12 @@ func AuthservID(value string) string {
 	return v[:end]
 }
 
-// ForgedAuthResults reports whether an Authentication-Results header value
+// forgedAuthResults reports whether an Authentication-Results header value
 // carries our authserv-id (compared case-insensitively).
-func ForgedAuthResults(value, authservID string) bool {
+func forgedAuthResults(value, authservID string) bool {
 	if authservID == "" {
 		return false
 	}
-	id := AuthservID(value)
-	return id != "" && (strings.EqualFold(id, authservID) || strings.EqualFold(id, HeaderText(authservID, maxNameText)))
+	id := authservIDOf(value)
+	return id != "" && (strings.EqualFold(id, authservID) || strings.EqualFold(id, headerText(authservID, maxNameText)))
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 
-	"github.com/tlsgate/tlsgate/internal/golden"
+	"github.com/tlsgate/tlsgate/internal/lab/golden"
 )
 
 func TestHeaderText(t *testing.T) {
@@ -24,23 +24,23 @@ func TestHeaderText(t *testing.T) {
 		{"[192.0.2.1]", "[192.0.2.1]"},
 	}
 	for _, tc := range tests {
-		if got := HeaderText(tc.in, 0); got != tc.want {
-			t.Errorf("HeaderText(%q) = %q, want %q", tc.in, got, tc.want)
+		if got := headerText(tc.in, 0); got != tc.want {
+			t.Errorf("headerText(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 	// Truncation never splits an escape and ends in "...".
 	long := strings.Repeat("é", 100)
-	got := HeaderText(long, 20)
+	got := headerText(long, 20)
 	if len(got) > 20 || !strings.HasSuffix(got, "...") {
-		t.Errorf("HeaderText(long, 20) = %q", got)
+		t.Errorf("headerText(long, 20) = %q", got)
 	}
 	if got != "+C3+A9+C3+A9+C3..." {
-		t.Errorf("HeaderText(long, 20) = %q", got)
+		t.Errorf("headerText(long, 20) = %q", got)
 	}
-	if got := HeaderText("exactly10!", 10); got != "exactly10!" {
+	if got := headerText("exactly10!", 10); got != "exactly10!" {
 		t.Errorf("exact fit cut: %q", got)
 	}
-	if got := HeaderText("exactly11!!", 10); got != "exactly..." {
+	if got := headerText("exactly11!!", 10); got != "exactly..." {
 		t.Errorf("cut: %q", got)
 	}
 }
@@ -89,9 +89,9 @@ func checkHeaderSafe(t *testing.T, name, v string) {
 
 var stampDate = time.Date(2026, 11, 28, 15, 52, 52, 0, time.UTC)
 
-func stamps() map[string]*Stamp {
+func stamps() map[string]*traceStamp {
 	hostile := "evil) (x\r\nX-Injected: \"yes\" \\ ü;=" + strings.Repeat("A", 300)
-	return map[string]*Stamp{
+	return map[string]*traceStamp{
 		"pass": {
 			Host: "mx.lab.test", AuthservID: "mx.lab.test", Helo: "client.lab.test", ClientName: "localhost",
 			ClientAddr: netip.MustParseAddr("127.0.0.1"), QueueID: "87BBD98A818",
@@ -123,14 +123,14 @@ func stamps() map[string]*Stamp {
 func TestStampHeaders(t *testing.T) {
 	for name, st := range stamps() {
 		t.Run(name, func(t *testing.T) {
-			r := ReceivedHeader(st)
-			a := AuthResultsHeader(st)
+			r := receivedHeader(st)
+			a := authResultsHeader(st)
 			checkHeaderSafe(t, "Received", r)
 			checkHeaderSafe(t, "Authentication-Results", a)
 			if !ForgedReceived(r, st.Host) {
 				t.Errorf("our own Received line is not recognised as ours:\n%s", r)
 			}
-			if !ForgedAuthResults(a, st.AuthservID) {
+			if !forgedAuthResults(a, st.AuthservID) {
 				t.Errorf("our own Authentication-Results is not recognised as ours:\n%s", a)
 			}
 			id, results, err := authres.Parse(unfold(a))
@@ -141,7 +141,7 @@ func TestStampHeaders(t *testing.T) {
 				t.Fatalf("parsed %q %v", id, results)
 			}
 			g, ok := results[0].(*authres.GenericResult)
-			if !ok || g.Method != AuthMethod || string(g.Value) != st.Result {
+			if !ok || g.Method != authMethod || string(g.Value) != st.Result {
 				t.Errorf("parsed result %#v", results[0])
 			}
 			golden.Check(t, "stamp-"+name+".txt", "Received: "+r+"\nAuthentication-Results: "+a+"\n")
@@ -180,14 +180,14 @@ func TestAuthservID(t *testing.T) {
 		"(unterminated":                                     "",
 		"":                                                  "",
 	} {
-		if got := AuthservID(v); got != want {
-			t.Errorf("AuthservID(%q) = %q, want %q", v, got, want)
+		if got := authservIDOf(v); got != want {
+			t.Errorf("authservIDOf(%q) = %q, want %q", v, got, want)
 		}
 	}
-	if !ForgedAuthResults("(x) MX.Lab.Test; x-tls=pass", "mx.lab.test") {
+	if !forgedAuthResults("(x) MX.Lab.Test; x-tls=pass", "mx.lab.test") {
 		t.Error("case-insensitive match failed")
 	}
-	if ForgedAuthResults("mx.lab.test.evil; x-tls=pass", "mx.lab.test") {
+	if forgedAuthResults("mx.lab.test.evil; x-tls=pass", "mx.lab.test") {
 		t.Error("prefix must not match")
 	}
 }

@@ -40,7 +40,7 @@ type Decision struct {
 	Duration time.Duration
 }
 
-// FormatDecision returns the log line of a decision in the style of
+// formatDecision returns the log line of a decision in the style of
 // Postfix's own lines, so that it can be joined with them by queue ID:
 //
 //	4Xb2kq1Z3Tz9v: tlsgate: client=mx.company-b.example[192.0.2.10]
@@ -53,8 +53,8 @@ type Decision struct {
 // quotes, backslashes, '=' or anything outside printable ASCII are written
 // as Go-quoted ASCII strings, so a line never breaks and never carries
 // control characters.
-func FormatDecision(d Decision) string {
-	return logx.Format(decisionEvent, d.Attrs())
+func formatDecision(d Decision) string {
+	return logx.Format(decisionEvent, d.attrs())
 }
 
 // decisionEvent opens every decision line after the queue ID.
@@ -62,7 +62,7 @@ const decisionEvent = "tlsgate:"
 
 // Attrs returns the decision as log attributes (queue_id first), for
 // internal/logx to render.
-func (d Decision) Attrs() []slog.Attr {
+func (d Decision) attrs() []slog.Attr {
 	name := d.ClientName
 	if name == "" {
 		name = "unknown"

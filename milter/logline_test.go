@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsgate/tlsgate/internal/golden"
+	"github.com/tlsgate/tlsgate/internal/lab/golden"
 )
 
 func TestFormatDecision(t *testing.T) {
@@ -33,7 +33,7 @@ func TestFormatDecision(t *testing.T) {
 	}
 	var all strings.Builder
 	for _, c := range cases {
-		line := FormatDecision(c.d)
+		line := formatDecision(c.d)
 		for i := 0; i < len(line); i++ {
 			if line[i] < ' ' || line[i] > '~' {
 				t.Errorf("%s: byte %#x in %q", c.name, line[i], line)

@@ -166,7 +166,7 @@ type session struct {
 
 // message is the state of one transaction, from MAIL FROM to EOM/ABORT.
 type message struct {
-	obs     Observation
+	obs     observation
 	verdict policy.Verdict
 	dec     Decision
 	logged  bool
@@ -197,8 +197,8 @@ func (c *session) absorb(m gomilter.Macros) {
 		}
 	}
 	if v, ok := m.GetEx(macroTLSVersion); ok && strings.TrimSpace(v) != "" {
-		t := make(map[string]string, len(TLSMacros))
-		for _, n := range TLSMacros {
+		t := make(map[string]string, len(tlsMacros))
+		for _, n := range tlsMacros {
 			if v, ok := m.GetEx(n); ok {
 				t[n] = v
 			}
@@ -260,7 +260,7 @@ func (c *session) internalError(err error) {
 	}
 	d.Result = "tempfail"
 	d.Reason = err.Error()
-	c.srv.log.LogAttrs(context.Background(), slog.LevelError, decisionEvent, d.Attrs()...)
+	c.srv.log.LogAttrs(context.Background(), slog.LevelError, decisionEvent, d.attrs()...)
 	c.srv.decided(d)
 }
 
@@ -268,11 +268,11 @@ func (c *session) internalError(err error) {
 func (c *session) baseDecision() Decision {
 	var d Decision
 	if c.conn != nil {
-		o := FactsFromMacros(c.mta, c.get(nil))
+		o := factsFromMacros(c.mta, c.get(nil))
 		d.ClientName, d.ClientAddr = o.Facts.ClientName, o.Facts.ClientAddr
 	}
 	if !d.ClientAddr.IsValid() {
-		d.ClientAddr = ParseClientAddr(c.connAddr)
+		d.ClientAddr = parseClientAddr(c.connAddr)
 	}
 	if d.ClientName == "" && c.conn["{client_name}"] == "" {
 		d.ClientName = verifiedName(c.connHost)
@@ -348,10 +348,10 @@ func (c *session) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (resp *g
 			msgVals[n] = v
 		}
 	}
-	obs := FactsFromMacros(c.mta, c.get(msgVals))
+	obs := factsFromMacros(c.mta, c.get(msgVals))
 	obs.Facts.Sender = from
 	if !obs.Facts.ClientAddr.IsValid() {
-		obs.Facts.ClientAddr = ParseClientAddr(c.connAddr)
+		obs.Facts.ClientAddr = parseClientAddr(c.connAddr)
 	}
 	if _, ok := c.conn[macroClientName]; !ok && obs.Facts.ClientName == "" {
 		obs.Facts.ClientName = verifiedName(c.connHost)
@@ -366,7 +366,7 @@ func (c *session) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (resp *g
 		TLSVersion: f.TLSVersion, Cipher: f.Cipher, Bits: f.Bits, Verify: obs.Verify,
 	}
 	if c.broken == nil {
-		c.broken = MTAMismatch(c.mta, c.get(msgVals))
+		c.broken = mtaMismatch(c.mta, c.get(msgVals))
 	}
 	if c.broken != nil {
 		msg.dec.Duration = time.Since(start)
@@ -431,7 +431,7 @@ func (c *session) logDecision() {
 	if msg.verdict.Result == policy.Fail {
 		level = slog.LevelWarn
 	}
-	c.srv.log.LogAttrs(context.Background(), level, decisionEvent, msg.dec.Attrs()...)
+	c.srv.log.LogAttrs(context.Background(), level, decisionEvent, msg.dec.attrs()...)
 	c.srv.decided(msg.dec)
 }
 
@@ -456,7 +456,7 @@ func (c *session) Header(name, value string, m gomilter.Modifier) (resp *gomilte
 		}
 	case strings.EqualFold(name, "Authentication-Results"):
 		msg.nAuthRes++
-		if ForgedAuthResults(value, c.authID) {
+		if forgedAuthResults(value, c.authID) {
 			msg.forgedAuthRes = append(msg.forgedAuthRes, msg.nAuthRes)
 		}
 	}
@@ -492,10 +492,10 @@ func (c *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 		}
 	}
 	st := c.stamp(msg)
-	if err := m.InsertHeader(0, "Authentication-Results", AuthResultsHeader(st)); err != nil {
+	if err := m.InsertHeader(0, "Authentication-Results", authResultsHeader(st)); err != nil {
 		return c.eomError(err)
 	}
-	if err := m.InsertHeader(0, "Received", ReceivedHeader(st)); err != nil {
+	if err := m.InsertHeader(0, "Received", receivedHeader(st)); err != nil {
 		return c.eomError(err)
 	}
 	c.logDecision()
@@ -510,9 +510,9 @@ func (c *session) eomError(err error) (*gomilter.Response, error) {
 }
 
 // stamp collects what the headers say about msg.
-func (c *session) stamp(msg *message) *Stamp {
+func (c *session) stamp(msg *message) *traceStamp {
 	f := &msg.obs.Facts
-	st := &Stamp{
+	st := &traceStamp{
 		Host: c.host, AuthservID: c.authID,
 		Helo: c.helo, ClientName: f.ClientName, ClientAddr: f.ClientAddr,
 		QueueID:    msg.dec.QueueID,

@@ -13,6 +13,7 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
+	"github.com/tlsgate/tlsgate/internal/certid"
 	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
@@ -159,7 +160,7 @@ func mustPolicy(t testing.TB, text string) *policy.Policy {
 
 var tlsMacroSet = func() map[string]bool {
 	m := map[string]bool{}
-	for _, n := range TLSMacros {
+	for _, n := range tlsMacros {
 		m[n] = true
 	}
 	return m
@@ -233,8 +234,8 @@ func sendmailTLS(verify, subject, issuer, fpMacro, fp string) map[string]string 
 	m := map[string]string{"{tls_version}": "TLSv1.3", "{cipher}": "TLS_AES_256_GCM_SHA384", "{cipher_bits}": "256", "{alg_bits}": "256",
 		"{verify}": verify, "{cert_subject}": "", "{cert_issuer}": "", "{cn_subject}": "", "{cn_issuer}": "", "{cert_md5}": ""}
 	if subject != "" {
-		s, _ := policy.ParseDN(subject)
-		i, _ := policy.ParseDN(issuer)
+		s, _ := certid.ParseDN(subject)
+		i, _ := certid.ParseDN(issuer)
 		m["{cert_subject}"] = policy.Xtext(s.OpenSSL())
 		m["{cert_issuer}"] = policy.Xtext(i.OpenSSL())
 		m["{cn_subject}"] = policy.Xtext(s.CN())
@@ -310,7 +311,7 @@ func (h *harness) session(mta *fakeMTA, host string) *smtpClient {
 	c := &smtpClient{t: h.t, mta: mta, cs: cs}
 	h.t.Cleanup(func() { _ = cs.Close() })
 	mta.set(func(f *fakeMTA) { f.stage = "connect" })
-	addr := ParseClientAddr(mta.conn["{client_addr}"])
+	addr := parseClientAddr(mta.conn["{client_addr}"])
 	fam := gomilter.FamilyInet
 	if addr.Is6() {
 		fam = gomilter.FamilyInet6

@@ -15,7 +15,7 @@ import (
 )
 
 // Request is one policy-delegation request: attribute name → value, exactly as received
-// (values of ccert_subject and ccert_issuer are still xtext-encoded: see policy.DecodeXtext).
+// (values of ccert_subject and ccert_issuer are still xtext-encoded: see certid.DecodeXtext).
 // Postfix 3.7 sends about 30 attributes, among them request=smtpd_access_policy,
 // protocol_state, client_address, queue_id, ccert_fingerprint and ccert_pubkey_fingerprint.
 type Request map[string]string

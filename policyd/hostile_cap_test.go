@@ -9,7 +9,7 @@ import (
 )
 
 // TestSocketmapSlowSendersCannotHoldTheCap: connections that hold the
-// connection cap with unfinished requests (slowloris) no longer make the
+// connection cap with unfinished requests (slowloris) do not make the
 // server refuse everyone else until their read timeout: a new connection
 // evicts the one that has been sending its request for the longest time.
 func TestSocketmapSlowSendersCannotHoldTheCap(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tlsgate/tlsgate/internal/certid"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -88,10 +89,10 @@ func FactsFromRequest(req Request) (policy.Facts, error) {
 		f.Bits = n
 	}
 	var err error
-	if f.SubjectCN, err = policy.DecodeXtext(req["ccert_subject"]); err != nil {
+	if f.SubjectCN, err = certid.DecodeXtext(req["ccert_subject"]); err != nil {
 		return f, &AttrError{Name: "ccert_subject", Value: req["ccert_subject"]}
 	}
-	if f.IssuerCN, err = policy.DecodeXtext(req["ccert_issuer"]); err != nil {
+	if f.IssuerCN, err = certid.DecodeXtext(req["ccert_issuer"]); err != nil {
 		return f, &AttrError{Name: "ccert_issuer", Value: req["ccert_issuer"]}
 	}
 	f.FingerprintsKnown = true
@@ -100,7 +101,7 @@ func FactsFromRequest(req Request) (policy.Facts, error) {
 		if v == "" {
 			continue
 		}
-		fp, err := policy.ParseFingerprint(v)
+		fp, err := certid.ParseFingerprint(v)
 		if err != nil {
 			// An MD5 digest (compatibility_level < 3.6) can never match
 			// a SHA-256 pin: say so instead of failing silently.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsgate/tlsgate/internal/golden"
+	"github.com/tlsgate/tlsgate/internal/lab/golden"
 	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )

@@ -3,12 +3,13 @@
 #
 # Idempotent. Must run as root. It installs Postfix (with no system
 # instance: "No configuration"), swaks (with TLS support), openssl, m4,
-# ca-certificates, make, and Debian's chromium with a font (the posture
-# report's HTML page is checked in headless Chromium) with apt, then
-# downloads Sendmail's .debs into
-# the cache directory that internal/mtalab uses and extracts them there.
+# ca-certificates and make with apt, nsd, unbound and ldnsutils for the
+# DNSSEC lab (internal/lab/dnslab; their system services are not started),
+# Debian's chromium with a font (the posture report's HTML page is checked
+# in headless Chromium), then downloads Sendmail's .debs into
+# the cache directory that internal/lab/mtalab uses and extracts them there.
 # Sendmail is NOT installed as a package: the tests run the extracted
-# binary (see internal/mtalab/sendmail.go).
+# binary (see internal/lab/mtalab/sendmail.go).
 #
 # Environment:
 #   TLSGATE_LAB_CACHE  cache directory (default /var/cache/tlsgate-lab);
@@ -19,7 +20,7 @@ cache="${TLSGATE_LAB_CACHE:-/var/cache/tlsgate-lab}"
 debs="$cache/debs"
 root="$cache/sendmail-root"
 sm_pkgs=(sendmail-bin sendmail-cf sendmail-base libwrap0)
-apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make chromium fonts-dejavu-core)
+apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make nsd unbound ldnsutils chromium fonts-dejavu-core)
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-test-deps.sh: must run as root (apt-get, dpkg -x into $cache)" >&2
@@ -58,7 +59,30 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	# nothing listens on port 25.
 	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	apt_update_once
+	# nsd and unbound start their system services when installed; the
+	# tests run their own instances in a private network namespace and
+	# nothing may answer on the host. A policy-rc.d that exits 101 makes
+	# invoke-rc.d start nothing during the install; an existing one is put
+	# back afterwards.
+	rcd=/usr/sbin/policy-rc.d
+	rcd_saved=""
+	if [ -e "$rcd" ]; then
+		rcd_saved="$(mktemp)"
+		cp -p "$rcd" "$rcd_saved"
+	fi
+	restore_rcd() {
+		if [ -n "$rcd_saved" ]; then mv -f "$rcd_saved" "$rcd"; else rm -f "$rcd"; fi
+	}
+	trap restore_rcd EXIT
+	printf '#!/bin/sh\n# install-test-deps.sh: start no service during the install\nexit 101\n' >"$rcd"
+	chmod 755 "$rcd"
 	apt-get install -y --no-install-recommends "${missing[@]}"
+	restore_rcd
+	trap - EXIT
+	# Nor at the next boot.
+	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+		systemctl disable nsd.service unbound.service 2>/dev/null || true
+	fi
 else
 	echo "install-test-deps.sh: apt packages already installed: ${apt_pkgs[*]}"
 fi

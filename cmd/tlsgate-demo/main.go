@@ -11,7 +11,7 @@
 //
 // The exit status is 0 when everything went as the policy says, 1 when a
 // story went otherwise or a part could not be started, 2 for bad usage.
-// See package internal/demo for what is played.
+// See package internal/lab/demo for what is played.
 package main
 
 import (
@@ -23,7 +23,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/tlsgate/tlsgate/internal/demo"
+	"github.com/tlsgate/tlsgate/internal/lab/demo"
 )
 
 func main() {

@@ -18,9 +18,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 	"github.com/tlsgate/tlsgate/internal/metrics"
 	"github.com/tlsgate/tlsgate/internal/policy"
-	"github.com/tlsgate/tlsgate/internal/testpki"
 )
 
 // issueServerCert writes a self-signed certificate valid until notAfter

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsgate/tlsgate/internal/testpki"
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 )
 
 func runCLI(t *testing.T, args ...string) (string, string, int) {

@@ -11,9 +11,9 @@ import (
 	gomilter "github.com/d--j/go-milter"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	tdaemon "github.com/tlsgate/tlsgate/internal/daemon"
 	"github.com/tlsgate/tlsgate/internal/metrics"
 	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/internal/reload"
 	"github.com/tlsgate/tlsgate/milter"
 )
 
@@ -33,7 +33,7 @@ hosts = ["192.0.2.10"]
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	m := metrics.New()
-	ms, err := milter.New(milterOptions(tdaemon.NewWith("test.toml", p, log), log, m))
+	ms, err := milter.New(milterOptions(reload.NewWith("test.toml", p, log), log, m))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsgate/tlsgate/internal/mtalab"
-	"github.com/tlsgate/tlsgate/internal/testpki"
+	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 )
 
 // probeConfig writes a configuration whose CA store holds the lab CA and

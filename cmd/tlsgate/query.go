@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/certid"
 	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/policyd"
 )
@@ -55,7 +56,7 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.subject, "cert-subject", "", "client certificate subject `DN` (or just the CN) (inbound)")
 	fs.StringVar(&f.issuer, "cert-issuer", "", "client certificate issuer `DN` (or just the CN) (inbound)")
 	fs.Func("fingerprint", "client certificate or public-key SHA-256 `fingerprint`, repeatable (inbound)", func(s string) error {
-		fp, err := policy.ParseFingerprint(s)
+		fp, err := certid.ParseFingerprint(s)
 		if err == nil {
 			f.fps = append(f.fps, fp)
 		}
@@ -184,7 +185,7 @@ func queryDaemon(spec, name, key string, tagged bool, stdout, stderr io.Writer) 
 type inboundFlags struct {
 	addr, name, sender, version, cipher, verify, subject, issuer string
 	bits                                                         int
-	fps                                                          []policy.Fingerprint
+	fps                                                          []certid.Fingerprint
 }
 
 func (f *inboundFlags) facts() (policy.Facts, error) {
@@ -212,14 +213,14 @@ func (f *inboundFlags) facts() (policy.Facts, error) {
 	for _, c := range []struct {
 		in     string
 		cn     *string
-		dn     *policy.DN
+		dn     *certid.DN
 		option string
 	}{{f.subject, &out.SubjectCN, &out.SubjectDN, "--cert-subject"}, {f.issuer, &out.IssuerCN, &out.IssuerDN, "--cert-issuer"}} {
 		if c.in == "" {
 			continue
 		}
 		if strings.Contains(c.in, "=") {
-			dn, err := policy.ParseDN(c.in)
+			dn, err := certid.ParseDN(c.in)
 			if err != nil {
 				return out, fmt.Errorf("%s: %v", c.option, err)
 			}

@@ -18,10 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsgate/tlsgate/certs"
-	tdaemon "github.com/tlsgate/tlsgate/internal/daemon"
 	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/metrics"
 	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/internal/reload"
 	"github.com/tlsgate/tlsgate/internal/trust"
 	"github.com/tlsgate/tlsgate/milter"
 	"github.com/tlsgate/tlsgate/policyd"
@@ -71,7 +71,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tlsgate serve: %v\n", err)
 		return exitUsage
 	}
-	holder := tdaemon.NewWith(*file, p, log)
+	holder := reload.NewWith(*file, p, log)
 	var m *metrics.Metrics
 	if holder.Policy().Settings.MetricsListen != "" {
 		m = metrics.New()
@@ -107,7 +107,7 @@ func newLogger(p *policy.Policy, stderr io.Writer) (*slog.Logger, error) {
 
 // milterOptions configures the milter on h's policy; with metrics, each
 // decision is counted and its judgement timed.
-func milterOptions(h *tdaemon.Holder, log *slog.Logger, m *metrics.Metrics) milter.Options {
+func milterOptions(h *reload.Holder, log *slog.Logger, m *metrics.Metrics) milter.Options {
 	opts := milter.Options{Policy: h.Policy, Logger: log}
 	if m != nil {
 		opts.OnDecision = m.MilterDecision
@@ -121,7 +121,7 @@ type running struct {
 	ln         net.Listener
 }
 
-func serve(h *tdaemon.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Duration, stderr io.Writer) int {
+func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Duration, stderr io.Writer) int {
 	p := h.Policy()
 	s := p.Settings
 	var parts []running

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsgate/tlsgate/internal/mtalab"
-	"github.com/tlsgate/tlsgate/internal/testpki"
+	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 )
 
 const labLogs = "../../internal/posture/testdata/lab/"

@@ -82,8 +82,8 @@ func New(opts Options) (*Handler, error) {
 	return h, nil
 }
 
-// NewWriter returns a handler writing lines to w without severity prefixes
-// (for tests and tools).
+// NewWriter returns a handler writing lines to w, each opened by its
+// sd-daemon(3) "<N>" severity prefix as on stderr (for tests and tools).
 func NewWriter(w io.Writer, level slog.Leveler) *Handler {
 	if level == nil {
 		level = slog.LevelInfo
@@ -154,7 +154,7 @@ func (h *Handler) attrs(r slog.Record) []slog.Attr {
 	return append(as, qualify(h.group, rec)...)
 }
 
-// severityPrefix is the sd-daemon(3) "<N>" prefix; empty for plain writers.
+// severityPrefix is the sd-daemon(3) "<N>" prefix of a line on stderr.
 func severityPrefix(l slog.Level) string {
 	switch {
 	case l >= slog.LevelError:

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsgate/tlsgate/internal/mtalab"
-	"github.com/tlsgate/tlsgate/internal/testpki"
+	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 )
 
 var capture = flag.Bool("capture", false, "re-capture testdata/sendmail-mailq.txt from the real Sendmail lab")

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsgate/tlsgate/internal/mtalab"
+	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -154,7 +154,7 @@ func postfixAttrList(t *testing.T, s string) []string {
 // down makes the Try_TLS: lookup tempfail, try_tls answer "no STARTTLS",
 // and Sendmail send MAIL FROM in clear to a covered peer before tls_rcpt
 // defers the recipients (seen with the real Sendmail 8.17 in
-// internal/e2e). The ruleset must follow MAILER(), so it comes after the
+// internal/lab/e2e). The ruleset must follow MAILER(), so it comes after the
 // SendmailAfterMailer line and nothing but it does.
 func TestSendmailAlwaysTriesTLS(t *testing.T) {
 	p := mustParse(t, `mta = "sendmail"
@@ -209,7 +209,7 @@ hosts = ["a.example"]
 }
 
 // TestSendmailTryTLSCompiles runs m4 on Sendmail's own cf files (from the
-// lab cache that internal/mtalab fills; skipped without it) over an .mc
+// lab cache that internal/lab/mtalab fills; skipped without it) over an .mc
 // that places the generated lines as SendmailAfterMailer says: m4 must
 // stay silent and the .cf must hold the Local_try_tls ruleset that
 // try_tls consults first. Placed before MAILER(), the same lines make m4

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/tlsgate/tlsgate/certs"
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 	"github.com/tlsgate/tlsgate/internal/maillog"
-	"github.com/tlsgate/tlsgate/internal/testpki"
 )
 
 func TestParse(t *testing.T) {

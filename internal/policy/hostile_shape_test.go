@@ -101,8 +101,8 @@ func TestShapeAcceptsShippedConfigs(t *testing.T) {
 }
 
 // TestLoadOversizedFileCheaply: a 100 MB file is refused from its size,
-// without reading it into memory (a SIGHUP reload of such a file used to
-// cost the daemon some 250 MB).
+// without reading it into memory (reading it would cost the daemon some
+// 250 MB on each SIGHUP).
 func TestLoadOversizedFileCheaply(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "big.toml")
 	if err := os.WriteFile(path, []byte("mta = \"postfix\"\n"), 0o644); err != nil {

@@ -19,10 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 	"github.com/tlsgate/tlsgate/internal/logx"
-	"github.com/tlsgate/tlsgate/internal/mtalab"
 	"github.com/tlsgate/tlsgate/internal/policy"
-	"github.com/tlsgate/tlsgate/internal/testpki"
 	"github.com/tlsgate/tlsgate/milter"
 )
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsgate/tlsgate/internal/golden"
+	"github.com/tlsgate/tlsgate/internal/lab/golden"
 	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/internal/verdict"
 )

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tlsgate/tlsgate/certs"
+	"github.com/tlsgate/tlsgate/internal/certid"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -44,7 +45,7 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 		}
 		plan.Store = st
 		for _, c := range st.Certificates() {
-			plan.Known = append(plan.Known, certs.NamedCert{Name: "CA store: " + policy.DNFromPKIX(c.Subject).String(), Cert: c})
+			plan.Known = append(plan.Known, certs.NamedCert{Name: "CA store: " + certid.DNFromPKIX(c.Subject).String(), Cert: c})
 		}
 	}
 	if s.ServerCert != "" {
@@ -99,7 +100,7 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 // endpoint's outbound requirements pin (by DN, else by CN).
 func IssuerMatches(o *policy.Requirements, c *x509.Certificate) bool {
 	if o.IssuerDN != nil {
-		return o.IssuerDN.Equal(policy.DNFromPKIX(c.Subject))
+		return o.IssuerDN.Equal(certid.DNFromPKIX(c.Subject))
 	}
 	return o.IssuerCN != "" && strings.EqualFold(strings.TrimSpace(c.Subject.CommonName), o.IssuerCN)
 }

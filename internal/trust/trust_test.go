@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/tlsgate/tlsgate/certs"
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 	"github.com/tlsgate/tlsgate/internal/policy"
-	"github.com/tlsgate/tlsgate/internal/testpki"
 )
 
 func setup(t *testing.T, extra string) (*policy.Policy, *testpki.PKI, string) {
