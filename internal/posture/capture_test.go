@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/smtp"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -270,6 +271,10 @@ func capturePostfix(t *testing.T, out string) {
 			"reuse     unix  -       -       n       -       -       smtp -o smtp_tls_connection_reuse=yes -o smtp_connection_cache_destinations=" + reuseDest,
 		},
 		Milter: maddr,
+		// The reuse transport's mail waits in the deferred queue until all
+		// of it is there, then goes out one delivery at a time: each
+		// delivery finds the previous one's cached TLS connection.
+		MainCF: []string{"defer_transports = reuse", "reuse_destination_concurrency_limit = 1"},
 	})
 	f, err := os.OpenFile(pf.MaillogPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -292,8 +297,24 @@ func capturePostfix(t *testing.T, out string) {
 				t.Fatal(err)
 			}
 		}
+		if s.reuse {
+			if out, err := exec.Command("postconf", "-c", pf.ConfigDir(), "-e", "defer_transports =").CombinedOutput(); err != nil {
+				t.Fatalf("postconf: %v %s", err, out)
+			}
+			if err := pf.Reload(); err != nil {
+				t.Fatal(err)
+			}
+			if err := pf.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if _, err := sinks[i].WaitMessages(s.n, time.Minute); err != nil {
 			t.Fatalf("%s: %v", s.domain, err)
+		}
+		if s.reuse {
+			if _, err := pf.WaitLog(regexp.MustCompile(`to=<user@reuse\.partner\.test>, relay=[^,]*, conn_use=[2-9]`), 10*time.Second); err != nil || !strings.Contains(pf.Log(), "TLS connection reused to") {
+				t.Fatalf("the reuse transport did not reuse its TLS connection: %v", err)
+			}
 		}
 		if s.plainAfter == 0 {
 			continue
@@ -305,14 +326,17 @@ func capturePostfix(t *testing.T, out string) {
 		}
 		tr.WriteString("lab.test\tdiscard:\n")
 		must(t, os.WriteFile(filepath.Join(pf.ConfigDir(), "transport"), []byte(tr.String()), 0o644))
+		mark := pf.LogMark()
 		if err := pf.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		// The master logs the reload once it has re-read its files.
+		if _, err := pf.WaitLogAfter(mark, regexp.MustCompile(`postfix/master\[\d+\]: reload -- version`), time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		if err := pf.WaitQueueEmpty(time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		// reload restarts the daemons; wait until it took effect.
-		time.Sleep(2 * time.Second)
 		for j := 0; j < s.plainAfter; j++ {
 			if err := smtpSend(addr, "", nil, "sender@lab.test", "user@"+s.domain, fmt.Sprintf("%s plain #%d", s.domain, j)); err != nil {
 				t.Fatal(err)
@@ -326,11 +350,11 @@ func capturePostfix(t *testing.T, out string) {
 	if err := pf.WaitQueueEmpty(time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	// Postfix writes the last lines shortly after the queue empties.
-	if _, err := pf.WaitLog(regexp.MustCompile(`(?m)removed\n(?:.*\n)*\z`), 10*time.Second); err != nil {
-		t.Log(err)
-	}
-	time.Sleep(time.Second)
+	// qmgr's "removed" line for the last message may follow the queue
+	// file's removal: wait for one per accepted message.
+	waitLog(t, pf.Log, func(log string) bool {
+		return strings.Count(log, ": removed\n") == strings.Count(log, "postfix/cleanup[")
+	})
 	copyFile(t, pf.MaillogPath(), filepath.Join(out, "postfix.log"))
 }
 
@@ -355,7 +379,9 @@ func captureSendmail(t *testing.T, out string) {
 	if err := sm.WaitQueueEmpty(time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	// One "stat=Sent" line per message: the last may be logged after the
+	// sink saw the message.
+	waitLog(t, sm.Log, func(log string) bool { return strings.Count(log, "stat=Sent") == n })
 	first := readFile(t, sm.MaillogPath())
 
 	// A second instance delivers to a sink without STARTTLS.
@@ -374,7 +400,7 @@ func captureSendmail(t *testing.T, out string) {
 	if err := sm2.WaitQueueEmpty(time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	waitLog(t, sm2.Log, func(log string) bool { return strings.Count(log, "stat=Sent") == 2 })
 	second := readFile(t, sm2.MaillogPath())
 	if err := os.WriteFile(filepath.Join(out, "sendmail.log"), append(first, second...), 0o644); err != nil {
 		t.Fatal(err)
@@ -423,6 +449,18 @@ func toJournal(t *testing.T, data []byte) string {
 		b.WriteString(ts.Format("2006-01-02T15:04:05-0700") + line[15:] + "\n")
 	}
 	return b.String()
+}
+
+// waitLog waits until cond holds for the log text (a minute at most).
+func waitLog(t *testing.T, log func() string, cond func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond(log()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log did not reach the expected state:\n%s", log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func readFile(t *testing.T, path string) []byte {
