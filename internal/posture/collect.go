@@ -51,7 +51,11 @@ type Collector struct {
 	smtp  map[int]*outState
 	proxy map[string]tlsSeen
 	sm    map[int]*smState
-	qids  map[string]*qidInfo
+	qids  map[qidKey]*qidInfo
+	// Free lists: sessions and queue IDs come and go with every message;
+	// their structs are reused instead of allocated.
+	freeIn  []*inSession
+	freeQID []*qidInfo
 
 	inputs   []Input
 	events   int64
@@ -87,7 +91,7 @@ func New(opts Options) *Collector {
 		smtp:  map[int]*outState{},
 		proxy: map[string]tlsSeen{},
 		sm:    map[int]*smState{},
-		qids:  map[string]*qidInfo{},
+		qids:  map[qidKey]*qidInfo{},
 	}
 }
 
@@ -205,8 +209,9 @@ type inSession struct {
 }
 
 type outState struct {
-	pending *tlsSeen // a TLS line not yet joined to a delivery
-	cur     struct {
+	pending    tlsSeen // a TLS line not yet joined to a delivery
+	hasPending bool
+	cur        struct {
 		qid, relay, domain string
 		tls                tlsSeen
 		at                 time.Time
@@ -222,6 +227,40 @@ type smState struct {
 	seen        time.Time
 }
 
+// qidKey is a queue ID as a map key that costs no allocation.
+type qidKey struct {
+	n uint8
+	b [20]byte
+}
+
+func keyOf(qid []byte) qidKey {
+	var k qidKey
+	k.n = uint8(copy(k.b[:], qid))
+	return k
+}
+
+func (c *Collector) newIn(name, addr string, start time.Time) *inSession {
+	var s *inSession
+	if n := len(c.freeIn); n > 0 {
+		s, c.freeIn = c.freeIn[n-1], c.freeIn[:n-1]
+		*s = inSession{}
+	} else {
+		s = new(inSession)
+	}
+	s.name, s.addr, s.start, s.seen = name, addr, start, start
+	return s
+}
+
+func (c *Collector) dropIn(pid int, s *inSession) {
+	delete(c.smtpd, pid)
+	c.freeIn = append(c.freeIn, s)
+}
+
+func (c *Collector) dropQID(k qidKey, q *qidInfo) {
+	delete(c.qids, k)
+	c.freeQID = append(c.freeQID, q)
+}
+
 type qidInfo struct {
 	name, addr string
 	tls        tlsSeen
@@ -235,7 +274,7 @@ func (c *Collector) sweep() {
 	for pid, s := range c.smtpd {
 		if s.seen.Before(limit) {
 			c.finishIn(s, -1)
-			delete(c.smtpd, pid)
+			c.dropIn(pid, s)
 		}
 	}
 	for pid, s := range c.smtp {
@@ -256,7 +295,7 @@ func (c *Collector) sweep() {
 	qlimit := c.logTime.Add(-48 * time.Hour)
 	for k, q := range c.qids {
 		if q.seen.Before(qlimit) {
-			delete(c.qids, k)
+			c.dropQID(k, q)
 		}
 	}
 }
@@ -344,14 +383,19 @@ func (c *Collector) addPostfix(l *maillog.Line, ev *maillog.Event) {
 	case maillog.Connect:
 		if s := c.smtpd[l.PID]; s != nil {
 			c.finishIn(s, -1)
+			c.dropIn(l.PID, s)
 		}
-		c.smtpd[l.PID] = &inSession{name: c.intern(ev.Peer.Name), addr: c.intern(ev.Peer.Addr), start: t, seen: t}
+		c.smtpd[l.PID] = c.newIn(c.intern(ev.Peer.Name), c.intern(ev.Peer.Addr), t)
 	case maillog.TLS:
 		if ev.Dir == maillog.Inbound {
 			c.pfInTLS++
 			s := c.smtpd[l.PID]
 			if s == nil || s.addr != string(ev.Peer.Addr) {
-				s = &inSession{name: c.intern(ev.Peer.Name), addr: c.intern(ev.Peer.Addr), start: t}
+				if s != nil {
+					c.finishIn(s, -1)
+					c.dropIn(l.PID, s)
+				}
+				s = c.newIn(c.intern(ev.Peer.Name), c.intern(ev.Peer.Addr), t)
 				c.smtpd[l.PID] = s
 			}
 			s.tls, s.seen = c.seenOf(ev, t), t
@@ -364,32 +408,45 @@ func (c *Collector) addPostfix(l *maillog.Line, ev *maillog.Event) {
 			return
 		}
 		o := c.outOf(l.PID, t)
-		o.pending = &seen
+		o.pending, o.hasPending = seen, true
 	case maillog.Client:
 		s := c.smtpd[l.PID]
 		if s == nil {
-			s = &inSession{name: c.intern(ev.Peer.Name), addr: c.intern(ev.Peer.Addr), start: t}
+			s = c.newIn(c.intern(ev.Peer.Name), c.intern(ev.Peer.Addr), t)
 			c.smtpd[l.PID] = s
 		}
 		s.seen = t
 		s.messages++
-		c.qids[string(ev.QID)] = &qidInfo{name: s.name, addr: s.addr, tls: s.tls, seen: t}
+		k := keyOf(ev.QID)
+		q := c.qids[k]
+		if q == nil {
+			if n := len(c.freeQID); n > 0 {
+				q, c.freeQID = c.freeQID[n-1], c.freeQID[:n-1]
+			} else {
+				q = new(qidInfo)
+			}
+			c.qids[k] = q
+		}
+		*q = qidInfo{name: s.name, addr: s.addr, tls: s.tls, seen: t}
 	case maillog.Disconnect:
 		c.pfDisconnects++
 		if s := c.smtpd[l.PID]; s != nil {
 			s.seen = t
 			c.finishIn(s, ev.StartTLSCount)
-			delete(c.smtpd, l.PID)
+			c.dropIn(l.PID, s)
 		}
 	case maillog.From:
-		q := c.qids[string(ev.QID)]
+		q := c.qids[keyOf(ev.QID)]
 		if q == nil || len(ev.Addr) == 0 {
 			return
 		}
 		q.seen = t
 		c.inMessage(q.name, q.addr, ev.Addr, q.tls, t)
 	case maillog.Removed:
-		delete(c.qids, string(ev.QID))
+		k := keyOf(ev.QID)
+		if q := c.qids[k]; q != nil {
+			c.dropQID(k, q)
+		}
 	case maillog.Delivery:
 		c.pfDeliveries++
 		c.delivery(l.PID, ev, t)
@@ -415,13 +472,13 @@ func (c *Collector) delivery(pid int, ev *maillog.Event, t time.Time) {
 	o := c.outOf(pid, t)
 	relay := c.peerString(&ev.Peer)
 	qid := string(ev.QID)
-	domain := domainOf(ev.Addr)
+	domain := c.domainOf(ev.Addr)
 	newSession := false
 	var seen tlsSeen
 	switch {
-	case o.pending != nil && samePeer(o.pending.peer, relay):
-		seen = *o.pending
-		o.pending = nil
+	case o.hasPending && samePeer(o.pending.peer, relay):
+		seen = o.pending
+		o.hasPending = false
 		newSession = !seen.reused
 	case o.cur.relay == relay && o.cur.qid == qid:
 		seen = o.cur.tls
@@ -444,7 +501,7 @@ func (c *Collector) delivery(pid int, ev *maillog.Event, t time.Time) {
 	status := string(ev.Status)
 	deferred := status == "deferred" || status == "bounced"
 	rcpt := ev.Addr
-	for _, k := range []peerKey{{Outbound, KindDomain, c.internString(domain)}, {Outbound, KindMX, relay}} {
+	for _, k := range []peerKey{{Outbound, KindDomain, domain}, {Outbound, KindMX, relay}} {
 		p := c.peerFor(k)
 		if p.rcpt == "" {
 			p.rcpt = c.intern(rcpt)
@@ -473,8 +530,9 @@ func (c *Collector) internString(s string) string {
 	return s
 }
 
-// domainOf returns the lower-cased domain of an address, "" if none.
-func domainOf(addr []byte) string {
+// domainOf returns the lower-cased domain of an address (interned), ""
+// if none.
+func (c *Collector) domainOf(addr []byte) string {
 	at := bytes.LastIndexByte(addr, '@')
 	if at < 0 || at == len(addr)-1 {
 		return ""
@@ -492,7 +550,10 @@ func domainOf(addr []byte) string {
 		lower[i] = ch
 	}
 	lower = bytes.TrimSuffix(lower, []byte("."))
-	return string(lower)
+	if len(lower) == 0 {
+		return ""
+	}
+	return c.intern(lower)
 }
 
 // finishIn records an inbound Postfix session; startTLS is the disconnect
@@ -510,7 +571,7 @@ func (c *Collector) finishIn(s *inSession, startTLS int) {
 	}
 	p := c.peerFor(peerKey{Inbound, KindClient, c.clientKey(s.name, s.addr)})
 	p.setClient(s.name, s.addr)
-	c.inSession(p, s.tls, s.start, "")
+	c.inSession(p, s.tls, s.start)
 	p.messages += s.messages
 }
 
@@ -526,14 +587,14 @@ func (c *Collector) clientKey(name, addr string) string {
 // inMessage records a message from sender over a session with tls, for
 // the sender-domain peer.
 func (c *Collector) inMessage(name, addr string, sender []byte, tls tlsSeen, t time.Time) {
-	d := domainOf(sender)
+	d := c.domainOf(sender)
 	if d == "" {
 		return
 	}
-	p := c.peerFor(peerKey{Inbound, KindSender, c.internString(d)})
+	p := c.peerFor(peerKey{Inbound, KindSender, d})
 	p.messages++
-	c.inSession(p, tls, t, string(sender))
-	p.judgeClient(c, name, addr, string(sender), tls)
+	p.count(tls, t)
+	p.judgeClient(c, name, addr, sender, tls)
 }
 
 func (c *Collector) addSendmail(l *maillog.Line, ev *maillog.Event) {
@@ -553,7 +614,7 @@ func (c *Collector) addSendmail(l *maillog.Line, ev *maillog.Event) {
 			s.inClient = c.clientKey(c.intern(ev.Peer.Name), c.intern(ev.Peer.Addr))
 			p := c.peerFor(peerKey{Inbound, KindClient, s.inClient})
 			p.setClient(c.intern(ev.Peer.Name), c.intern(ev.Peer.Addr))
-			c.inSession(p, seen, t, "")
+			c.inSession(p, seen, t)
 			return
 		}
 		s.out = &seen
@@ -578,7 +639,7 @@ func (c *Collector) addSendmail(l *maillog.Line, ev *maillog.Event) {
 				p.sessions++
 				p.unlogged++
 			} else {
-				c.inSession(p, tls, t, "")
+				c.inSession(p, tls, t)
 			}
 		}
 		p.messages++
@@ -586,7 +647,7 @@ func (c *Collector) addSendmail(l *maillog.Line, ev *maillog.Event) {
 	case maillog.Delivery:
 		c.smDeliveries++
 		relay := c.peerString(&ev.Peer)
-		domain := domainOf(ev.Addr)
+		domain := c.domainOf(ev.Addr)
 		newSession := false
 		var tls tlsSeen
 		switch {
@@ -604,7 +665,7 @@ func (c *Collector) addSendmail(l *maillog.Line, ev *maillog.Event) {
 			return
 		}
 		status := strings.ToLower(string(ev.Status))
-		for _, k := range []peerKey{{Outbound, KindDomain, c.internString(domain)}, {Outbound, KindMX, relay}} {
+		for _, k := range []peerKey{{Outbound, KindDomain, domain}, {Outbound, KindMX, relay}} {
 			p := c.peerFor(k)
 			if p.rcpt == "" {
 				p.rcpt = c.intern(ev.Addr)
@@ -647,8 +708,8 @@ func (c *Collector) addDecision(l *maillog.Line, ev *maillog.Event) {
 	p := c.peerFor(peerKey{Inbound, KindClient, c.clientKey(name, addr)})
 	p.setClient(name, addr)
 	p.addLogged(res)
-	if d := domainOf(ev.Addr); d != "" {
-		c.peerFor(peerKey{Inbound, KindSender, c.internString(d)}).addLogged(res)
+	if d := c.domainOf(ev.Addr); d != "" {
+		c.peerFor(peerKey{Inbound, KindSender, d}).addLogged(res)
 	}
 }
 
@@ -718,33 +779,28 @@ func (c *Collector) outCoverage(p *peer) {
 	p.answer = &req
 }
 
-// inSession counts one inbound session (client peer) or message (sender
-// peer, with sender set) and judges it.
-func (c *Collector) inSession(p *peer, tls tlsSeen, t time.Time, sender string) {
-	if sender == "" {
-		p.count(tls, t)
-		p.judgeClient(c, p.host, p.addr, "", tls)
-		return
-	}
+// inSession counts one inbound session of a client peer and judges it.
+func (c *Collector) inSession(p *peer, tls tlsSeen, t time.Time) {
 	p.count(tls, t)
+	p.judgeClient(c, p.host, p.addr, nil, tls)
 }
 
 // judgeClient judges an inbound session of client name[addr] (with
 // sender, for a sender-domain peer).
-func (p *peer) judgeClient(c *Collector, name, addr, sender string, tls tlsSeen) {
+func (p *peer) judgeClient(c *Collector, name, addr string, sender []byte, tls tlsSeen) {
 	m := c.opts.Model
 	if m == nil {
 		return
 	}
 	k := judgeKey{tls: tls.tls, trust: tls.trust, bits: tls.bits, version: tls.version}
-	if sender != "" {
+	if len(sender) > 0 {
 		k.client = addr
 		k.name = name
 	}
 	j, ok := p.cache[k]
 	if !ok {
 		a, _ := netip.ParseAddr(addr)
-		s := verdict.Session{ClientAddr: a, ClientName: name, Sender: sender, Bits: tls.bits, Trust: tls.trust}
+		s := verdict.Session{ClientAddr: a, ClientName: name, Sender: string(sender), Bits: tls.bits, Trust: tls.trust}
 		if tls.tls {
 			s.TLSVersion, s.Cipher = tls.version, tls.cipher
 		}

@@ -112,6 +112,7 @@ type peer struct {
 	judged             [4]int // by verdict.Result
 	refused            int
 	lastSession        tlsSeen
+	lastEndpoints      string
 	lastAt             time.Time
 	reasons            map[string]int
 }
@@ -196,9 +197,10 @@ func (p *peer) addLogged(result string) {
 }
 
 func (p *peer) addEndpoints(names string) {
-	if names == "" {
+	if names == "" || names == p.lastEndpoints {
 		return
 	}
+	p.lastEndpoints = names
 	for _, n := range strings.Split(names, ",") {
 		if !slices.Contains(p.endpoint, n) {
 			p.endpoint = append(p.endpoint, n)
