@@ -15,7 +15,8 @@ FUZZ_TARGETS = \
 	./milter:FuzzStampHeaders \
 	./milter:FuzzMilterSession \
 	./internal/discovery/mtasts:FuzzParsePolicy \
-	./internal/discovery/mtasts:FuzzParseRecord
+	./internal/discovery/mtasts:FuzzParseRecord \
+	./internal/maillog:FuzzParse
 
 .PHONY: all gocheck build test unit deps vet fmtcheck fmt fuzz fuzz-long bench bench-micro demo install man clean
 

@@ -5,7 +5,8 @@
 # instance: "No configuration"), swaks (with TLS support), openssl, m4,
 # ca-certificates and make with apt, nsd, unbound and ldnsutils for the
 # DNSSEC lab (internal/lab/dnslab; their system services are not started),
-# then downloads Sendmail's .debs into
+# Debian's chromium with a font (the posture report's HTML page is checked
+# in headless Chromium), then downloads Sendmail's .debs into
 # the cache directory that internal/lab/mtalab uses and extracts them there.
 # Sendmail is NOT installed as a package: the tests run the extracted
 # binary (see internal/lab/mtalab/sendmail.go).
@@ -19,7 +20,7 @@ cache="${TLSGATE_LAB_CACHE:-/var/cache/tlsgate-lab}"
 debs="$cache/debs"
 root="$cache/sendmail-root"
 sm_pkgs=(sendmail-bin sendmail-cf sendmail-base libwrap0)
-apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make nsd unbound ldnsutils)
+apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make nsd unbound ldnsutils chromium fonts-dejavu-core)
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-test-deps.sh: must run as root (apt-get, dpkg -x into $cache)" >&2

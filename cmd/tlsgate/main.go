@@ -41,6 +41,12 @@ Usage:
                                      print the verdict for an inbound session
   tlsgate serve     -c FILE          run the milter and the policy daemon
   tlsgate mta-config -c FILE         print the Postfix or Sendmail lines to paste
+  tlsgate posture   [-c FILE] LOG... TLS posture per peer from the mail log,
+                                     with proposals (text, json, toml, html)
+  tlsgate whatif    -c NEW.toml [--queue] [--logs LOG...]
+                                     what a new configuration would hold
+  tlsgate probe     [-c FILE] DOMAIN|[HOST]:PORT
+                                     connect as our MTA would, show the TLS
   tlsgate certs     SUBCOMMAND       keys, CSRs, PKCS#12, show, verify, CA store
   tlsgate version                    print the version
 
@@ -67,6 +73,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdServe(rest, stdout, stderr)
 	case "mta-config":
 		return cmdMTAConfig(rest, stdout, stderr)
+	case "posture":
+		return cmdPosture(rest, stdin, stdout, stderr)
+	case "whatif":
+		return cmdWhatif(rest, stdout, stderr)
+	case "probe":
+		return cmdProbe(rest, stdout, stderr)
 	case "certs":
 		return certs.Main(rest, stdin, stdout, stderr)
 	case "version", "--version", "-version":
