@@ -34,7 +34,7 @@ server_key  = %q
 
 [[endpoint]]
 name  = "partner"
-hosts = ["127.0.0.1"]
+hosts = ["partner.test", "127.0.0.1"]   # the probe dials the address
 mode  = %q
   [endpoint.outbound]
   validate_cert = true

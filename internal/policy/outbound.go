@@ -13,7 +13,12 @@ type Answer struct {
 	// Text is the policy for the MTA: a Postfix TLS policy table entry
 	// ("secure match=mx.example.com ciphers=high") or a Sendmail
 	// access-map right-hand side ("TEMP+VERIFY:128+CN:mx.example.com").
+	// Empty unless Found.
 	Text string
+	// Rules is the text Endpoint's rules give, also for an endpoint in
+	// monitor mode (what the MTA would get under enforce); "" if the key
+	// is not covered.
+	Rules string
 	// Endpoint covers the key, also when it is in monitor mode (then
 	// Found is false and the MTA default applies). Nil if not covered.
 	Endpoint *Endpoint
@@ -47,7 +52,7 @@ func (v View) Outbound(key string) (Answer, error) {
 
 func (p *Policy) answer(i int32, text string, d Direction) Answer {
 	ep := p.Endpoints[i]
-	a := Answer{Endpoint: ep, Exception: exceptionIn(ep, d)}
+	a := Answer{Endpoint: ep, Exception: exceptionIn(ep, d), Rules: text}
 	if ep.Mode == Enforce && text != "" {
 		a.Found, a.Text = true, text
 	}

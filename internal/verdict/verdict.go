@@ -5,8 +5,8 @@
 // signatures is a local edit here.
 //
 // Inbound, a session is judged as the milter would judge it
-// ([policy.Policy.Judge]); outbound, the model's answer for a next hop is
-// the text the MTA would receive ([policy.Policy.Outbound]), also for an
+// ([policy.View.Judge]); outbound, the model's answer for a next hop is
+// the text the MTA would receive ([policy.View.Outbound]), also for an
 // endpoint in monitor mode (as if it were enforced: "would pass under
 // enforce"). What the MTA then does with that text is package mtapolicy's
 // business.
@@ -26,22 +26,10 @@ import (
 // Model wraps a loaded policy.
 type Model struct {
 	p *policy.Policy
-	// enforced is p with every endpoint in enforce mode, so that a
-	// monitor endpoint's answer text can be judged.
-	enforced *policy.Policy
 }
 
 // New returns the model of p.
-func New(p *policy.Policy) *Model {
-	e := *p
-	e.Endpoints = make([]*policy.Endpoint, len(p.Endpoints))
-	for i, ep := range p.Endpoints {
-		c := *ep
-		c.Mode = policy.Enforce
-		e.Endpoints[i] = &c
-	}
-	return &Model{p: p, enforced: &e}
-}
+func New(p *policy.Policy) *Model { return &Model{p: p} }
 
 // Policy returns the wrapped policy.
 func (m *Model) Policy() *policy.Policy { return m.p }
@@ -106,7 +94,6 @@ type Inbound struct {
 
 // Inbound judges s with the model at time now.
 func (m *Model) Inbound(s Session, now time.Time) Inbound {
-	_ = now // the model has no clock yet
 	f := policy.Facts{
 		ClientAddr: s.ClientAddr,
 		ClientName: s.ClientName,
@@ -118,7 +105,7 @@ func (m *Model) Inbound(s Session, now time.Time) Inbound {
 		// The logs show no fingerprints: such requirements are unchecked.
 		FingerprintsKnown: false,
 	}
-	v := m.p.Judge(&f)
+	v := m.p.At(now).Judge(&f)
 	out := Inbound{Refuse: v.Refuse}
 	for _, ep := range v.Endpoints {
 		out.Endpoints = append(out.Endpoints, ep.Name)
@@ -210,22 +197,21 @@ func (m *Model) Requirement(a Answer, enforced bool) (mtapolicy.Requirement, err
 // domain: Postfix asks the domain, then ".parent" for each parent domain,
 // and stops at the first endpoint; Sendmail asks tls_rcpt:RCPT.
 func (m *Model) Domain(domain, rcpt string, now time.Time) Answer {
-	_ = now
 	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
 	if m.Sendmail() {
 		if rcpt == "" {
 			rcpt = "postmaster@" + domain
 		}
-		return m.lookup("tls_rcpt:" + strings.ToLower(rcpt))
+		return m.lookup("tls_rcpt:" + strings.ToLower(rcpt), now)
 	}
-	a := m.lookup(domain)
+	a := m.lookup(domain, now)
 	for d := domain; a.Endpoint == "" && a.Err == nil; {
 		i := strings.IndexByte(d, '.')
 		if i < 0 {
 			break
 		}
 		d = d[i+1:]
-		a = m.lookup("." + d)
+		a = m.lookup("." + d, now)
 	}
 	return a
 }
@@ -234,10 +220,9 @@ func (m *Model) Domain(domain, rcpt string, now time.Time) Answer {
 // (0: the default): Postfix asks "[host]:port" (or "[host]"), Sendmail
 // tls_srv:host.
 func (m *Model) Host(host string, port int, now time.Time) Answer {
-	_ = now
 	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
 	if m.Sendmail() {
-		return m.lookup("tls_srv:" + strings.ToLower(host))
+		return m.lookup("tls_srv:" + strings.ToLower(host), now)
 	}
 	key := "[" + host + "]"
 	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
@@ -246,35 +231,30 @@ func (m *Model) Host(host string, port int, now time.Time) Answer {
 	if port != 0 && port != 25 {
 		key += ":" + strconv.Itoa(port)
 	}
-	return m.lookup(key)
+	return m.lookup(key, now)
 }
 
 // Key answers a lookup key verbatim, as the MTA would send it.
 func (m *Model) Key(key string, now time.Time) Answer {
-	_ = now
-	return m.lookup(key)
+	return m.lookup(key, now)
 }
 
-func (m *Model) lookup(key string) Answer {
-	real, err := m.p.Outbound(key)
+func (m *Model) lookup(key string, now time.Time) Answer {
+	a, err := m.p.At(now).Outbound(key)
 	if err != nil {
 		return Answer{Key: key, Err: err}
 	}
-	if real.Endpoint == nil {
+	if a.Endpoint == nil {
 		return Answer{}
 	}
-	enf, err := m.enforced.Outbound(key)
-	if err != nil {
-		return Answer{Key: key, Err: err}
-	}
-	return Answer{Endpoint: real.Endpoint.Name, Monitor: real.Endpoint.Mode == policy.Monitor, Text: enf.Text, Key: key}
+	return Answer{Endpoint: a.Endpoint.Name, Monitor: a.Monitor(), Text: a.Rules, Key: key}
 }
 
 // Covers reports the endpoints covering an inbound client by address and
-// name (no sender).
-func (m *Model) Covers(addr netip.Addr, name string) []string {
+// name (no sender) at time now.
+func (m *Model) Covers(addr netip.Addr, name string, now time.Time) []string {
 	var out []string
-	for _, ep := range m.p.Covering(addr, name, "") {
+	for _, ep := range m.p.At(now).Covering(addr, name, "") {
 		out = append(out, ep.Name)
 	}
 	return out
