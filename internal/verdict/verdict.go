@@ -202,7 +202,7 @@ func (m *Model) Domain(domain, rcpt string, now time.Time) Answer {
 		if rcpt == "" {
 			rcpt = "postmaster@" + domain
 		}
-		return m.lookup("tls_rcpt:" + strings.ToLower(rcpt), now)
+		return m.lookup("tls_rcpt:"+strings.ToLower(rcpt), now)
 	}
 	a := m.lookup(domain, now)
 	for d := domain; a.Endpoint == "" && a.Err == nil; {
@@ -211,7 +211,7 @@ func (m *Model) Domain(domain, rcpt string, now time.Time) Answer {
 			break
 		}
 		d = d[i+1:]
-		a = m.lookup("." + d, now)
+		a = m.lookup("."+d, now)
 	}
 	return a
 }
@@ -222,7 +222,7 @@ func (m *Model) Domain(domain, rcpt string, now time.Time) Answer {
 func (m *Model) Host(host string, port int, now time.Time) Answer {
 	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
 	if m.Sendmail() {
-		return m.lookup("tls_srv:" + strings.ToLower(host), now)
+		return m.lookup("tls_srv:"+strings.ToLower(host), now)
 	}
 	key := "[" + host + "]"
 	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
