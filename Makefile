@@ -122,7 +122,7 @@ deb: gocheck
 	mkdir -p $(DEB_STAGE)
 	$(MAKE) --no-print-directory install CGO_ENABLED=0 GOOS=linux GOARCH=$(DEB_ARCH) VERSION=$(DEB_VERSION) \
 		GOBUILDFLAGS=-buildmode=pie GOLDFLAGS="-s -w" \
-		BIN=$(DEB_STAGE)/tlsgate DESTDIR=$(CURDIR)/$(DEB_STAGE)/root PREFIX=/usr UNITDIR=/lib/systemd/system
+		BIN=$(abspath $(DEB_STAGE))/tlsgate DESTDIR=$(abspath $(DEB_STAGE))/root PREFIX=/usr UNITDIR=/lib/systemd/system
 	gzip -9n $(DEB_STAGE)/root/usr/share/man/man8/tlsgate.8 $(DEB_STAGE)/root/usr/share/man/man5/tlsgate.toml.5
 	GO=$(GO) sh deploy/debian/copyright.sh $(DEB_STAGE)/tlsgate >$(DEB_STAGE)/root/usr/share/doc/tlsgate/copyright
 	DEB_MAINTAINER="$(DEB_MAINTAINER)" sh deploy/debian/changelog.sh $(DEB_VERSION) | gzip -9n >$(DEB_STAGE)/root/usr/share/doc/tlsgate/changelog.gz

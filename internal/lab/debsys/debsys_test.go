@@ -123,7 +123,6 @@ func TestSystem(t *testing.T) {
 	}
 }
 
-
 // TestSystemctlShim: the shim runs a unit as its unit file says: the
 // condition, Type=notify, User=, Group=, UMask=, ExecReload= with
 // $MAINPID, stop; enable and is-enabled go to the real systemctl.
