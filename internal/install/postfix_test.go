@@ -2,6 +2,7 @@ package install
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -77,6 +78,22 @@ hosts = ["127.0.0.3", "127.0.0.4"]
   validate_cert = true
   cn            = "sink.partner.test"
   issuer_cn     = "Lab Test CA"
+
+# A certificate no CA needs to sign, pinned by its SHA-256: 127.0.0.8 has it,
+# 127.0.0.9 another one.
+[[endpoint]]
+name  = "fingerprint-pinned"
+hosts = ["127.0.0.8", "127.0.0.9"]
+  [endpoint.outbound]
+  validate_cert = false
+  fingerprints  = ["sha256:%s"]
+
+# Encrypted or not at all: 127.0.0.10 offers no STARTTLS.
+[[endpoint]]
+name  = "encrypted"
+hosts = ["127.0.0.10"]
+  [endpoint.outbound]
+  encryption = true
 `
 
 // labTransport routes each test domain to its sink (the system has no DNS).
@@ -85,6 +102,9 @@ wrongname.partner.test   smtp:[127.0.0.6]:2525
 wrongissuer.partner.test smtp:[127.0.0.3]:2525
 pinned.partner.test      smtp:[127.0.0.4]:2525
 plain.partner.test       smtp:[127.0.0.7]:2525
+fingerprint.partner.test smtp:[127.0.0.8]:2525
+wrongfp.partner.test     smtp:[127.0.0.9]:2525
+notls.partner.test       smtp:[127.0.0.10]:2525
 `
 
 const mailLog = "/var/log/mail.log"
@@ -125,32 +145,7 @@ func TestInstallPostfix(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Debian's Postfix as an administrator gets it: "Internet Site".
-	sys.must(`debconf-set-selections <<'EOF'
-postfix postfix/main_mailer_type select Internet Site
-postfix postfix/mailname string mx.lab.test
-EOF
-rm -f /etc/postfix/main.cf
-dpkg-reconfigure -f noninteractive postfix 2>&1`)
-	for _, svc := range []string{"smtp      inet", "smtp      unix", "cleanup   unix"} {
-		if out := sys.must("grep '^" + svc + "' /etc/postfix/master.cf"); !regexp.MustCompile(`^\S+\s+\S+\s+\S+\s+\S+\s+y\s`).MatchString(out) {
-			t.Fatalf("Debian's master.cf does not chroot %q: %s", svc, out)
-		}
-	}
-	// The lab around it: no syslog daemon, so Postfix logs to a file; TLS
-	// log lines; the sinks are the partners' servers (no DNS here); a
-	// submission service, which Debian ships commented out.
-	if err := sys.WriteFile("/etc/postfix/transport", []byte(labTransport), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sys.must(`postconf -e maillog_file=/var/log/mail.log smtp_tls_loglevel=1 smtpd_tls_loglevel=1 \
-	'transport_maps = texthash:/etc/postfix/transport'
-postconf -M 'submission/inet=submission inet n - y - - smtpd'
-postfix check
-postfix start`)
-	if !waitFor(30*time.Second, func() bool { return sys.logSize(mailLog) > 0 }) {
-		t.Fatal("Postfix wrote no log")
-	}
+	debianPostfix(t, sys)
 	sinks := startSinks(t, sys, pki)
 	baseline := changeSet(t, sys)
 	tm.step("Debian Postfix")
@@ -164,7 +159,7 @@ postfix start`)
 		t.Fatal(err)
 	}
 	t.Logf("dpkg -i without systemd:\n%s", sys.must("dpkg -i /root/"+filepath.Base(deb1)+" 2>&1"))
-	checkInstalled(t, sys)
+	checkInstalled(t, sys, pkgUnit, pkgPostfixTmpfiles)
 	if out, _ := sys.Sh("pgrep -x tlsgate || echo none"); strings.TrimSpace(out) != "none" {
 		t.Errorf("tlsgate runs after an install without systemd: %s", out)
 	}
@@ -202,12 +197,12 @@ postfix start`)
 	if out := run("package"); !strings.Contains(out, "tlsgate.service: a Condition is not met, not started") {
 		t.Errorf("the postinst did not try to start tlsgate, or the unit has no ConditionPathExists=:\n%s", out)
 	}
-	checkInstalled(t, sys)
+	checkInstalled(t, sys, pkgUnit, pkgPostfixTmpfiles)
 	if out := sys.must("systemctl is-active tlsgate || true"); strings.TrimSpace(out) != "inactive" {
 		t.Errorf("tlsgate started before /etc/tlsgate/tlsgate.toml exists: %s", out)
 	}
 	run("config")
-	if err := sys.WriteFile("/etc/tlsgate/tlsgate.toml", []byte(labConfig), 0o644); err != nil {
+	if err := sys.WriteFile("/etc/tlsgate/tlsgate.toml", []byte(fmt.Sprintf(labConfig, pki.Sink.Fingerprint)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cas := append(mustRead(t, pki.CA.CertFile), mustRead(t, pki.OtherCA.CertFile)...)
@@ -256,6 +251,39 @@ postfix start`)
 	tm.step("uninstall")
 }
 
+// debianPostfix configures the system's Postfix as an administrator gets
+// it from Debian ("Internet Site"; Debian's master.cf chroots smtpd,
+// cleanup and smtp), adds what the lab needs around it and starts it.
+func debianPostfix(t *testing.T, sys *system) {
+	t.Helper()
+	// Debian's Postfix as an administrator gets it: "Internet Site".
+	sys.must(`debconf-set-selections <<'EOF'
+postfix postfix/main_mailer_type select Internet Site
+postfix postfix/mailname string mx.lab.test
+EOF
+rm -f /etc/postfix/main.cf
+dpkg-reconfigure -f noninteractive postfix 2>&1`)
+	for _, svc := range []string{"smtp      inet", "smtp      unix", "cleanup   unix"} {
+		if out := sys.must("grep '^" + svc + "' /etc/postfix/master.cf"); !regexp.MustCompile(`^\S+\s+\S+\s+\S+\s+\S+\s+y\s`).MatchString(out) {
+			t.Fatalf("Debian's master.cf does not chroot %q: %s", svc, out)
+		}
+	}
+	// The lab around it: no syslog daemon, so Postfix logs to a file; TLS
+	// log lines; the sinks are the partners' servers (no DNS here); a
+	// submission service, which Debian ships commented out.
+	if err := sys.WriteFile("/etc/postfix/transport", []byte(labTransport), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sys.must(`postconf -e maillog_file=/var/log/mail.log smtp_tls_loglevel=1 smtpd_tls_loglevel=1 \
+	'transport_maps = texthash:/etc/postfix/transport'
+postconf -M 'submission/inet=submission inet n - y - - smtpd'
+postfix check
+postfix start`)
+	if !waitFor(30*time.Second, func() bool { return sys.logSize(mailLog) > 0 }) {
+		t.Fatal("Postfix wrote no log")
+	}
+}
+
 func mustRead(t testing.TB, p string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)
@@ -268,7 +296,7 @@ func mustRead(t testing.TB, p string) []byte {
 // sinks are the partners' servers, on the system's loopback, port 2525
 // (Postfix listens on port 25 of every address).
 type sinks struct {
-	verified, wrongName, wrongIssuer, pinned, plain *sink
+	verified, wrongName, wrongIssuer, pinned, plain, fingerprint, wrongFP, noTLS *sink
 }
 
 func startSinks(t *testing.T, sys *system, pki *testpki.PKI) *sinks {
@@ -291,6 +319,9 @@ func startSinks(t *testing.T, sys *system, pki *testpki.PKI) *sinks {
 		{"127.0.0.3:2525", load(pki.OtherCASink), &s.wrongIssuer},
 		{"127.0.0.4:2525", load(pki.Sink), &s.pinned},
 		{"127.0.0.7:2525", nil, &s.plain},
+		{"127.0.0.8:2525", load(pki.Sink), &s.fingerprint},
+		{"127.0.0.9:2525", load(pki.WrongCN), &s.wrongFP},
+		{"127.0.0.10:2525", nil, &s.noTLS},
 	}
 	lns := make([]net.Listener, len(specs))
 	if err := sys.InNetNS(func() error {
@@ -326,8 +357,18 @@ func changeSet(t *testing.T, sys *system) map[string]bool {
 	return m
 }
 
-// checkInstalled: what the maintainer scripts must have done.
-func checkInstalled(t *testing.T, sys *system) {
+// Where the package and make install put the unit and the Postfix
+// tmpfiles.d file.
+const (
+	pkgUnit            = "/lib/systemd/system/tlsgate.service"
+	pkgPostfixTmpfiles = "/usr/share/tlsgate/tmpfiles.d/tlsgate-postfix.conf"
+	srcUnit            = "/usr/local/lib/systemd/system/tlsgate.service"
+	srcPostfixTmpfiles = "/usr/local/share/tlsgate/tmpfiles.d/tlsgate-postfix.conf"
+)
+
+// checkInstalled: what the maintainer scripts (or README's manual steps)
+// must have done, with the unit and Postfix tmpfiles.d file at these paths.
+func checkInstalled(t *testing.T, sys *system, unit, postfixTmpfiles string) {
 	t.Helper()
 	out := sys.must(`getent passwd tlsgate; getent group tlsgate; id -nG postfix
 stat -c '%U:%G %a %n' /run/tlsgate /var/lib/tlsgate /var/spool/postfix/tlsgate /var/spool/postfix/tlsgate/tafiles
@@ -338,7 +379,7 @@ readlink /var/spool/postfix/var/spool/postfix/tlsgate /etc/tmpfiles.d/tlsgate-po
 		"postfix tlsgate",
 		"tlsgate:tlsgate 750 /run/tlsgate", "tlsgate:tlsgate 750 /var/lib/tlsgate",
 		"tlsgate:tlsgate 750 /var/spool/postfix/tlsgate\n", "tlsgate:tlsgate 750 /var/spool/postfix/tlsgate/tafiles",
-		"../../../tlsgate\n/usr/share/tlsgate/tmpfiles.d/tlsgate-postfix.conf\n/lib/systemd/system/tlsgate.service\n",
+		"../../../tlsgate\n" + postfixTmpfiles + "\n" + unit + "\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("after install: want %q in\n%s", want, out)
@@ -348,7 +389,7 @@ readlink /var/spool/postfix/var/spool/postfix/tlsgate /etc/tmpfiles.d/tlsgate-po
 		t.Errorf("tlsgate is not a system user:\n%s", out)
 	}
 	// The unit as systemd would load it.
-	if out, err := sys.Sh("systemd-analyze verify /lib/systemd/system/tlsgate.service 2>&1"); err != nil {
+	if out, err := sys.Sh("systemd-analyze verify " + unit + " 2>&1"); err != nil {
 		t.Errorf("systemd-analyze verify tlsgate.service: %v\n%s", err, out)
 	}
 }
@@ -406,7 +447,7 @@ func sendmail(t *testing.T, sys *system, to string) {
 func outbound(t *testing.T, sys *system, s *sinks) {
 	t.Helper()
 	mark := sys.logSize(mailLog)
-	for _, d := range []string{"verified", "wrongname", "wrongissuer", "pinned", "plain"} {
+	for _, d := range []string{"verified", "wrongname", "wrongissuer", "pinned", "plain", "fingerprint", "wrongfp", "notls"} {
 		sendmail(t, sys, "user@"+d+".partner.test")
 	}
 	want := []struct {
@@ -422,6 +463,10 @@ func outbound(t *testing.T, sys *system, s *sinks) {
 		{`Verified TLS connection established to 127\.0\.0\.4\[127\.0\.0\.4\]:2525`, "verified TLS under the issuer pin"},
 		{`to=<user@pinned\.partner\.test>, relay=127\.0\.0\.4\[127\.0\.0\.4\]:2525, .*status=sent`, "delivery under the issuer pin"},
 		{`to=<user@plain\.partner\.test>, relay=127\.0\.0\.7\[127\.0\.0\.7\]:2525, .*status=sent`, "the uncovered destination"},
+		{`to=<user@fingerprint\.partner\.test>, relay=127\.0\.0\.8\[127\.0\.0\.8\]:2525, .*status=sent`, "delivery to the pinned fingerprint"},
+		{`server certificate verification failed for 127\.0\.0\.9\[127\.0\.0\.9\]:2525: num=65:no matching DANE TLSA records`, "the fingerprint mismatch"},
+		{`to=<user@wrongfp\.partner\.test>, relay=127\.0\.0\.9\[127\.0\.0\.9\]:2525, .*dsn=4\.7\.5, status=deferred \(Server certificate not verified\)`, "deferral on the fingerprint"},
+		{`to=<user@notls\.partner\.test>, relay=127\.0\.0\.10\[127\.0\.0\.10\]:2525, .*dsn=4\.7\.4, status=deferred \(TLS is required, but was not offered by host 127\.0\.0\.10\[127\.0\.0\.10\]\)`, "encryption required, no STARTTLS"},
 	}
 	for _, w := range want {
 		line, err := sys.waitLog(mailLog, mark, regexp.MustCompile(w.re), 60*time.Second)
@@ -431,13 +476,13 @@ func outbound(t *testing.T, sys *system, s *sinks) {
 		}
 		t.Logf("Postfix (%s): %s", w.what, line[strings.Index(line, "postfix/"):])
 	}
-	for name, sk := range map[string]*sink{"verified": s.verified, "pinned": s.pinned} {
+	for name, sk := range map[string]*sink{"verified": s.verified, "pinned": s.pinned, "fingerprint": s.fingerprint} {
 		msgs, tlsOK := sk.messages()
 		if len(msgs) != 1 || !tlsOK[0] {
 			t.Errorf("%s sink: %d messages, TLS %v; want 1 over TLS", name, len(msgs), tlsOK)
 		}
 	}
-	for name, sk := range map[string]*sink{"wrong name": s.wrongName, "wrong issuer": s.wrongIssuer} {
+	for name, sk := range map[string]*sink{"wrong name": s.wrongName, "wrong issuer": s.wrongIssuer, "wrong fingerprint": s.wrongFP, "no STARTTLS": s.noTLS} {
 		if n := sk.mails(); n != 0 {
 			t.Errorf("%s sink saw %d MAIL FROM; the envelope must not be sent", name, n)
 		}
