@@ -3,7 +3,8 @@
 #
 # Idempotent. Must run as root. It installs Postfix (with no system
 # instance: "No configuration"), swaks (with TLS support), openssl, m4,
-# ca-certificates and make with apt, then downloads Sendmail's .debs into
+# ca-certificates, make and lintian (the install tests check the package
+# with it) with apt, then downloads Sendmail's .debs into
 # the cache directory that internal/mtalab uses and extracts them there.
 # Sendmail is NOT installed as a package: the tests run the extracted
 # binary (see internal/mtalab/sendmail.go).
@@ -17,7 +18,7 @@ cache="${TLSGATE_LAB_CACHE:-/var/cache/tlsgate-lab}"
 debs="$cache/debs"
 root="$cache/sendmail-root"
 sm_pkgs=(sendmail-bin sendmail-cf sendmail-base libwrap0)
-apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make)
+apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make lintian)
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-test-deps.sh: must run as root (apt-get, dpkg -x into $cache)" >&2

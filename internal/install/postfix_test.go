@@ -2,6 +2,7 @@ package install
 
 import (
 	"crypto/tls"
+	"crypto/x509/pkix"
 	"fmt"
 	"net"
 	"os"
@@ -59,10 +60,11 @@ action = "defer"
   encryption = true
 
 # Delivered only with a certificate for sink.partner.test that chains to the
-# CA store: 127.0.0.2 has one, 127.0.0.6 one for wrong.partner.test.
+# CA store: 127.0.0.2 has one, 127.0.0.6 one for wrong.partner.test,
+# 127.0.0.11 one from a CA the store does not have.
 [[endpoint]]
 name  = "verified"
-hosts = ["127.0.0.2", "127.0.0.6"]
+hosts = ["127.0.0.2", "127.0.0.6", "127.0.0.11"]
   [endpoint.outbound]
   encryption    = true
   validate_cert = true
@@ -105,6 +107,7 @@ plain.partner.test       smtp:[127.0.0.7]:2525
 fingerprint.partner.test smtp:[127.0.0.8]:2525
 wrongfp.partner.test     smtp:[127.0.0.9]:2525
 notls.partner.test       smtp:[127.0.0.10]:2525
+unknownca.partner.test   smtp:[127.0.0.11]:2525
 `
 
 const mailLog = "/var/log/mail.log"
@@ -296,7 +299,7 @@ func mustRead(t testing.TB, p string) []byte {
 // sinks are the partners' servers, on the system's loopback, port 2525
 // (Postfix listens on port 25 of every address).
 type sinks struct {
-	verified, wrongName, wrongIssuer, pinned, plain, fingerprint, wrongFP, noTLS *sink
+	verified, wrongName, wrongIssuer, pinned, plain, fingerprint, wrongFP, noTLS, unknownCA *sink
 }
 
 func startSinks(t *testing.T, sys *system, pki *testpki.PKI) *sinks {
@@ -322,6 +325,7 @@ func startSinks(t *testing.T, sys *system, pki *testpki.PKI) *sinks {
 		{"127.0.0.8:2525", load(pki.Sink), &s.fingerprint},
 		{"127.0.0.9:2525", load(pki.WrongCN), &s.wrongFP},
 		{"127.0.0.10:2525", nil, &s.noTLS},
+		{"127.0.0.11:2525", load(unknownCASink(t, pki)), &s.unknownCA},
 	}
 	lns := make([]net.Listener, len(specs))
 	if err := sys.InNetNS(func() error {
@@ -341,6 +345,23 @@ func startSinks(t *testing.T, sys *system, pki *testpki.PKI) *sinks {
 		t.Cleanup(func() { lns[i].Close() })
 	}
 	return &s
+}
+
+// unknownCASink is a certificate for sink.partner.test from a CA that is
+// not in the CA store; the sink sends the CA with it.
+func unknownCASink(t *testing.T, pki *testpki.PKI) *testpki.Cert {
+	t.Helper()
+	ca, err := pki.Issue(testpki.Options{Name: "unknown-ca", IsCA: true, KeyType: testpki.ECDSAP256,
+		Subject: pkix.Name{Country: []string{"DE"}, Organization: []string{"Nobody"}, CommonName: "Unknown CA"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pki.Issue(testpki.Options{Name: "unknown-ca-sink", Signer: ca, KeyType: testpki.ECDSAP256,
+		Subject: pkix.Name{CommonName: "sink.partner.test"}, DNSNames: []string{"sink.partner.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // changeSet is the set of paths in the system's upper layer now.
@@ -447,7 +468,7 @@ func sendmail(t *testing.T, sys *system, to string) {
 func outbound(t *testing.T, sys *system, s *sinks) {
 	t.Helper()
 	mark := sys.logSize(mailLog)
-	for _, d := range []string{"verified", "wrongname", "wrongissuer", "pinned", "plain", "fingerprint", "wrongfp", "notls"} {
+	for _, d := range []string{"verified", "wrongname", "wrongissuer", "pinned", "plain", "fingerprint", "wrongfp", "notls", "unknownca"} {
 		sendmail(t, sys, "user@"+d+".partner.test")
 	}
 	want := []struct {
@@ -466,6 +487,8 @@ func outbound(t *testing.T, sys *system, s *sinks) {
 		{`to=<user@fingerprint\.partner\.test>, relay=127\.0\.0\.8\[127\.0\.0\.8\]:2525, .*status=sent`, "delivery to the pinned fingerprint"},
 		{`server certificate verification failed for 127\.0\.0\.9\[127\.0\.0\.9\]:2525: num=65:no matching DANE TLSA records`, "the fingerprint mismatch"},
 		{`to=<user@wrongfp\.partner\.test>, relay=127\.0\.0\.9\[127\.0\.0\.9\]:2525, .*dsn=4\.7\.5, status=deferred \(Server certificate not verified\)`, "deferral on the fingerprint"},
+		{`: certificate verification failed for 127\.0\.0\.11\[127\.0\.0\.11\]:2525: untrusted issuer /C=DE/O=Nobody/CN=Unknown CA`, "a CA the store does not have"},
+		{`to=<user@unknownca\.partner\.test>, relay=127\.0\.0\.11\[127\.0\.0\.11\]:2525, .*dsn=4\.7\.5, status=deferred \(Server certificate not verified\)`, "deferral on the chain"},
 		{`to=<user@notls\.partner\.test>, relay=127\.0\.0\.10\[127\.0\.0\.10\]:2525, .*dsn=4\.7\.4, status=deferred \(TLS is required, but was not offered by host 127\.0\.0\.10\[127\.0\.0\.10\]\)`, "encryption required, no STARTTLS"},
 	}
 	for _, w := range want {
@@ -482,7 +505,7 @@ func outbound(t *testing.T, sys *system, s *sinks) {
 			t.Errorf("%s sink: %d messages, TLS %v; want 1 over TLS", name, len(msgs), tlsOK)
 		}
 	}
-	for name, sk := range map[string]*sink{"wrong name": s.wrongName, "wrong issuer": s.wrongIssuer, "wrong fingerprint": s.wrongFP, "no STARTTLS": s.noTLS} {
+	for name, sk := range map[string]*sink{"wrong name": s.wrongName, "wrong issuer": s.wrongIssuer, "wrong fingerprint": s.wrongFP, "no STARTTLS": s.noTLS, "unknown CA": s.unknownCA} {
 		if n := sk.mails(); n != 0 {
 			t.Errorf("%s sink saw %d MAIL FROM; the envelope must not be sent", name, n)
 		}
