@@ -549,6 +549,12 @@ func outage(t *testing.T, sys *system, s *sinks, run func(string) string) {
 	t.Helper()
 	verifiedBefore, plainBefore := s.verified.mails(), s.plain.mails()
 	sys.must("systemctl stop tlsgate")
+	// An upgrade (here: the same package again) leaves a stopped tlsgate
+	// stopped.
+	sys.must("dpkg -i /root/v2/tlsgate_*_amd64.deb 2>&1")
+	if out := sys.must("systemctl is-active tlsgate || true"); strings.TrimSpace(out) != "inactive" {
+		t.Errorf("an upgrade started a stopped tlsgate: %s", out)
+	}
 	if sys.exists("/var/spool/postfix/tlsgate/milter.sock") {
 		t.Log("tlsgate left its milter socket behind when it stopped")
 	}

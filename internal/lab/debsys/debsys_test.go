@@ -190,3 +190,31 @@ WantedBy=multi-user.target
 		t.Errorf("enable made no link: %v", err)
 	}
 }
+
+// TestAptInstall: FetchDebs downloads on the host what the system lacks,
+// and AptInstall installs it in the system, where installing Sendmail
+// replaces Postfix; the host keeps its Postfix. The first run needs the
+// network (apt-get on the host), so it runs only with
+// TLSGATE_DEBSYS_APT=1.
+func TestAptInstall(t *testing.T) {
+	need(t)
+	if os.Getenv("TLSGATE_DEBSYS_APT") != "1" {
+		t.Skip("fetches packages with apt-get on the host; set TLSGATE_DEBSYS_APT=1")
+	}
+	FetchDebs(t, "sendmail")
+	s := New(t, Options{})
+	out := s.AptInstall(t, false, "sendmail")
+	t.Logf("apt-get install sendmail:\n%s", out)
+	if got := s.Run(t, "dpkg-query -W -f='${Status}' sendmail-bin; echo; dpkg-query -W -f='${Status}' postfix 2>&1 || true"); !strings.HasPrefix(got, "install ok installed\n") || strings.Contains(got, "\ninstall ok installed") {
+		t.Errorf("in the system: %q, want sendmail-bin installed and postfix gone", got)
+	}
+	if out, _ := s.Sh("pgrep -x sendmail-mta || pgrep -x sendmail || echo none"); strings.TrimSpace(out) != "none" {
+		t.Errorf("a maintainer script started Sendmail despite policy-rc.d: %s", out)
+	}
+	if _, err := os.Stat("/usr/sbin/postfix"); err != nil {
+		t.Errorf("the host lost its Postfix: %v", err)
+	}
+	if _, err := os.Stat("/usr/lib/sm.bin/sendmail"); err == nil {
+		t.Error("Sendmail appeared on the host")
+	}
+}
