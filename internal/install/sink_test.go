@@ -98,7 +98,6 @@ func (s *sink) serve(c net.Conn) {
 			s.mu.Lock()
 			rec.TLS = true
 			s.mu.Unlock()
-			c = tc
 			r, w = bufio.NewReader(tc), bufio.NewWriter(tc)
 		case "MAIL":
 			s.mu.Lock()

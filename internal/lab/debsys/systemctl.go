@@ -38,6 +38,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -256,7 +257,7 @@ func loadUnit(name string) (*unitFile, error) {
 		}
 	}
 	// Drop-ins apply in the order of their file names.
-	sortByBase(dropins)
+	sort.Slice(dropins, func(i, j int) bool { return filepath.Base(dropins[i]) < filepath.Base(dropins[j]) })
 	files = append(files, dropins...)
 	for _, f := range files {
 		if err := u.parse(f); err != nil {
@@ -264,14 +265,6 @@ func loadUnit(name string) (*unitFile, error) {
 		}
 	}
 	return u, nil
-}
-
-func sortByBase(ps []string) {
-	for i := 1; i < len(ps); i++ {
-		for j := i; j > 0 && filepath.Base(ps[j]) < filepath.Base(ps[j-1]); j-- {
-			ps[j], ps[j-1] = ps[j-1], ps[j]
-		}
-	}
 }
 
 func (u *unitFile) parse(path string) error {
