@@ -30,9 +30,11 @@
 // # Why does tlsgate refuse my key file?
 //
 // Postfix and Sendmail read the private key as root before dropping
-// privileges, so nobody else ever needs to read it. A key readable by group or
-// others has very likely been copied around; [CheckKeyFile] refuses it and
-// says "chmod 600 FILE".
+// privileges, so nobody else ever needs to read it. A key readable by others,
+// or by a group the user running tlsgate is not in, has very likely been
+// copied around; [CheckKeyFile] refuses it and says "chmod 600 FILE". A key
+// group that user is in is fine: Debian keeps keys as mode 0640, group
+// ssl-cert, so "adduser tlsgate ssl-cert" makes such a key acceptable.
 //
 // # Why does the CA store refuse my certificate?
 //

@@ -3,7 +3,8 @@
 #
 # Idempotent. Must run as root. It installs Postfix (with no system
 # instance: "No configuration"), swaks (with TLS support), openssl, m4,
-# ca-certificates and make with apt, nsd, unbound and ldnsutils for the
+# ca-certificates, make and lintian (the install tests check the package
+# with it) with apt, nsd, unbound and ldnsutils for the
 # DNSSEC lab (internal/lab/dnslab; their system services are not started),
 # Debian's chromium with a font (the posture report's HTML page is checked
 # in headless Chromium), then downloads Sendmail's .debs into
@@ -20,7 +21,7 @@ cache="${TLSGATE_LAB_CACHE:-/var/cache/tlsgate-lab}"
 debs="$cache/debs"
 root="$cache/sendmail-root"
 sm_pkgs=(sendmail-bin sendmail-cf sendmail-base libwrap0)
-apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make nsd unbound ldnsutils chromium fonts-dejavu-core)
+apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make nsd unbound ldnsutils chromium fonts-dejavu-core lintian)
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-test-deps.sh: must run as root (apt-get, dpkg -x into $cache)" >&2

@@ -5,9 +5,12 @@
 //	4BC3D1E2F: tls-policy: client=mx1.b.example[192.0.2.10] endpoint=b result=fail action=defer reason="..."
 //
 // Lines go to syslog (facility mail, tag tlsgate) or, without a syslog
-// socket, to stderr with a "<N>" severity prefix that journald and
-// systemd's SyslogLevelPrefix understand. No timestamp is written: syslog
-// and journald add their own.
+// socket, to stderr. When stderr is connected to the journal (systemd sets
+// JOURNAL_STREAM to the device and inode of that stream), each line starts
+// with a "<N>" severity prefix that journald and systemd's
+// SyslogLevelPrefix understand; anywhere else (a terminal, a file, a pipe)
+// the prefix would only be noise, so it is left out. No timestamp is
+// written: syslog and journald add their own.
 package logx
 
 import (
@@ -16,9 +19,11 @@ import (
 	"io"
 	"log/slog"
 	"log/syslog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // QueueIDKey is the attribute that, when present, opens the line instead
@@ -34,6 +39,7 @@ var syslogNetwork, syslogAddr string
 type Handler struct {
 	mu     *sync.Mutex
 	out    io.Writer      // stderr-style output, or nil
+	sevPfx bool           // out is the journal: start lines with "<N>"
 	sys    *syslog.Writer // syslog output, or nil
 	level  slog.Leveler
 	prefix []slog.Attr // from WithAttrs
@@ -50,6 +56,9 @@ type Options struct {
 	// Tag is the syslog tag (default "tlsgate").
 	Tag string
 	// Stderr is the fallback writer (required unless Syslog is "yes").
+	// Lines written to it carry a "<N>" severity prefix only when it is
+	// an *os.File that is the journal stream systemd names in
+	// JOURNAL_STREAM (see [IsJournal]).
 	Stderr io.Writer
 }
 
@@ -79,11 +88,37 @@ func New(opts Options) (*Handler, error) {
 		return nil, fmt.Errorf("logx: no syslog and no stderr writer")
 	}
 	h.out = opts.Stderr
+	if f, ok := opts.Stderr.(*os.File); ok {
+		h.sevPfx = IsJournal(f, os.Getenv("JOURNAL_STREAM"))
+	}
 	return h, nil
 }
 
-// NewWriter returns a handler writing lines to w, each opened by its
-// sd-daemon(3) "<N>" severity prefix as on stderr (for tests and tools).
+// IsJournal reports whether f is the stream journalStream names.
+// systemd sets JOURNAL_STREAM to "DEVICE:INODE" (decimal) of the stream it
+// connected a service's stdout or stderr to; the variable is inherited by
+// children whose output goes elsewhere, so only a matching fstat of f
+// itself counts.
+func IsJournal(f *os.File, journalStream string) bool {
+	devS, inoS, ok := strings.Cut(journalStream, ":")
+	if !ok {
+		return false
+	}
+	dev, err1 := strconv.ParseUint(devS, 10, 64)
+	ino, err2 := strconv.ParseUint(inoS, 10, 64)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && uint64(st.Dev) == dev && uint64(st.Ino) == ino
+}
+
+// NewWriter returns a handler writing lines to w without severity prefixes
+// (for tests and tools).
 func NewWriter(w io.Writer, level slog.Leveler) *Handler {
 	if level == nil {
 		level = slog.LevelInfo
@@ -139,7 +174,10 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 			return h.sys.Debug(line)
 		}
 	}
-	_, err := io.WriteString(h.out, severityPrefix(r.Level)+line+"\n")
+	if h.sevPfx {
+		line = severityPrefix(r.Level) + line
+	}
+	_, err := io.WriteString(h.out, line+"\n")
 	return err
 }
 
@@ -154,7 +192,7 @@ func (h *Handler) attrs(r slog.Record) []slog.Attr {
 	return append(as, qualify(h.group, rec)...)
 }
 
-// severityPrefix is the sd-daemon(3) "<N>" prefix of a line on stderr.
+// severityPrefix is the sd-daemon(3) "<N>" prefix for l.
 func severityPrefix(l slog.Level) string {
 	switch {
 	case l >= slog.LevelError:

@@ -2,6 +2,8 @@ package logx
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -49,12 +52,118 @@ func TestHandlerStderr(t *testing.T) {
 	l.Debug("hidden")
 	l.Warn("reload", "result", "failed")
 	l.WithGroup("g").Info("x", "k", "v")
-	want := "<4>ABC: reload result=failed\n<6>ABC: x g.k=v\n"
+	want := "ABC: reload result=failed\nABC: x g.k=v\n"
 	if b.String() != want {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}
 	if _, err := New(Options{Syslog: "no"}); err == nil || !strings.Contains(err.Error(), "no syslog") {
 		t.Errorf("missing stderr: %v", err)
+	}
+}
+
+// journalStream is JOURNAL_STREAM as systemd would set it for f.
+func journalStream(t *testing.T, f *os.File) string {
+	t.Helper()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// TestSeverityPrefixOnlyForTheJournal: "<N>" prefixes are written only
+// when the stderr file is the stream JOURNAL_STREAM names, never to a
+// file, pipe or buffer that merely inherited the variable.
+func TestSeverityPrefixOnlyForTheJournal(t *testing.T) {
+	dir := t.TempDir()
+	open := func(name string) *os.File {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	journal, other := open("journal"), open("other")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.Close(); pw.Close() })
+	const plain = "NOQUEUE: reload result=failed\nNOQUEUE: x k=v\n"
+	const prefixed = "<4>NOQUEUE: reload result=failed\n<6>NOQUEUE: x k=v\n"
+	tests := []struct {
+		name string
+		out  *os.File
+		env  string // JOURNAL_STREAM; "=journal" means journal's dev:ino
+		want string
+	}{
+		{"journal", journal, "=journal", prefixed},
+		{"unset", journal, "", plain},
+		{"another stream", other, "=journal", plain},
+		{"pipe under a journal service", pw, "=journal", plain},
+		{"inode mismatch", journal, "=journal+1", plain},
+		{"garbage", journal, "x:y", plain},
+		{"no colon", journal, "12345", plain},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := tc.env
+			switch env {
+			case "=journal":
+				env = journalStream(t, journal)
+			case "=journal+1":
+				dev, ino, _ := strings.Cut(journalStream(t, journal), ":")
+				n, _ := strconv.ParseUint(ino, 10, 64)
+				env = fmt.Sprintf("%s:%d", dev, n+1)
+			}
+			t.Setenv("JOURNAL_STREAM", env)
+			start, err := tc.out.Seek(0, io.SeekEnd)
+			if err != nil && tc.out != pw {
+				t.Fatal(err)
+			}
+			h, err := New(Options{Syslog: "no", Stderr: tc.out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := slog.New(h)
+			l.Warn("reload", "result", "failed")
+			l.Info("x", "k", "v")
+			var got string
+			if tc.out == pw {
+				buf := make([]byte, 4096)
+				n, err := pr.Read(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = string(buf[:n])
+				if len(got) < len(tc.want) {
+					m, _ := pr.Read(buf)
+					got += string(buf[:m])
+				}
+			} else {
+				b, err := os.ReadFile(tc.out.Name())
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = string(b[start:])
+			}
+			if got != tc.want {
+				t.Errorf("JOURNAL_STREAM=%q: got %q, want %q", env, got, tc.want)
+			}
+		})
+	}
+	// A writer that is not a file is never the journal.
+	t.Setenv("JOURNAL_STREAM", journalStream(t, journal))
+	var b bytes.Buffer
+	h, err := New(Options{Syslog: "no", Stderr: &b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slog.New(h).Info("x")
+	if b.String() != "NOQUEUE: x\n" {
+		t.Errorf("buffer: got %q", b.String())
 	}
 }
 
@@ -138,7 +247,7 @@ func TestHandlerSyslogUnreachable(t *testing.T) {
 		t.Fatalf(`Syslog "auto" must fall back to stderr: %v`, err)
 	}
 	slog.New(h).Error("stop", "error", "x")
-	if want := "<3>NOQUEUE: stop error=x\n"; stderr.String() != want {
+	if want := "NOQUEUE: stop error=x\n"; stderr.String() != want { // a buffer is not the journal: no "<3>"
 		t.Errorf("fallback wrote %q, want %q", stderr.String(), want)
 	}
 }

@@ -689,7 +689,7 @@ func (r *inRig) recover(c *faultCount) {
 		if m := regexp.MustCompile(`by mx\.lab\.test \(Postfix\) with (?:E|UTF8)SMTPSA? id ([0-9A-F]+)`).FindStringSubmatch(hdr); m != nil {
 			qid = m[1]
 		}
-		pass := regexp.MustCompile(`^<\d>` + qid + `: tlsgate: .*sender=<` + regexp.QuoteMeta(d.From) + `> endpoint=partner tls=TLSv1\.[23] .*result=pass`)
+		pass := regexp.MustCompile(`^` + qid + `: tlsgate: .*sender=<` + regexp.QuoteMeta(d.From) + `> endpoint=partner tls=TLSv1\.[23] .*result=pass`)
 		switch {
 		case !stamped:
 			c.unjudged++
