@@ -64,7 +64,8 @@ action = "defer"
 # 127.0.0.11 one from a CA the store does not have.
 [[endpoint]]
 name  = "verified"
-hosts = ["127.0.0.2", "127.0.0.6", "127.0.0.11"]
+hosts = ["verified.partner.test", "wrongname.partner.test", "unknownca.partner.test",
+         "127.0.0.2", "127.0.0.6", "127.0.0.11"]   # transport sends [address]:2525
   [endpoint.outbound]
   encryption    = true
   validate_cert = true
@@ -75,7 +76,7 @@ hosts = ["127.0.0.2", "127.0.0.6", "127.0.0.11"]
 # trusts.
 [[endpoint]]
 name  = "issuer-pinned"
-hosts = ["127.0.0.3", "127.0.0.4"]
+hosts = ["wrongissuer.partner.test", "pinned.partner.test", "127.0.0.3", "127.0.0.4"]
   [endpoint.outbound]
   validate_cert = true
   cn            = "sink.partner.test"
@@ -85,7 +86,7 @@ hosts = ["127.0.0.3", "127.0.0.4"]
 # 127.0.0.9 another one.
 [[endpoint]]
 name  = "fingerprint-pinned"
-hosts = ["127.0.0.8", "127.0.0.9"]
+hosts = ["fingerprint.partner.test", "wrongfp.partner.test", "127.0.0.8", "127.0.0.9"]
   [endpoint.outbound]
   validate_cert = false
   fingerprints  = ["sha256:%s"]
@@ -93,7 +94,7 @@ hosts = ["127.0.0.8", "127.0.0.9"]
 # Encrypted or not at all: 127.0.0.10 offers no STARTTLS.
 [[endpoint]]
 name  = "encrypted"
-hosts = ["127.0.0.10"]
+hosts = ["notls.partner.test", "127.0.0.10"]
   [endpoint.outbound]
   encryption = true
 `
