@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"syscall"
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
+
+	"github.com/tlsgate/tlsgate/internal/listen"
 )
 
 // MaxPacketSize is the largest milter packet (command byte and data, without
@@ -45,39 +46,15 @@ type guardListener struct {
 }
 
 // Accept returns the next connection wrapped in a guardConn, retrying
-// temporary errors (out of file descriptors or buffers, aborted
-// connections) after 5 ms, doubling up to 1 s, with a warning each time.
+// temporary errors (see listen.Accept) with a warning each time.
 func (l guardListener) Accept() (net.Conn, error) {
-	var delay time.Duration
-	for {
-		c, err := l.Listener.Accept()
-		if err == nil {
-			return &guardConn{Conn: c}, nil
-		}
-		if !temporaryAcceptError(err) {
-			return nil, err
-		}
-		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-		gomilter.LogWarning("accept failed, retrying in %v: %v", delay, err)
-		time.Sleep(delay)
+	c, err := listen.Accept(l.Listener, func(err error, retryIn time.Duration) {
+		gomilter.LogWarning("accept failed, retrying in %v: %v", retryIn, err)
+	})
+	if err != nil {
+		return nil, err
 	}
-}
-
-// temporaryAcceptError reports whether Accept may succeed if retried.
-func temporaryAcceptError(err error) bool {
-	if errors.Is(err, net.ErrClosed) {
-		return false
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
+	return &guardConn{Conn: c}, nil
 }
 
 // guardConn passes the MTA's packets to go-milter one whole, checked

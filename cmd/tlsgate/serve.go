@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsgate/tlsgate/certs"
+	"github.com/tlsgate/tlsgate/internal/listen"
 	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/metrics"
 	"github.com/tlsgate/tlsgate/internal/policy"
@@ -134,7 +135,7 @@ func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Du
 		if l.Addr == "" {
 			return true
 		}
-		ln, err := policyd.Listen(l.Addr, l.Mode, l.Group)
+		ln, err := listen.Open(l.Addr, l.Mode, l.Group)
 		if err != nil {
 			fmt.Fprintf(stderr, "tlsgate serve: %s: %v\n", name, err)
 			log.Error("start", "part", name, "listen", l.Addr, "error", err.Error())
@@ -181,7 +182,7 @@ func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Du
 	mctx, mcancel := context.WithCancel(context.Background())
 	defer mcancel()
 	if m != nil {
-		ln, err := policyd.Listen(s.MetricsListen, 0o660, "")
+		ln, err := listen.Open(s.MetricsListen, 0o660, "")
 		if err != nil {
 			fmt.Fprintf(stderr, "tlsgate serve: metrics: %v\n", err)
 			closeAll()
