@@ -341,12 +341,23 @@ func (s *server) numConns() int { return s.conns.Len() }
 // remoteString names a connection's peer for a log line.
 func remoteString(c net.Conn) string { return listen.RemoteString(c) }
 
+// quoteLimit is how many bytes of an untrusted value a log line or a reply repeats.
+const quoteLimit = 200
+
 // logQuote renders untrusted bytes for a log line: quoted (so CR, LF and other control or
-// invalid bytes cannot forge lines) and cut to 200 bytes.
+// invalid bytes cannot forge lines) and cut to quoteLimit bytes.
 func logQuote(b []byte) string {
-	const limit = 200
-	if len(b) > limit {
-		return strconv.Quote(string(b[:limit])) + "...(" + strconv.Itoa(len(b)) + " bytes)"
+	if len(b) > quoteLimit {
+		return strconv.Quote(string(b[:quoteLimit])) + "...(" + strconv.Itoa(len(b)) + " bytes)"
 	}
 	return strconv.Quote(string(b))
+}
+
+// clip cuts an untrusted value to quoteLimit bytes, saying how long it was, for a log
+// attribute (which the log handler quotes) or a reply.
+func clip(s string) string {
+	if len(s) > quoteLimit {
+		return s[:quoteLimit] + "...(" + strconv.Itoa(len(s)) + " bytes)"
+	}
+	return s
 }

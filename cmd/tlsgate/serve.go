@@ -106,6 +106,13 @@ func newLogger(p *policy.Policy, stderr io.Writer) (*slog.Logger, error) {
 	return slog.New(h), nil
 }
 
+// limitedLogger is log with its warnings rate-limited (logx.Limit), for
+// what a listener's clients can make tlsgate say; decisions are logged
+// in full through log itself.
+func limitedLogger(log *slog.Logger, name string) *slog.Logger {
+	return slog.New(logx.Limit(log.Handler(), logx.LimitOptions{Name: name}))
+}
+
 // milterOptions configures the milter on h's policy; with metrics, each
 // decision is counted and its judgement timed.
 func milterOptions(h *reload.Holder, log *slog.Logger, m *metrics.Metrics) milter.Options {
@@ -144,19 +151,30 @@ func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Du
 		parts = append(parts, running{name, l.Addr, srv, ln})
 		return true
 	}
+	// The listeners share the open-file limit, so that no listener's
+	// clients can take the descriptors another one needs.
+	nparts := 0
+	for _, l := range []policy.Listener{s.Milter, s.Socketmap, s.Delegation} {
+		if l.Addr != "" {
+			nparts++
+		}
+	}
 	if s.Milter.Addr != "" {
-		ms, err := milter.New(milterOptions(h, log, m))
+		opts := milterOptions(h, log, m)
+		opts.MaxConns = listen.ConnCap(milter.DefaultMaxConns, nparts)
+		ms, err := milter.New(opts)
 		if err != nil || !open("milter", s.Milter, ms) {
 			closeAll()
 			return exitRuntime
 		}
 	}
 	if s.Socketmap.Addr != "" {
-		var lk policyd.Lookuper = &policyd.TLSMap{Policy: h.Policy, Logger: log}
+		smLog := limitedLogger(log, "socketmap")
+		var lk policyd.Lookuper = &policyd.TLSMap{Policy: h.Policy, Logger: smLog}
 		if m != nil {
 			lk = m.Lookuper(lk)
 		}
-		sm, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: lk, Logger: log})
+		sm, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: lk, Logger: smLog, MaxConns: listen.ConnCap(policyd.DefaultMaxConns, nparts)})
 		if err != nil || !open("socketmap", s.Socketmap, sm) {
 			closeAll()
 			return exitRuntime
@@ -167,7 +185,7 @@ func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Du
 		if m != nil {
 			dc = m.Decider(dc)
 		}
-		ds, err := policyd.NewDelegationServer(policyd.DelegationOptions{Decider: dc, Logger: log})
+		ds, err := policyd.NewDelegationServer(policyd.DelegationOptions{Decider: dc, Logger: limitedLogger(log, "delegation"), MaxConns: listen.ConnCap(policyd.DefaultMaxConns, nparts)})
 		if err != nil || !open("delegation", s.Delegation, ds) {
 			closeAll()
 			return exitRuntime

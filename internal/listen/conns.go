@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -200,7 +199,6 @@ func (cs *Conns) releaseLocked(c *Conn) {
 		return
 	}
 	cs.held -= c.held
-	freed(c.held)
 	c.held = 0
 }
 
@@ -364,40 +362,6 @@ func RemoteString(c net.Conn) string {
 		return "unknown"
 	}
 	return a.String()
-}
-
-// Memory given back: after large request buffers are released, the Go
-// runtime would return their pages to the system only gradually (and only
-// after a garbage collection that nothing may trigger on an idle server),
-// so the process would keep the RSS of its worst moment. Once freeAfter
-// bytes have been released, debug.FreeOSMemory runs freeDelay later,
-// at most once per freeDelay.
-const (
-	freeAfter = 8 << 20
-	freeDelay = 2 * time.Second
-)
-
-var osFree struct {
-	sync.Mutex
-	bytes   int64
-	pending bool
-}
-
-// freed notes n bytes of request buffers released.
-func freed(n int64) {
-	osFree.Lock()
-	defer osFree.Unlock()
-	osFree.bytes += n
-	if osFree.bytes < freeAfter || osFree.pending {
-		return
-	}
-	osFree.pending = true
-	time.AfterFunc(freeDelay, func() {
-		osFree.Lock()
-		osFree.bytes, osFree.pending = 0, false
-		osFree.Unlock()
-		debug.FreeOSMemory()
-	})
 }
 
 // fdReserve is how many file descriptors ConnCap leaves for everything

@@ -69,10 +69,9 @@ func errString(err error) string {
 
 // TestFloodIdleConnections opens 1000 idle connections on each of the
 // three listeners (the milter ones negotiated, so go-milter keeps them)
-// while well-behaved clients keep getting correct answers. The socketmap
-// and delegation servers are at their cap of 1000 and evict the
-// longest-idle connection for each new one; the milter has no cap. After
-// the flood the descriptors are released.
+// while well-behaved clients keep getting correct answers. Each listener
+// is at its cap of 1000 and evicts the longest-idle connection for each
+// new one. After the flood the descriptors are released.
 func TestFloodIdleConnections(t *testing.T) {
 	t.Parallel()
 	needFDs(t, 3100)
