@@ -116,12 +116,7 @@ func TestHostilePackets(t *testing.T) {
 			}
 			expectMilterClosed(t, c, br)
 			// The milter still judges and stamps a well-behaved session.
-			s := h.session(newFakeMTA(policy.Postfix, "192.0.2.10", "client.lab.test"), "client.lab.test")
-			s.starttls(postfixTLS(true, "client.lab.test", "Lab Test CA"))
-			s.helo("client.lab.test")
-			mods, act := s.message("a@company-b.example", nil, "Q1")
-			wantStamped(t, mods, act)
-			s.abort()
+			wellBehaved(t, h)
 		})
 	}
 }

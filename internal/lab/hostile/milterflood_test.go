@@ -54,33 +54,24 @@ func TestMilterStalledPacketFlood(t *testing.T) {
 	conns := make([]net.Conn, flood)
 	readers := make([]*bufio.Reader, flood)
 	start := time.Now()
-	var wg sync.WaitGroup
 	var sent, refused atomic.Int32
-	sem := make(chan struct{}, 50)
-	for i := range conns {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			// Dialled just before negotiating: go-milter gives a peer 1 s.
-			c, err := net.Dial("unix", d.milter)
-			if err != nil {
-				t.Errorf("milter connection %d: %v", i, err)
-				return
-			}
-			conns[i], readers[i] = c, bufio.NewReader(c)
-			if err := negotiateErr(conns[i], readers[i]); err != nil {
-				refused.Add(1)
-				return
-			}
-			conns[i].SetWriteDeadline(time.Now().Add(time.Minute))
-			if _, err := conns[i].Write(packet); err == nil {
-				sent.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(flood, 50, func(i int) {
+		// Dialled just before negotiating: go-milter gives a peer 1 s.
+		c, err := net.Dial("unix", d.milter)
+		if err != nil {
+			t.Errorf("milter connection %d: %v", i, err)
+			return
+		}
+		conns[i], readers[i] = c, bufio.NewReader(c)
+		if err := negotiateErr(conns[i], readers[i]); err != nil {
+			refused.Add(1)
+			return
+		}
+		conns[i].SetWriteDeadline(time.Now().Add(time.Minute))
+		if _, err := conns[i].Write(packet); err == nil {
+			sent.Add(1)
+		}
+	})
 	sentIn := time.Since(start)
 	peak := d.peakMB()
 	t.Cleanup(func() {
@@ -94,22 +85,15 @@ func TestMilterStalledPacketFlood(t *testing.T) {
 	// Every stalled connection is cut: evicted for the budget, or by the
 	// packet timeout counted from its first byte.
 	var cut atomic.Int32
-	for i := range conns {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if conns[i] == nil {
-				return
-			}
-			conns[i].SetReadDeadline(start.Add(milter.DefaultPacketTimeout + sentIn + 30*time.Second))
-			if _, err := io.Copy(io.Discard, readers[i]); err == nil || errors.Is(err, syscall.ECONNRESET) {
-				cut.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(flood, 50, func(i int) {
+		if conns[i] == nil {
+			return
+		}
+		conns[i].SetReadDeadline(start.Add(milter.DefaultPacketTimeout + sentIn + 30*time.Second))
+		if _, err := io.Copy(io.Discard, readers[i]); err == nil || errors.Is(err, syscall.ECONNRESET) {
+			cut.Add(1)
+		}
+	})
 	cutIn := time.Since(start)
 	close(stop)
 	n := <-rounds
@@ -206,6 +190,22 @@ func TestMilterFloodUnderSmallFileLimit(t *testing.T) {
 		t.Errorf("%d milter connections kept open, over the share of 64", open)
 	}
 	d.checkServed(t)
+}
+
+// parallel runs f(0) to f(n-1), at most limit at a time, and waits for all.
+func parallel(n, limit int, f func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, limit)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f(i)
+		}()
+	}
+	wg.Wait()
 }
 
 func isTimeout(err error) bool {

@@ -24,6 +24,8 @@ func TestSocketmapHostile(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, conf{})
 	mbKey := "tlspolicy " + strings.Repeat("k", 1<<20-len("tlspolicy "))
+	// The socketmap's warnings are rate-limited (20 at once, then one per
+	// second): the cases whose warning is checked come first.
 	tests := []struct {
 		name  string
 		send  string
