@@ -9,17 +9,17 @@ import (
 	"time"
 )
 
-// Limits of a listener's warnings: the defaults of LimitOptions.
+// The defaults of LimitOptions.
 const (
-	// DefaultBurst warnings may be logged at once...
-	DefaultBurst = 20
-	// ...and then one every DefaultEvery.
-	DefaultEvery = time.Second
-	// DefaultRepeat is how long an identical warning is not repeated.
-	DefaultRepeat = time.Minute
-	// DefaultReport is how long after the first dropped warning the count
+	// defaultBurst warnings may be logged at once...
+	defaultBurst = 20
+	// ...and then one every defaultEvery.
+	defaultEvery = time.Second
+	// defaultRepeat is how long an identical warning is not repeated.
+	defaultRepeat = time.Minute
+	// defaultReport is how long after the first dropped warning the count
 	// of dropped warnings is logged (and then again while they go on).
-	DefaultReport = 10 * time.Second
+	defaultReport = 10 * time.Second
 )
 
 // maxRepeatKeys bounds the memory of recently logged warnings.
@@ -30,14 +30,15 @@ type LimitOptions struct {
 	// Name names the limited source in the "log-limit" lines ("socketmap").
 	Name string
 	// Burst and Every make a token bucket: at most Burst warnings at
-	// once, then one per Every.
+	// once (default 20), then one per Every (default 1 s).
 	Burst int
 	Every time.Duration
 	// Repeat: a warning identical to one logged less than Repeat ago
-	// (same level, message and attributes, a key included) is dropped;
-	// when it is next logged it carries repeated=N.
+	// (same level, message and attributes, a key included; default 1
+	// minute) is dropped; when it is next logged it carries repeated=N.
 	Repeat time.Duration
-	// Report is how soon the number of dropped warnings is logged.
+	// Report is how soon the number of dropped warnings is logged
+	// (default 10 s).
 	Report time.Duration
 }
 
@@ -53,16 +54,16 @@ type LimitOptions struct {
 // Handlers derived with WithAttrs and WithGroup share the limits.
 func Limit(h slog.Handler, opts LimitOptions) slog.Handler {
 	if opts.Burst <= 0 {
-		opts.Burst = DefaultBurst
+		opts.Burst = defaultBurst
 	}
 	if opts.Every <= 0 {
-		opts.Every = DefaultEvery
+		opts.Every = defaultEvery
 	}
 	if opts.Repeat <= 0 {
-		opts.Repeat = DefaultRepeat
+		opts.Repeat = defaultRepeat
 	}
 	if opts.Report <= 0 {
-		opts.Report = DefaultReport
+		opts.Report = defaultReport
 	}
 	return &limited{next: h, st: &limitState{opts: opts, tokens: float64(opts.Burst), seed: maphash.MakeSeed(), seen: map[uint64]*seenRec{}}}
 }
