@@ -31,6 +31,7 @@ FUZZ_TARGETS = \
 	./policyd:FuzzReadNetstring \
 	./policyd:FuzzParseDelegation \
 	./internal/certid:FuzzDecodeXtext \
+	./internal/certid:FuzzPrintable \
 	./milter:FuzzStampHeaders \
 	./milter:FuzzMilterSession \
 	./internal/discovery/mtasts:FuzzParsePolicy \

@@ -12,7 +12,8 @@ import (
 // readers see either the old file or the complete new one, never a partial
 // write: it writes a temporary file in the same directory, syncs it, and
 // renames (force) or hard-links (no force) it into place. Without force an
-// existing path is never replaced, even if it appears concurrently.
+// existing path is never replaced, even if it appears concurrently; with
+// force only a regular file or a symbolic link is (see checkReplaceable).
 func writeFileAtomic(path string, data []byte, perm fs.FileMode, force bool) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
@@ -22,6 +23,8 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode, force bool) (er
 		if _, err := os.Lstat(path); err == nil {
 			return existsError(path)
 		}
+	} else if err := checkReplaceable(path); err != nil {
+		return err
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
@@ -72,6 +75,51 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode, force bool) (er
 	}
 	syncDir(dir)
 	return nil
+}
+
+// checkReplaceable returns nil if --force may replace path: it does not
+// exist, or it is a regular file, or a symbolic link. A symbolic link is
+// replaced itself, never written through: the link may point anywhere
+// (a device, /etc/shadow, a file another tool manages) and what tlsgate
+// writes must land where the admin named it, so the target stays
+// untouched (see linkNote). Anything else (a device node such as
+// /dev/null, a directory, a named pipe, a socket) is refused: renaming
+// over it would remove a system file, and writing into it would not
+// store the key.
+func checkReplaceable(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	var what string
+	switch t := fi.Mode().Type(); t {
+	case 0, fs.ModeSymlink:
+		return nil
+	case fs.ModeDevice, fs.ModeDevice | fs.ModeCharDevice:
+		what = "a device"
+	case fs.ModeDir:
+		what = "a directory"
+	case fs.ModeNamedPipe:
+		what = "a named pipe"
+	case fs.ModeSocket:
+		what = "a socket"
+	default:
+		what = "not a regular file (" + t.String() + ")"
+	}
+	return fmt.Errorf("certs: %s is %s; --force replaces only regular files (and symbolic links, the link itself): not touching it", path, what)
+}
+
+// linkNote says, if path is a symbolic link, that --force will replace the
+// link and leave its target alone; "" otherwise.
+func linkNote(path string) string {
+	target, err := os.Readlink(path)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("note: %s was a symbolic link to %s; it is now a regular file, and %s was left unchanged\n", path, target, target)
 }
 
 // existsError reports a refused overwrite; errors.Is(err, fs.ErrExist) holds.

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // Exit statuses of [Main].
@@ -144,9 +146,10 @@ func (e *env) usageError(cmd, msg string) int {
 }
 
 // fail prints an error (which normally starts with "certs: ") and returns
-// code.
+// code. The message may quote a certificate: it is made safe for a
+// terminal.
 func (e *env) fail(code int, err error) int {
-	msg := err.Error()
+	msg := certid.Printable(err.Error())
 	if !strings.HasPrefix(msg, "certs: ") {
 		msg = "certs: " + msg
 	}
@@ -154,18 +157,32 @@ func (e *env) fail(code int, err error) int {
 	return code
 }
 
-// readInput reads a file, "-" meaning standard input.
-func (e *env) readInput(path string) ([]byte, error) {
-	if path == "-" {
-		b, err := io.ReadAll(e.stdin)
+// maxInput bounds what a command reads from one file or from standard
+// input: far above any certificate bundle, far below what would exhaust
+// memory by mistake (certs show /dev/zero).
+const maxInput = 64 << 20
+
+// readInput reads a file, "-" meaning standard input, of at most maxInput
+// bytes.
+func (e *env) readInput(path string) ([]byte, error) { return e.readInputMax(path, maxInput) }
+
+// readInputMax is readInput with a limit of its own.
+func (e *env) readInputMax(path string, limit int64) ([]byte, error) {
+	name, r := "standard input", e.stdin
+	if path != "-" {
+		f, err := os.Open(path)
 		if err != nil {
-			return nil, fmt.Errorf("certs: read standard input: %w", err)
+			return nil, fmt.Errorf("certs: %w", err)
 		}
-		return b, nil
+		defer f.Close()
+		name, r = path, f
 	}
-	b, err := os.ReadFile(path)
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("certs: %w", err)
+		return nil, fmt.Errorf("certs: read %s: %w", name, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("certs: %s is larger than %d bytes, the most this command reads; not reading it", name, limit)
 	}
 	return b, nil
 }

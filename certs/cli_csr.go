@@ -33,7 +33,8 @@ Other options:
   --san NAME       another DNS name for the certificate; repeat the option
                    or separate names with commas
   --out CSRFILE    write the CSR to CSRFILE instead of standard output
-  --force          replace CSRFILE if it exists
+  --force          replace CSRFILE if it exists (a regular file, or a
+                   symbolic link: the link itself; nothing else)
 
 Example:
   tlsgate certs csr --key mx.key --cn mx.example.net --san mail.example.net \
@@ -95,10 +96,12 @@ func runCSR(e *env, args []string) int {
 		// The CSR itself goes to stdout; keep the summary out of the pipe.
 		e.stdout.Write(csr)
 		info = e.stderr
-	} else if err := writeFileAtomic(*out, csr, 0o644, *force); err != nil {
-		return e.fail(ExitUsage, err)
 	} else {
-		fmt.Fprintf(info, "wrote certificate signing request to %s\n", *out)
+		note := linkNote(*out)
+		if err := writeFileAtomic(*out, csr, 0o644, *force); err != nil {
+			return e.fail(ExitUsage, err)
+		}
+		fmt.Fprintf(info, "wrote certificate signing request to %s\n%s", *out, note)
 	}
 	fmt.Fprint(info, sum.String())
 	fmt.Fprintln(info, "Check the subject and names before sending the CSR to your CA. The SHA-256 identifies")

@@ -18,7 +18,9 @@ Options:
                (ECDSA) are smaller and faster, but a few old partner MTAs
                cannot use them. RSA keys below 2048 bits are refused.
   --force      replace KEYFILE if it exists. The old key is lost, and the
-               certificate issued for it becomes useless.
+               certificate issued for it becomes useless. Only a regular
+               file or a symbolic link is replaced (the link itself, not
+               what it points to); a device, directory or pipe is refused.
 
 Example:
   tlsgate certs key /etc/postfix/tls/mx.example.net.key
@@ -49,9 +51,11 @@ func runKey(e *env, args []string) int {
 	if err != nil {
 		return e.fail(ExitUsage, err)
 	}
+	note := linkNote(path)
 	if err := WriteKey(path, key, *force); err != nil {
 		return e.fail(ExitUsage, err)
 	}
 	fmt.Fprintf(e.stdout, "wrote %s private key to %s (mode 0600)\n", DescribeKey(key.Public()), path)
+	fmt.Fprint(e.stdout, note)
 	return ExitOK
 }

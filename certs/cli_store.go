@@ -3,6 +3,8 @@ package certs
 import (
 	"fmt"
 	"os"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 const storeUsage = `usage: tlsgate certs store list   --store DIR
@@ -95,10 +97,16 @@ func (e *env) openStore(dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range s.Warnings() {
-		fmt.Fprintf(e.stderr, "warning: %s\n", w)
-	}
+	e.warnStore(s)
 	return s, nil
+}
+
+// warnStore prints the store's warnings (files it skipped), which may
+// quote a certificate, made safe for a terminal.
+func (e *env) warnStore(s *Store) {
+	for _, w := range s.Warnings() {
+		fmt.Fprintf(e.stderr, "warning: %s\n", certid.Printable(w))
+	}
 }
 
 func (e *env) storeList(dir string) int {
@@ -122,7 +130,7 @@ func (e *env) storeList(dir string) int {
 			fmt.Fprintln(e.stdout)
 		}
 		fmt.Fprintf(e.stdout, "%s\n", en.File)
-		fmt.Fprintf(e.stdout, "  subject:  %s\n", en.Subject)
+		fmt.Fprintf(e.stdout, "  subject:  %s\n", certid.Printable(en.Subject))
 		status := ""
 		switch r.Status {
 		case ExpiryExpired:
@@ -163,9 +171,9 @@ func (e *env) storeAdd(dir string, files []string) int {
 			continue
 		}
 		for _, a := range added {
-			fmt.Fprintf(e.stdout, "added %s as %s (expires %s)\n", a.Subject, a.File, a.NotAfter.Format(timeLayout))
+			fmt.Fprintf(e.stdout, "added %s as %s (expires %s)\n", certid.Printable(a.Subject), a.File, a.NotAfter.Format(timeLayout))
 			if e.now().After(a.NotAfter) {
-				fmt.Fprintf(e.stdout, "warning: %s has expired; certificates it issued will not verify\n", a.Subject)
+				fmt.Fprintf(e.stdout, "warning: %s has expired; certificates it issued will not verify\n", certid.Printable(a.Subject))
 			}
 		}
 		if skipped := len(cs) - len(added); skipped > 0 {
@@ -191,7 +199,7 @@ func (e *env) storeRemove(dir string, names []string) int {
 			fmt.Fprintf(e.stdout, "removed %s (it held no usable CA certificate)\n", n)
 		}
 		for _, r := range removed {
-			fmt.Fprintf(e.stdout, "removed %s (%s)\n", r.Subject, r.File)
+			fmt.Fprintf(e.stdout, "removed %s (%s)\n", certid.Printable(r.Subject), r.File)
 		}
 	}
 	return rc

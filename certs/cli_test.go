@@ -212,7 +212,7 @@ func TestCLIPFX2PEM(t *testing.T) {
 		{name: "store our signing CAs", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "s"), "--store", store, full},
 			stdout: []string{"added to CA store " + store + ": CN=PFX Root", "added to CA store " + store + ": CN=PFX Issuing CA"}},
 		{name: "store without CAs", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "b2"), "--store", store, bare}, code: 2,
-			stderr: []string{"holds no CA certificate to add; nothing was written"}, noOut: true},
+			stderr: []string{"holds no CA certificate of the chain of CN=mx.example.net to add; nothing was written"}, noOut: true},
 		{name: "store directory created", args: []string{"pfx2pem", "--password-env", "PFX_PASS", "--out", filepath.Join(dir, "n"), "--store", newStore, full},
 			stdout: []string{"wrote " + filepath.Join(dir, "n.fullchain.crt"), "added to CA store " + newStore + ": CN=PFX Root",
 				"added to CA store " + newStore + ": CN=PFX Issuing CA", "subject:            CN=mx.example.net"}},

@@ -69,9 +69,7 @@ func runVerify(e *env, args []string) int {
 	if err != nil {
 		return e.fail(ExitUsage, err)
 	}
-	for _, w := range store.Warnings() {
-		fmt.Fprintf(e.stderr, "warning: %s\n", w)
-	}
+	e.warnStore(store)
 	data, err := e.readInput(pos[0])
 	if err != nil {
 		return e.fail(ExitUsage, err)
@@ -84,15 +82,15 @@ func runVerify(e *env, args []string) int {
 	if err != nil {
 		var ve *VerifyError
 		if errors.As(err, &ve) {
-			fmt.Fprintf(e.stdout, "%s: FAILED: %s\n", pos[0], ve.Detail)
+			fmt.Fprintf(e.stdout, "%s: FAILED: %s\n", pos[0], certid.Printable(ve.Detail))
 			return ExitFailed
 		}
 		return e.fail(ExitUsage, err)
 	}
 	fmt.Fprintf(e.stdout, "%s: OK\n", pos[0])
-	fmt.Fprintf(e.stdout, "  certificate:  %s\n", certid.RFC4514(cs[0].RawSubject))
+	fmt.Fprintf(e.stdout, "  certificate:  %s\n", certid.Printable(certid.RFC4514(cs[0].RawSubject)))
 	for _, c := range chain[1:] {
-		fmt.Fprintf(e.stdout, "  issued by:    %s\n", certid.RFC4514(c.RawSubject))
+		fmt.Fprintf(e.stdout, "  issued by:    %s\n", certid.Printable(certid.RFC4514(c.RawSubject)))
 	}
 	fmt.Fprintf(e.stdout, "  trusted via:  CA store %s\n", store)
 	fmt.Fprintf(e.stdout, "  valid until:  %s%s\n", cs[0].NotAfter.UTC().Format(timeLayout), remaining(cs[0].NotAfter, now))

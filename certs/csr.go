@@ -238,8 +238,9 @@ func SummarizeCSR(data []byte) (CSRSummary, error) {
 	}, nil
 }
 
-// String renders the summary as labelled lines.
+// String renders the summary as labelled lines, its names made safe for a
+// terminal (certid.Printable).
 func (s CSRSummary) String() string {
 	return fmt.Sprintf("subject:    %s\nDNS names:  %s\nkey:        %s\nSHA-256:    %s\n",
-		s.Subject, listOrNone(s.DNSNames), s.Key, s.SHA256)
+		certid.Printable(s.Subject), listOrNone(s.DNSNames), s.Key, s.SHA256)
 }

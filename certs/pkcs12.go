@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	"software.sslmate.com/src/go-pkcs12"
 )
@@ -22,7 +23,12 @@ type PEMBundle struct {
 
 	PrivateKey crypto.Signer       // decoded private key
 	Leaf       *x509.Certificate   // the certificate matching PrivateKey
-	CACerts    []*x509.Certificate // the other certificates, ordered issuer-first where possible
+	CACerts    []*x509.Certificate // the other certificates: Leaf's chain first, then the rest in file order
+	// Linked is how many of CACerts form Leaf's chain: CACerts[0] issued
+	// Leaf, each following one issued the one before it (by name and
+	// signature). The others came with the file but are not Leaf's
+	// issuers.
+	Linked int
 }
 
 // FullChain returns the leaf followed by the chain: the single file Postfix
@@ -36,12 +42,23 @@ func (b *PEMBundle) FullChain() []byte {
 // Exchange, appliances, or "openssl pkcs12 -export") with password. Modern
 // (AES/PBKDF2, PBMAC1) and legacy (3DES, RC2) encryption are accepted.
 //
+// Before any key is derived from the password, a file over MaxPFXSize
+// bytes, or one whose cleartext asks for more than MaxPFXIterations
+// iterations for one key derivation or MaxPFXTotalIterations in all, is
+// refused. Derivations hidden inside an encrypted part cannot be checked
+// beforehand: if decoding takes more than 30 s, PFX2PEM gives up with an
+// error, leaving the decoding goroutine to finish in the background (the
+// tlsgate command then exits).
+//
 // The leaf is the certificate whose public key matches the private key,
 // wherever it is in the file (Windows does not always put it first); if no
 // certificate matches, an error says so. A wrong password gives an error
 // wrapping [ErrWrongPassword].
 func PFX2PEM(pfx []byte, password string) (*PEMBundle, error) {
-	key, first, rest, err := pkcs12.DecodeChain(pfx, password)
+	if err := checkPFXWork(pfx); err != nil {
+		return nil, err
+	}
+	key, first, rest, err := decodePFX(pfx, password)
 	if err != nil {
 		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 			return nil, fmt.Errorf("%w: the file could not be decrypted with the password given (check for a trailing space or newline in --password-file, and the keyboard layout at the prompt)", ErrWrongPassword)
@@ -74,7 +91,7 @@ func PFX2PEM(pfx []byte, password string) (*PEMBundle, error) {
 			others = append(others, c)
 		}
 	}
-	others = orderChain(leaf, others)
+	others, linked := orderChain(leaf, others)
 	keyPEM, err := MarshalKeyPEM(signer)
 	if err != nil {
 		return nil, err
@@ -85,6 +102,7 @@ func PFX2PEM(pfx []byte, password string) (*PEMBundle, error) {
 		PrivateKey: signer,
 		Leaf:       leaf,
 		CACerts:    others,
+		Linked:     linked,
 	}
 	if len(others) > 0 {
 		b.Chain = EncodeCertificatesPEM(others...)
@@ -92,9 +110,38 @@ func PFX2PEM(pfx []byte, password string) (*PEMBundle, error) {
 	return b, nil
 }
 
-// orderChain puts certs in issuing order starting from leaf's issuer; those
-// not linked into the chain follow in their original order.
-func orderChain(leaf *x509.Certificate, certs []*x509.Certificate) []*x509.Certificate {
+// decodePFX runs pkcs12.DecodeChain for at most pfxTimeout.
+func decodePFX(pfx []byte, password string) (key any, leaf *x509.Certificate, cas []*x509.Certificate, err error) {
+	type result struct {
+		key  any
+		leaf *x509.Certificate
+		cas  []*x509.Certificate
+		err  error
+	}
+	done := make(chan result, 1)
+	decode := decodeChain
+	go func() {
+		k, l, c, err := decode(pfx, password)
+		done <- result{k, l, c, err}
+	}()
+	t := time.NewTimer(pfxTimeout)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.key, r.leaf, r.cas, r.err
+	case <-t.C:
+		return nil, nil, nil, fmt.Errorf("certs: decoding the PKCS#12 file took more than %v: an encrypted part of it asks for too many key-derivation iterations; export the file again", pfxTimeout)
+	}
+}
+
+// decodeChain is pkcs12.DecodeChain (tests slow it down).
+var decodeChain = pkcs12.DecodeChain
+
+// orderChain puts certs in issuing order starting from leaf's issuer (a
+// certificate issued the one before it if it is named as its issuer and
+// its key verifies the signature), and returns how many it could link so;
+// the others follow in their original order.
+func orderChain(leaf *x509.Certificate, certs []*x509.Certificate) ([]*x509.Certificate, int) {
 	left := append([]*x509.Certificate(nil), certs...)
 	var out []*x509.Certificate
 	cur := leaf
@@ -113,5 +160,5 @@ func orderChain(leaf *x509.Certificate, certs []*x509.Certificate) []*x509.Certi
 		out = append(out, cur)
 		left = append(left[:next], left[next+1:]...)
 	}
-	return append(out, left...)
+	return append(out, left...), len(out)
 }

@@ -173,12 +173,13 @@ func TestOrderChain(t *testing.T) {
 	i2 := mkCA(t, "I2", &i1)
 	leaf := mkCert(t, certSpec{cn: "leaf.example"}, &i2)
 	unrelated := mkCA(t, "U", nil)
-	got := orderChain(leaf.cert, []*x509.Certificate{unrelated.cert, root.cert, i1.cert, i2.cert})
+	lookalike := mkCA(t, "I2", &root) // I2's name, another key
+	got, linked := orderChain(leaf.cert, []*x509.Certificate{unrelated.cert, lookalike.cert, root.cert, i1.cert, i2.cert})
 	var names []string
 	for _, c := range got {
 		names = append(names, c.Subject.CommonName)
 	}
-	if strings.Join(names, ",") != "I2,I1,R,U" {
-		t.Errorf("order %v", names)
+	if strings.Join(names, ",") != "I2,I1,R,U,I2" || linked != 3 || got[0] != i2.cert {
+		t.Errorf("order %v, %d linked", names, linked)
 	}
 }

@@ -129,14 +129,15 @@ func Show(data []byte) ([]CertInfo, error) {
 
 // Format renders the description as aligned "label: value" lines, each
 // prefixed with indent; now is used to say how long the certificate remains
-// valid.
+// valid. Names from the certificate are made safe for a terminal
+// (certid.Printable).
 func (i CertInfo) Format(indent string, now time.Time) string {
 	var b strings.Builder
 	line := func(label, value string) {
 		fmt.Fprintf(&b, "%s%-19s %s\n", indent, label+":", value)
 	}
-	line("subject", i.Subject)
-	line("issuer", i.Issuer)
+	line("subject", certid.Printable(i.Subject))
+	line("issuer", certid.Printable(i.Issuer))
 	line("serial", i.Serial)
 	line("valid from", i.NotBefore.Format(timeLayout)+notYet(i.NotBefore, now))
 	line("valid until", i.NotAfter.Format(timeLayout)+remaining(i.NotAfter, now))
@@ -147,10 +148,10 @@ func (i CertInfo) Format(indent string, now time.Time) string {
 	line("key", key)
 	line("DNS names", listOrNone(i.DNSNames))
 	if len(i.IPAddresses) > 0 {
-		line("IP addresses", strings.Join(i.IPAddresses, ", "))
+		line("IP addresses", listOrNone(i.IPAddresses))
 	}
 	if len(i.EmailAddresses) > 0 {
-		line("email addresses", strings.Join(i.EmailAddresses, ", "))
+		line("email addresses", listOrNone(i.EmailAddresses))
 	}
 	ca := "no"
 	if i.IsCA {
@@ -163,7 +164,7 @@ func (i CertInfo) Format(indent string, now time.Time) string {
 	if i.Purposes == nil {
 		line("purposes", "any (no extended key usage)")
 	} else {
-		line("purposes", strings.Join(i.Purposes, ", "))
+		line("purposes", listOrNone(i.Purposes))
 	}
 	line("SHA-256 cert", i.SHA256)
 	line("SHA-256 public key", i.SPKISHA256)
@@ -172,11 +173,17 @@ func (i CertInfo) Format(indent string, now time.Time) string {
 
 const timeLayout = "2006-01-02 15:04:05 MST"
 
+// listOrNone joins names taken from a certificate for printing, each made
+// safe for a terminal (certid.Printable).
 func listOrNone(s []string) string {
 	if len(s) == 0 {
 		return "(none)"
 	}
-	return strings.Join(s, ", ")
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = certid.Printable(v)
+	}
+	return strings.Join(out, ", ")
 }
 
 func notYet(t, now time.Time) string {

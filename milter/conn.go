@@ -11,27 +11,15 @@ import (
 // flushTimeout bounds how long a flush may wait for the MTA to read.
 const flushTimeout = 10 * time.Second
 
-// bufListener hands go-milter connections that batch system calls: go-milter
-// v0.10.1 writes every packet with two writes and reads it with two reads.
-// The milter protocol is strictly command/answer from our side: after
-// writing answers (and header changes) the session always reads the next
-// command or closes. So writes are collected and sent in one system call
-// just before a read that would wait for the MTA (nothing buffered), or at
-// close; reads go through a buffer, so that packets the MTA sends without
-// waiting for an answer (headers, with SMFIP_NR_HDR) arrive in one read.
-// Nothing waits in the buffer while we wait for the MTA.
-type bufListener struct {
-	net.Listener
-}
-
-func (l bufListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return newBufConn(c), nil
-}
-
+// bufConn batches system calls for go-milter, which writes every packet
+// with two writes and reads it with two reads. The milter protocol is
+// strictly command/answer from our side: after writing answers (and
+// header changes) the session always reads the next command or closes.
+// So writes are collected and sent in one system call just before a read
+// that would wait for the MTA (nothing buffered), or at close; reads go
+// through a buffer, so that packets the MTA sends without waiting for an
+// answer (headers, with SMFIP_NR_HDR) arrive in one read. Nothing waits in
+// the buffer while we wait for the MTA.
 type bufConn struct {
 	net.Conn
 	r *bufio.Reader
@@ -44,6 +32,9 @@ type bufConn struct {
 func newBufConn(c net.Conn) *bufConn {
 	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, 16<<10)}
 }
+
+// Buffered returns how many bytes can be read without waiting.
+func (c *bufConn) Buffered() int { return c.r.Buffered() }
 
 // Read flushes pending writes before it could block, then reads.
 func (c *bufConn) Read(p []byte) (int, error) {

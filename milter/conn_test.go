@@ -17,14 +17,13 @@ func tcpPair(t *testing.T) (*bufConn, net.Conn) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	bl := bufListener{ln}
 	ch := make(chan net.Conn, 1)
 	go func() {
-		c, err := bl.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			t.Error(err)
 		}
-		ch <- c
+		ch <- newBufConn(c)
 	}()
 	peer, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {

@@ -62,5 +62,18 @@
 //
 // # What it logs
 //
-// One line per decision, see formatDecision.
+// One line per decision, see formatDecision. Warnings about MTA
+// connections (go-milter's own included) are rate-limited (logx.Limit).
+//
+// # Limits
+//
+// Whoever can connect to the milter's socket is treated as a possible
+// attacker: connections are capped (Options.MaxConns; at the cap the
+// connection whose packet has been arriving the longest, else the
+// longest-idle one, makes room), a packet must arrive within
+// Options.PacketTimeout of its first byte and is at most 1 MiB, a
+// connection may wait Options.IdleTimeout for its next packet, and the
+// unfinished packets of all connections together may hold 32 MiB, over
+// which the longest-stalled connection is closed. Packet buffers grow as
+// bytes arrive and large ones are freed after use. See guardListener.
 package milter

@@ -80,7 +80,7 @@ func TestHostilePackets(t *testing.T) {
 		{name: "length 1 GB", negotiate: true, send: []byte{0x40, 0, 0, 0, 'C'}},
 		{name: "length 512 MB - 1", negotiate: true, send: []byte{0x1F, 0xFF, 0xFF, 0xFF, 'B', 'x'}},
 		{name: "length 0xFFFFFFFF", send: []byte{0xFF, 0xFF, 0xFF, 0xFF}},
-		{name: "one byte over the limit", negotiate: true, send: binary.BigEndian.AppendUint32(nil, MaxPacketSize+1)},
+		{name: "one byte over the limit", negotiate: true, send: binary.BigEndian.AppendUint32(nil, maxPacketSize+1)},
 		{name: "connect without NUL", negotiate: true, send: rawPacket('C', "host.example")},
 		{name: "connect without family", negotiate: true, send: rawPacket('C', "host.example\x00")},
 		{name: "connect empty", negotiate: true, send: rawPacket('C', "")},
@@ -116,12 +116,7 @@ func TestHostilePackets(t *testing.T) {
 			}
 			expectMilterClosed(t, c, br)
 			// The milter still judges and stamps a well-behaved session.
-			s := h.session(newFakeMTA(policy.Postfix, "192.0.2.10", "client.lab.test"), "client.lab.test")
-			s.starttls(postfixTLS(true, "client.lab.test", "Lab Test CA"))
-			s.helo("client.lab.test")
-			mods, act := s.message("a@company-b.example", nil, "Q1")
-			wantStamped(t, mods, act)
-			s.abort()
+			wellBehaved(t, h)
 		})
 	}
 }
@@ -133,7 +128,7 @@ func TestGuardConnMemory(t *testing.T) {
 	defer peer.Close()
 	g := &guardConn{Conn: ours}
 	go func() {
-		peer.Write(append(binary.BigEndian.AppendUint32(nil, MaxPacketSize), "B123456789"...))
+		peer.Write(append(binary.BigEndian.AppendUint32(nil, maxPacketSize), "B123456789"...))
 		peer.Close()
 	}()
 	_, err := g.Read(make([]byte, 4))
@@ -162,45 +157,6 @@ func TestGuardConnPassesPackets(t *testing.T) {
 	got, err := io.ReadAll(g)
 	if err != nil || string(got) != string(want) {
 		t.Fatalf("read %d bytes, %v; want %d bytes", len(got), err, len(want))
-	}
-}
-
-// flakyListener fails Accept with EMFILE a few times, then hands out one
-// connection, then reports itself closed.
-type flakyListener struct {
-	net.Listener
-	fails atomic.Int32
-	conn  net.Conn
-}
-
-func (l *flakyListener) Accept() (net.Conn, error) {
-	if l.fails.Add(-1) >= 0 {
-		return nil, &net.OpError{Op: "accept", Net: "unix", Err: syscall.EMFILE}
-	}
-	if c := l.conn; c != nil {
-		l.conn = nil
-		return c, nil
-	}
-	return nil, net.ErrClosed
-}
-
-// TestGuardListenerRetriesTemporaryErrors: running out of file descriptors
-// delays Accept instead of ending Serve (and with it tlsgate serve).
-func TestGuardListenerRetriesTemporaryErrors(t *testing.T) {
-	a, b := net.Pipe()
-	defer b.Close()
-	fl := &flakyListener{conn: a}
-	fl.fails.Store(3)
-	gl := guardListener{fl}
-	c, err := gl.Accept()
-	if err != nil {
-		t.Fatalf("Accept: %v", err)
-	}
-	if g, ok := c.(*guardConn); !ok || g.Conn != a {
-		t.Fatalf("Accept returned %T", c)
-	}
-	if _, err := gl.Accept(); !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("Accept on a closed listener: %v", err)
 	}
 }
 

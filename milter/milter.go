@@ -13,6 +13,8 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
+	"github.com/tlsgate/tlsgate/internal/listen"
+	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -41,7 +43,10 @@ type Options struct {
 	// affects new sessions only. Required.
 	Policy func() *policy.Policy
 	// Logger receives one line per decision (Info for pass/none, Warn for
-	// failures) and internal errors. Default: slog.Default().
+	// failures) and internal errors, and the warnings about MTA
+	// connections (go-milter's own, the connection cap, timeouts,
+	// malformed packets), these limited by logx.Limit's defaults. Default:
+	// slog.Default().
 	Logger *slog.Logger
 	// Hostname is our MTA's host name, written in the by-clause of our
 	// Received line and used as the authserv-id when the policy sets none.
@@ -52,13 +57,31 @@ type Options struct {
 	// OnDecision, if set, is called once per logged decision (for
 	// metrics). It must be fast and must not block.
 	OnDecision func(Decision)
+
+	// MaxConns is the most MTA connections served at once. Default
+	// DefaultMaxConns. At the cap a new connection closes the one whose
+	// packet has been arriving the longest (MTAs write each packet at
+	// once), else the one idle for the longest time (its SMTP session is
+	// then temp-failed by the MTA's milter_default_action), else it is
+	// closed itself.
+	MaxConns int
+	// IdleTimeout is how long a connection may wait for the MTA's next
+	// packet. Default DefaultIdleTimeout; negative: no limit.
+	IdleTimeout time.Duration
+	// PacketTimeout is how long the rest of a packet may take once its
+	// first byte has arrived. Default DefaultPacketTimeout; negative: no
+	// limit.
+	PacketTimeout time.Duration
 }
 
 // Server is the tlsgate milter.
 type Server struct {
-	opts Options
-	log  *slog.Logger
-	srv  *gomilter.Server
+	opts    Options
+	log     *slog.Logger // decisions and internal errors
+	connLog *slog.Logger // problems with MTA connections, rate-limited
+	srv     *gomilter.Server
+	conns   *listen.Conns
+	lim     limits
 }
 
 // Actions the milter needs from the MTA: insert headers, and change
@@ -81,7 +104,21 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{opts: opts, log: opts.Logger}
+	if opts.MaxConns < 0 {
+		return nil, fmt.Errorf("milter: Options.MaxConns %d is negative", opts.MaxConns)
+	}
+	if opts.MaxConns == 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
+	// Warnings about MTA connections can be caused by any local client of
+	// the socket: rate-limited, unlike the decisions.
+	connLog := slog.New(logx.Limit(opts.Logger.Handler(), logx.LimitOptions{Name: "milter"}))
+	s := &Server{
+		opts: opts, log: opts.Logger, connLog: connLog,
+		conns: listen.NewConns(listen.ConnsOptions{Name: "milter", MaxConns: opts.MaxConns, MaxHeld: maxBuffered, Logger: connLog}),
+		lim:   limits{idle: resolveTimeout(opts.IdleTimeout, DefaultIdleTimeout), packet: resolveTimeout(opts.PacketTimeout, DefaultPacketTimeout)},
+	}
+	libraryLog(connLog)
 	s.srv = gomilter.NewServer(
 		gomilter.WithMilter(func() gomilter.Milter { return &session{srv: s} }),
 		gomilter.WithActions(neededActions),
@@ -114,10 +151,19 @@ func (s *Server) decided(d Decision) {
 	}
 }
 
+// resolveTimeout maps an option value to the effective timeout: zero means
+// def, negative means none (-1).
+func resolveTimeout(v, def time.Duration) time.Duration {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
 // Serve accepts MTA connections on ln until Shutdown or Close. It returns
 // nil after a shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(guardListener{bufListener{ln}})
+	err := s.srv.Serve(guardListener{Listener: ln, conns: s.conns, lim: s.lim, log: s.connLog})
 	if errors.Is(err, gomilter.ErrServerClosed) {
 		return nil
 	}
@@ -127,11 +173,13 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting connections and waits until the open MTA
 // sessions end or ctx is done (then they are closed).
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.conns.Stop()
 	return s.srv.Shutdown(ctx)
 }
 
 // Close stops the server at once, closing all MTA sessions.
 func (s *Server) Close() error {
+	s.conns.Stop()
 	return s.srv.Close()
 }
 

@@ -44,6 +44,13 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
 func (r *recorder) WithGroup(string) slog.Handler      { return r }
 
+// records returns a copy of what was logged.
+func (r *recorder) records() []logRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]logRecord(nil), r.recs...)
+}
+
 func (r *recorder) lines() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

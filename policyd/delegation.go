@@ -226,10 +226,11 @@ type DelegationOptions struct {
 	// WriteTimeout bounds the writing of one reply. Default DefaultWriteTimeout (10 s);
 	// negative: no limit.
 	WriteTimeout time.Duration
-	// MaxConns is the most connections served at once; at the cap the longest-idle one is
-	// closed to make room, or, if none is idle, the one that has been sending an unfinished
-	// request for the longest time, or, if none is, the new one is closed at once. Default
-	// DefaultMaxConns (1000), above Postfix's default smtpd process limit (100).
+	// MaxConns is the most connections served at once; at the cap the one that has been
+	// sending an unfinished request for the longest time is closed to make room, or, if
+	// there is none, the longest-idle one, or, if none is idle, the new one is closed at
+	// once. Default DefaultMaxConns (1000), above Postfix's default smtpd process limit
+	// (100).
 	MaxConns int
 	// Logger receives protocol errors and Decider bugs. Default slog.Default().
 	Logger *slog.Logger
@@ -292,7 +293,7 @@ func (s *DelegationServer) serveConn(c *conn) {
 			scratch = nil
 		}
 		if err != nil {
-			if err == io.EOF || c.state.Load() == stateClosed {
+			if err == io.EOF || c.closed() {
 				return
 			}
 			var ne net.Error

@@ -28,11 +28,11 @@
 // # Sockets and chroot
 //
 // Socketmap and policy delegation carry no authentication: whoever can connect can ask, and
-// whoever can listen on the address can answer. Prefer a unix socket (see Listen) whose mode
-// and group admit only the MTA. A chrooted Postfix smtp(8) or smtpd(8) (Debian's default
-// master.cf) resolves "socketmap:unix:/x/y.sock:NAME" inside its chroot, i.e. as
-// /var/spool/postfix/x/y.sock on the host; so the daemon listens on
-// unix:/var/spool/postfix/tlsgate/policy.sock and main.cf names
+// whoever can listen on the address can answer. Prefer a unix socket (tlsgate opens it with
+// package internal/listen) whose mode and group admit only the MTA. A chrooted Postfix
+// smtp(8) or smtpd(8) (Debian's default master.cf) resolves "socketmap:unix:/x/y.sock:NAME"
+// inside its chroot, i.e. as /var/spool/postfix/x/y.sock on the host; so the daemon listens
+// on unix:/var/spool/postfix/tlsgate/policy.sock and main.cf names
 // socketmap:unix:/tlsgate/policy.sock:NAME, while "postmap -q", which is not chrooted,
 // needs the host path. An inet: listener on loopback avoids the difference but lets every
 // local user query it.

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/listen"
 )
 
 // logBuf collects log output of a server under test.
@@ -62,7 +64,7 @@ func listenTest(t testing.TB, kind string) (net.Listener, string) {
 	default:
 		t.Fatalf("bad kind %q", kind)
 	}
-	l, err := Listen(spec, 0o600, "")
+	l, err := listen.Open(spec, 0o600, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/listen"
 )
 
 // TestSocketmapSlowSendersCannotHoldTheCap: connections that hold the
@@ -71,34 +73,26 @@ type slowConn struct {
 // waitReading waits until n connections wait for the rest of a request.
 func waitReading(t *testing.T, s *server, n int) {
 	t.Helper()
-	waitState(t, s, stateReading, "reading", n)
+	waitState(t, s, listen.Reading, n)
 }
 
 // waitIdle waits until n connections wait for their next request.
 func waitIdle(t *testing.T, s *server, n int) {
 	t.Helper()
-	waitState(t, s, stateIdle, "idle", n)
+	waitState(t, s, listen.Idle, n)
 }
 
-// waitState waits until n connections are in state. A connection's
-// idleSince is stamped before it enters the idle or reading state.
-func waitState(t *testing.T, s *server, state int32, name string, n int) {
+// waitState waits until n connections are in state st.
+func waitState(t *testing.T, s *server, st listen.State, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s.mu.Lock()
-		k := 0
-		for c := range s.conns {
-			if c.state.Load() == state {
-				k++
-			}
-		}
-		s.mu.Unlock()
+		k := s.conns.Count(st)
 		if k == n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d connections %s, want %d", k, name, n)
+			t.Fatalf("%d connections %v, want %d", k, st, n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

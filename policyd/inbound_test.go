@@ -2,9 +2,11 @@ package policyd
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 
+	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
@@ -109,5 +111,30 @@ hosts = ["b.example"]
 	none := &TLSMap{Policy: func() *policy.Policy { return nil }}
 	if got := none.Lookup(ctx, "tlspolicy", "b.example"); got.Status != StatusTemp {
 		t.Errorf("no policy: %v", got)
+	}
+}
+
+// TestTLSMapLongHostileKey: a 10 KB key of control bytes (4 bytes each
+// once escaped) gets a TEMP reply and a log line of bounded size, both
+// naming only the first 200 bytes of the key.
+func TestTLSMapLongHostileKey(t *testing.T) {
+	p, err := policy.Parse("t.toml", []byte("mta = \"postfix\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs logBuf
+	m := &TLSMap{Policy: func() *policy.Policy { return p }, Logger: slog.New(logx.NewWriter(&logs, slog.LevelDebug))}
+	key := "[" + strings.Repeat("\x01\x1b", 5000)
+	r := m.Lookup(context.Background(), "tlspolicy", key)
+	if r.Status != StatusTemp || len(r.Data) > 300 || !strings.Contains(r.Data, "bytes)") {
+		t.Fatalf("reply %s (%d bytes), want TEMP cut to about 200 bytes", r.Status, len(r.Data))
+	}
+	line := logs.String()
+	if len(line) > 2000 || strings.Count(line, "\n") != 1 || !strings.Contains(line, "(10001 bytes)") {
+		t.Fatalf("log line of %d bytes: %.300q", len(line), line)
+	}
+	r = m.Lookup(context.Background(), strings.Repeat("m", 10000), "b.example")
+	if r.Status != StatusTemp || len(r.Data) > 300 {
+		t.Fatalf("unknown long map name: %s (%d bytes)", r.Status, len(r.Data))
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/listen"
 )
 
 // ErrServerClosed is returned by Serve once Shutdown or Close has been called.
@@ -39,16 +41,6 @@ const (
 	// getting a TCP reset.
 	lingerTimeout = time.Second
 	lingerMax     = 1 << 20
-	// refuseLogEvery rate-limits the log line about connections refused at the cap.
-	refuseLogEvery = 10 * time.Second
-)
-
-// Connection states.
-const (
-	stateActive  int32 = iota // reading a buffered request, deciding or writing the reply
-	stateIdle                 // waiting for the first byte of the next request
-	stateClosed               // closed by the server (shutdown, eviction)
-	stateReading              // waiting for the rest of a request (MTAs write it at once)
 )
 
 // serverConfig is what both servers share.
@@ -65,11 +57,12 @@ type serverConfig struct {
 }
 
 // server is the connection machinery shared by SocketmapServer and DelegationServer:
-// accept loop, connection cap with idle eviction, per-connection timeouts, graceful
-// shutdown. The protocol is supplied by handle, which loops on conn.waitRequest.
+// accept loop, connection cap with eviction (package listen), per-connection timeouts,
+// graceful shutdown. The protocol is supplied by handle, which loops on conn.waitRequest.
 type server struct {
 	serverConfig
 	handle func(c *conn)
+	conns  *listen.Conns
 
 	inShutdown atomic.Bool
 	baseCtx    context.Context
@@ -77,24 +70,16 @@ type server struct {
 
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}
-	conns     map[*conn]struct{}
-	nextID    uint64
-	refused   uint64    // connections refused at the cap since the last log line
-	refusedAt time.Time // time of the last such log line
-	slow      uint64    // slow senders evicted at the cap since the last log line
-	slowAt    time.Time // time of the last such log line
 }
 
 // conn is one accepted connection.
 type conn struct {
-	net.Conn
-	srv       *server
-	id        uint64
-	br        *bufio.Reader
-	ctx       context.Context
-	cancel    context.CancelFunc
-	state     atomic.Int32
-	idleSince atomic.Int64 // unix nanoseconds: start of the idle or reading state
+	*listen.Conn
+	srv    *server
+	id     uint64
+	br     *bufio.Reader
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// Deadlines currently set; used by the connection's goroutine only.
 	readDL, writeDL time.Time
@@ -105,15 +90,13 @@ func newServer(cfg serverConfig, handle func(*conn)) *server {
 	return &server{
 		serverConfig: cfg,
 		handle:       handle,
+		conns:        listen.NewConns(listen.ConnsOptions{Name: cfg.proto, MaxConns: cfg.maxConns, Logger: cfg.log}),
 		baseCtx:      ctx,
 		cancelAll:    cancel,
 		listeners:    make(map[*net.Listener]struct{}),
-		conns:        make(map[*conn]struct{}),
 	}
 }
 
-// resolveTimeout maps an option value to the effective timeout: zero means def, negative
-// means none.
 // withDefaults fills the zero fields of options shared by both servers.
 func (cfg serverConfig) withDefaults() serverConfig {
 	cfg.idleTimeout = resolveTimeout(cfg.idleTimeout, DefaultIdleTimeout)
@@ -128,6 +111,8 @@ func (cfg serverConfig) withDefaults() serverConfig {
 	return cfg
 }
 
+// resolveTimeout maps an option value to the effective timeout: zero means def, negative
+// means none.
 func resolveTimeout(v, def time.Duration) time.Duration {
 	if v == 0 {
 		return def
@@ -154,147 +139,23 @@ func (s *server) serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	defer s.trackListener(&l, false)
-	var delay time.Duration
+	warn := func(err error, retryIn time.Duration) {
+		s.log.Warn(s.proto+": accept failed, retrying", "listener", l.Addr().String(), "err", err, "retry_in", retryIn)
+	}
 	for {
-		nc, err := l.Accept()
+		nc, err := listen.Accept(l, warn)
 		if err != nil {
 			if s.inShutdown.Load() {
 				return ErrServerClosed
 			}
-			if isTemporaryAcceptError(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn(s.proto+": accept failed, retrying", "listener", l.Addr().String(), "err", err, "retry_in", delay)
-				time.Sleep(delay)
-				continue
-			}
 			return fmt.Errorf("policyd: %s: accept on %s: %w", s.proto, l.Addr(), err)
 		}
-		delay = 0
-		if c := s.admit(nc); c != nil {
-			go s.run(c)
+		lc := s.conns.Admit(nc)
+		if lc == nil {
+			continue
 		}
-	}
-}
-
-// isTemporaryAcceptError reports whether Accept may succeed if retried: out of file
-// descriptors or buffers, or a connection aborted before it was accepted.
-func isTemporaryAcceptError(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
-// admit registers nc, or closes it when the server is shutting down or at its connection
-// cap and no idle or slow connection can be evicted to make room.
-func (s *server) admit(nc net.Conn) *conn {
-	var evict *conn
-	var slowLog uint64
-	s.mu.Lock()
-	if s.inShutdown.Load() {
-		s.mu.Unlock()
-		nc.Close()
-		return nil
-	}
-	if len(s.conns) >= s.maxConns {
-		evict = s.oldestIdleLocked()
-		if evict == nil {
-			// No idle connection: close the one that has been sending its request for
-			// the longest time. MTAs write a request at once, so connections that hold
-			// the cap with unfinished requests (slowloris) cannot starve the others.
-			if evict = s.oldestReadingLocked(); evict != nil {
-				s.slow++
-				if now := time.Now(); now.Sub(s.slowAt) >= refuseLogEvery {
-					slowLog, s.slow, s.slowAt = s.slow, 0, now
-				}
-			}
-		}
-		if evict == nil {
-			s.refused++
-			now := time.Now()
-			var n uint64
-			if now.Sub(s.refusedAt) >= refuseLogEvery {
-				n, s.refused, s.refusedAt = s.refused, 0, now
-			}
-			s.mu.Unlock()
-			nc.Close()
-			if n > 0 {
-				s.log.Warn(s.proto+": connection limit reached, closing new connections",
-					"max_conns", s.maxConns, "refused", n, "remote", remoteString(nc))
-			}
-			return nil
-		}
-		delete(s.conns, evict)
-	}
-	s.nextID++
-	ctx, cancel := context.WithCancel(s.baseCtx)
-	c := &conn{Conn: nc, srv: s, id: s.nextID, br: bufio.NewReader(nc), ctx: ctx, cancel: cancel}
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
-	if evict != nil {
-		evict.Close()
-		s.log.Debug(s.proto+": connection limit reached, closed the longest-idle or slowest connection",
-			"max_conns", s.maxConns, "evicted_conn", evict.id)
-	}
-	if slowLog > 0 {
-		s.log.Warn(s.proto+": connection limit reached with requests arriving slowly, closing the slowest connections",
-			"max_conns", s.maxConns, "closed", slowLog, "remote", remoteString(evict))
-	}
-	return c
-}
-
-// oldestReadingLocked marks the connection that has been waiting for the rest of a
-// request for the longest time as closed and returns it, or returns nil if none is. s.mu
-// must be held.
-func (s *server) oldestReadingLocked() *conn {
-	for {
-		var oldest *conn
-		var since int64
-		for c := range s.conns {
-			if c.state.Load() != stateReading {
-				continue
-			}
-			if t := c.idleSince.Load(); oldest == nil || t < since {
-				oldest, since = c, t
-			}
-		}
-		if oldest == nil {
-			return nil
-		}
-		if oldest.state.CompareAndSwap(stateReading, stateClosed) {
-			return oldest
-		}
-		// Its request arrived meanwhile: look again.
-	}
-}
-
-// oldestIdleLocked marks the connection idle for the longest time as closed and returns
-// it, or returns nil if no connection is idle. s.mu must be held.
-func (s *server) oldestIdleLocked() *conn {
-	for {
-		var oldest *conn
-		var since int64
-		for c := range s.conns {
-			if c.state.Load() != stateIdle {
-				continue
-			}
-			if t := c.idleSince.Load(); oldest == nil || t < since {
-				oldest, since = c, t
-			}
-		}
-		if oldest == nil {
-			return nil
-		}
-		if oldest.state.CompareAndSwap(stateIdle, stateClosed) {
-			return oldest
-		}
-		// It became active meanwhile: look again.
+		ctx, cancel := context.WithCancel(s.baseCtx)
+		go s.run(&conn{Conn: lc, srv: s, id: lc.ID, br: bufio.NewReader(lc), ctx: ctx, cancel: cancel})
 	}
 }
 
@@ -303,12 +164,8 @@ func (s *server) run(c *conn) {
 		if p := recover(); p != nil {
 			s.log.Error(s.proto+": internal error, closing connection", "conn", c.id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		}
-		c.state.Store(stateClosed)
 		c.cancel()
 		c.Close()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
 	}()
 	s.handle(c)
 }
@@ -321,9 +178,7 @@ func (s *server) run(c *conn) {
 // requestRead.
 func (c *conn) waitRequest() bool {
 	s := c.srv
-	now := time.Now()
-	c.idleSince.Store(now.UnixNano())
-	if !c.state.CompareAndSwap(stateActive, stateIdle) {
+	if !c.Wait() {
 		return false
 	}
 	// Checked after becoming idle, so that a concurrent Shutdown either sees this
@@ -332,9 +187,9 @@ func (c *conn) waitRequest() bool {
 		return false
 	}
 	if c.br.Buffered() == 0 {
-		c.armRead(now, s.idleTimeout)
+		c.armRead(time.Now(), s.idleTimeout)
 		if _, err := c.br.Peek(1); err != nil {
-			if c.state.Load() != stateClosed {
+			if !c.closed() {
 				c.logReadEnd(err, "idle")
 			}
 			return false
@@ -344,12 +199,7 @@ func (c *conn) waitRequest() bool {
 	// it cannot block: then the read deadline need not change.
 	buf, _ := c.br.Peek(c.br.Buffered())
 	complete := s.complete(buf)
-	next := stateActive
-	if !complete {
-		next = stateReading
-		c.idleSince.Store(time.Now().UnixNano())
-	}
-	if !c.state.CompareAndSwap(stateIdle, next) {
+	if !c.Begin(complete) {
 		return false
 	}
 	if !complete {
@@ -360,9 +210,10 @@ func (c *conn) waitRequest() bool {
 
 // requestRead marks the request announced by waitRequest as read. It returns false if
 // the connection was closed meanwhile (evicted as a slow sender, or shut down).
-func (c *conn) requestRead() bool {
-	return c.state.CompareAndSwap(stateReading, stateActive) || c.state.Load() == stateActive
-}
+func (c *conn) requestRead() bool { return c.Done() }
+
+// closed reports whether the server closed the connection (shutdown, eviction).
+func (c *conn) closed() bool { return c.State() == listen.Closed }
 
 // armRead makes the read deadline now+d (none if d < 0). To save timer work on every
 // request, a deadline already set is kept if it is earlier than now+d by at most d/16.
@@ -414,7 +265,7 @@ func (c *conn) write(p []byte) bool {
 	s := c.srv
 	c.armWrite(time.Now(), s.writeTimeout)
 	if _, err := c.Write(p); err != nil {
-		if c.state.Load() != stateClosed {
+		if !c.closed() {
 			s.log.Warn(s.proto+": write error, closing connection", "conn", c.id, "remote", remoteString(c), "err", err)
 		}
 		return false
@@ -425,7 +276,7 @@ func (c *conn) write(p []byte) bool {
 // lingerClose half-closes the connection and drains what the peer still sends for a short
 // while, so that a reply written just before is not lost to a TCP reset.
 func (c *conn) lingerClose() {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+	if cw, ok := c.Conn.Conn.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
 	c.SetReadDeadline(time.Now().Add(lingerTimeout))
@@ -435,6 +286,7 @@ func (c *conn) lingerClose() {
 // shutdown implements SocketmapServer.Shutdown and DelegationServer.Shutdown.
 func (s *server) shutdown(ctx context.Context) error {
 	s.inShutdown.Store(true)
+	s.conns.Stop()
 	lerr := s.closeListeners()
 	poll := time.Millisecond
 	timer := time.NewTimer(poll)
@@ -457,6 +309,7 @@ func (s *server) shutdown(ctx context.Context) error {
 // close implements SocketmapServer.Close and DelegationServer.Close.
 func (s *server) close() error {
 	s.inShutdown.Store(true)
+	s.conns.Stop()
 	err := s.closeListeners()
 	s.closeAll()
 	return err
@@ -475,54 +328,36 @@ func (s *server) closeListeners() error {
 	return errors.Join(errs...)
 }
 
-// closeIdle closes the idle connections and reports whether none is left.
-func (s *server) closeIdle() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		if c.state.CompareAndSwap(stateIdle, stateClosed) {
-			c.Close()
-			delete(s.conns, c)
-		}
-	}
-	return len(s.conns) == 0
-}
+func (s *server) closeIdle() bool { return s.conns.CloseIdle() }
 
 func (s *server) closeAll() {
 	s.cancelAll()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		c.state.Store(stateClosed)
-		c.Close()
-		delete(s.conns, c)
-	}
+	s.conns.CloseAll()
 }
 
 // numConns returns the number of tracked connections (for tests).
-func (s *server) numConns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
+func (s *server) numConns() int { return s.conns.Len() }
 
-func remoteString(c net.Conn) string {
-	a := c.RemoteAddr()
-	if a == nil || a.String() == "" || a.String() == "@" {
-		if l := c.LocalAddr(); l != nil {
-			return "local:" + l.String()
-		}
-		return "unknown"
-	}
-	return a.String()
-}
+// remoteString names a connection's peer for a log line.
+func remoteString(c net.Conn) string { return listen.RemoteString(c) }
+
+// quoteLimit is how many bytes of an untrusted value a log line or a reply repeats.
+const quoteLimit = 200
 
 // logQuote renders untrusted bytes for a log line: quoted (so CR, LF and other control or
-// invalid bytes cannot forge lines) and cut to 200 bytes.
+// invalid bytes cannot forge lines) and cut to quoteLimit bytes.
 func logQuote(b []byte) string {
-	const limit = 200
-	if len(b) > limit {
-		return strconv.Quote(string(b[:limit])) + "...(" + strconv.Itoa(len(b)) + " bytes)"
+	if len(b) > quoteLimit {
+		return strconv.Quote(string(b[:quoteLimit])) + "...(" + strconv.Itoa(len(b)) + " bytes)"
 	}
 	return strconv.Quote(string(b))
+}
+
+// clip cuts an untrusted value to quoteLimit bytes, saying how long it was, for a log
+// attribute (which the log handler quotes) or a reply.
+func clip(s string) string {
+	if len(s) > quoteLimit {
+		return s[:quoteLimit] + "...(" + strconv.Itoa(len(s)) + " bytes)"
+	}
+	return s
 }

@@ -121,8 +121,8 @@ type SocketmapOptions struct {
 	// one once, but Sendmail keeps a socket map connection for the life of its process
 	// and turns a connection closed under it into one temporary failure, so the default
 	// is long. Idle connections cannot starve active clients: at the MaxConns cap a new
-	// connection evicts the longest-idle one. Enforced to within 1/16 of its value (the
-	// deadline is not re-armed on every request).
+	// connection evicts the longest-idle one when no slow sender can be evicted. Enforced
+	// to within 1/16 of its value (the deadline is not re-armed on every request).
 	IdleTimeout time.Duration
 
 	// ReadTimeout is how long the rest of a request may take once its first byte has
@@ -136,12 +136,12 @@ type SocketmapOptions struct {
 
 	// MaxConns is the most connections served at once. Default DefaultMaxConns (1000),
 	// comfortably above one connection per Postfix smtp(8) process (default_process_limit
-	// is 100). When a connection arrives at the cap, the connection idle for the longest
-	// time is closed to make room (Postfix reconnects transparently); if none is idle, the
-	// one that has been sending an unfinished request for the longest time (MTAs write a
-	// request at once: a slowloris client) is closed; if none is, the new connection is
-	// closed at once without a reply (Postfix retries once, then defers the mail). Warnings
-	// about the last two are logged at most every 10 s.
+	// is 100). When a connection arrives at the cap, the connection that has been sending
+	// an unfinished request for the longest time (MTAs write a request at once: a
+	// slowloris client) is closed to make room; if there is none, the connection idle for
+	// the longest time (Postfix reconnects transparently); if none is idle, the new
+	// connection is closed at once without a reply (Postfix retries once, then defers the
+	// mail). Warnings about the first and the last are logged at most every 10 s.
 	MaxConns int
 
 	// Logger receives protocol errors, Lookuper bugs and connection-limit warnings; no
@@ -243,7 +243,7 @@ func (s *SocketmapServer) protocolError(c *conn, err error) {
 	case errors.Is(err, ErrBadLength), errors.Is(err, ErrMissingComma), errors.Is(err, ErrTruncated):
 		log.Warn("socketmap: protocol error, closing connection", "conn", c.id, "remote", remoteString(c), "err", err)
 	default:
-		if c.state.Load() != stateClosed {
+		if !c.closed() {
 			c.logReadEnd(err, "request")
 		}
 	}
@@ -364,6 +364,16 @@ func DialSocketmap(ctx context.Context, spec string) (*SocketmapClient, error) {
 		return nil, fmt.Errorf("policyd: socketmap: dial %s: %w", spec, err)
 	}
 	return NewSocketmapClient(nc), nil
+}
+
+// parseSpec turns a listener spec into a Go network and address, by the
+// rule policy.ParseListen shares with `tlsgate check`.
+func parseSpec(spec string) (network, addr string, err error) {
+	network, addr, err = policy.ParseListen(spec)
+	if err != nil {
+		return "", "", fmt.Errorf("policyd: listener %q: %w", spec, err)
+	}
+	return network, addr, nil
 }
 
 // NewSocketmapClient returns a client speaking on an established connection, which it

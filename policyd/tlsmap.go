@@ -43,7 +43,7 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 	}
 	if name != want {
 		m.log(ctx, slog.LevelWarn, name, key, nil, "TEMP", "unknown map name, expected "+want)
-		return Reply{Status: StatusTemp, Data: "unknown map " + name + "; this tlsgate serves " + want}
+		return Reply{Status: StatusTemp, Data: "unknown map " + clip(name) + "; this tlsgate serves " + want}
 	}
 	a, err := p.At(time.Now()).Outbound(key)
 	r := AnswerReply(a, err)
@@ -66,11 +66,12 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 
 // AnswerReply turns an outbound answer into the socketmap reply the MTA
 // gets: OK with the policy text, NOTFOUND for uncovered keys, TEMP for
-// keys that cannot be decided.
+// keys that cannot be decided (the reason cut to 200 bytes: it quotes the
+// key, and Postfix logs at most 200 bytes of it).
 func AnswerReply(a policy.Answer, err error) Reply {
 	switch {
 	case err != nil:
-		return Reply{Status: StatusTemp, Data: "cannot decide key: " + err.Error()}
+		return Reply{Status: StatusTemp, Data: "cannot decide key: " + clip(err.Error())}
 	case a.Found:
 		return Reply{Status: StatusOK, Data: a.Text}
 	}
@@ -93,13 +94,15 @@ func (m *TLSMap) log(ctx context.Context, lvl slog.Level, name, key string, ep *
 	if m.Logger == nil || !m.Logger.Enabled(ctx, lvl) {
 		return
 	}
-	attrs := []slog.Attr{slog.String("map", name), slog.String("key", key)}
+	// Keys and reasons come from the client: cut so that a long key of control bytes
+	// (each escaped as 4) cannot make a line of tens of kilobytes.
+	attrs := []slog.Attr{slog.String("map", clip(name)), slog.String("key", clip(key))}
 	if ep != nil {
 		attrs = append(attrs, slog.String("endpoint", ep.Name))
 	}
 	attrs = append(attrs, slog.String("answer", answer))
 	if reason != "" {
-		attrs = append(attrs, slog.String("reason", reason))
+		attrs = append(attrs, slog.String("reason", clip(reason)))
 	}
 	m.Logger.LogAttrs(ctx, lvl, "tls-policy-lookup", attrs...)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/listen"
 	"github.com/tlsgate/tlsgate/policyd"
 )
 
@@ -60,7 +61,7 @@ func TestQueryOutboundSocketMap(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := "unix:" + filepath.Join(t.TempDir(), "s.sock")
-	ln, err := policyd.Listen(spec, 0o600, "")
+	ln, err := listen.Open(spec, 0o600, "")
 	if err != nil {
 		t.Fatal(err)
 	}

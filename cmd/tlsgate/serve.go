@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tlsgate/tlsgate/certs"
+	"github.com/tlsgate/tlsgate/internal/listen"
 	"github.com/tlsgate/tlsgate/internal/logx"
 	"github.com/tlsgate/tlsgate/internal/metrics"
 	"github.com/tlsgate/tlsgate/internal/policy"
@@ -105,6 +106,13 @@ func newLogger(p *policy.Policy, stderr io.Writer) (*slog.Logger, error) {
 	return slog.New(h), nil
 }
 
+// limitedLogger is log with its warnings rate-limited (logx.Limit), for
+// what a listener's clients can make tlsgate say; decisions are logged
+// in full through log itself.
+func limitedLogger(log *slog.Logger, name string) *slog.Logger {
+	return slog.New(logx.Limit(log.Handler(), logx.LimitOptions{Name: name}))
+}
+
 // milterOptions configures the milter on h's policy; with metrics, each
 // decision is counted and its judgement timed.
 func milterOptions(h *reload.Holder, log *slog.Logger, m *metrics.Metrics) milter.Options {
@@ -115,135 +123,179 @@ func milterOptions(h *reload.Holder, log *slog.Logger, m *metrics.Metrics) milte
 	return opts
 }
 
-type running struct {
-	name, addr string
-	srv        server
-	ln         net.Listener
+// part is one server serve runs, with its listener setting and, once
+// opened, its listener.
+type part struct {
+	name string
+	l    policy.Listener
+	srv  server
+	ln   net.Listener
 }
 
 func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Duration, stderr io.Writer) int {
 	p := h.Policy()
-	s := p.Settings
-	var parts []running
-	closeAll := func() {
-		for _, r := range parts {
-			r.ln.Close()
-		}
+	parts, err := newParts(h, log, m)
+	if err != nil {
+		fmt.Fprintf(stderr, "tlsgate serve: %v\n", err)
+		return exitRuntime
 	}
-	open := func(name string, l policy.Listener, srv server) bool {
-		if l.Addr == "" {
-			return true
-		}
-		ln, err := policyd.Listen(l.Addr, l.Mode, l.Group)
-		if err != nil {
-			fmt.Fprintf(stderr, "tlsgate serve: %s: %v\n", name, err)
-			log.Error("start", "part", name, "listen", l.Addr, "error", err.Error())
-			return false
-		}
-		parts = append(parts, running{name, l.Addr, srv, ln})
-		return true
+	if len(parts) == 0 {
+		fmt.Fprintln(stderr, "tlsgate serve: nothing to serve: set [milter] listen, [policyd] listen or [policyd] delegation_listen")
+		return exitUsage
 	}
-	if s.Milter.Addr != "" {
-		ms, err := milter.New(milterOptions(h, log, m))
-		if err != nil || !open("milter", s.Milter, ms) {
-			closeAll()
+	if err := openParts(parts, log); err != nil {
+		fmt.Fprintf(stderr, "tlsgate serve: %v\n", err)
+		return exitRuntime
+	}
+	errc := make(chan error, len(parts)+1)
+	mctx, mcancel := context.WithCancel(context.Background())
+	defer mcancel()
+	if m != nil {
+		if err := serveMetrics(mctx, m, p.Settings.MetricsListen, errc, log); err != nil {
+			fmt.Fprintf(stderr, "tlsgate serve: metrics: %v\n", err)
+			closeParts(parts)
 			return exitRuntime
 		}
 	}
+	var wg sync.WaitGroup
+	for _, pt := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pt.srv.Serve(pt.ln); err != nil && !errors.Is(err, policyd.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("%s: %w", pt.name, err)
+			}
+		}()
+		log.Info("listening", "part", pt.name, "listen", pt.l.Addr)
+	}
+	code := waitForStop(h, log, m, errc)
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	for _, pt := range parts {
+		if err := pt.srv.Shutdown(ctx); err != nil {
+			log.Warn("stop", "part", pt.name, "error", err.Error())
+		}
+	}
+	wg.Wait()
+	return code
+}
+
+// newParts makes the servers the configuration enables. They share the
+// open-file limit: each one's connection cap is its share
+// (listen.ConnCap), so that no listener's clients can take the
+// descriptors another one needs.
+func newParts(h *reload.Holder, log *slog.Logger, m *metrics.Metrics) ([]*part, error) {
+	s := h.Policy().Settings
+	n := 0
+	for _, l := range []policy.Listener{s.Milter, s.Socketmap, s.Delegation} {
+		if l.Addr != "" {
+			n++
+		}
+	}
+	var parts []*part
+	if s.Milter.Addr != "" {
+		opts := milterOptions(h, log, m)
+		opts.MaxConns = listen.ConnCap(milter.DefaultMaxConns, n)
+		ms, err := milter.New(opts)
+		if err != nil {
+			return nil, fmt.Errorf("milter: %w", err)
+		}
+		parts = append(parts, &part{name: "milter", l: s.Milter, srv: ms})
+	}
 	if s.Socketmap.Addr != "" {
-		var lk policyd.Lookuper = &policyd.TLSMap{Policy: h.Policy, Logger: log}
+		smLog := limitedLogger(log, "socketmap")
+		var lk policyd.Lookuper = &policyd.TLSMap{Policy: h.Policy, Logger: smLog}
 		if m != nil {
 			lk = m.Lookuper(lk)
 		}
-		sm, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: lk, Logger: log})
-		if err != nil || !open("socketmap", s.Socketmap, sm) {
-			closeAll()
-			return exitRuntime
+		sm, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: lk, Logger: smLog, MaxConns: listen.ConnCap(policyd.DefaultMaxConns, n)})
+		if err != nil {
+			return nil, fmt.Errorf("socketmap: %w", err)
 		}
+		parts = append(parts, &part{name: "socketmap", l: s.Socketmap, srv: sm})
 	}
 	if s.Delegation.Addr != "" {
 		var dc policyd.Decider = &policyd.InboundPolicy{Policy: h.Policy, Logger: log}
 		if m != nil {
 			dc = m.Decider(dc)
 		}
-		ds, err := policyd.NewDelegationServer(policyd.DelegationOptions{Decider: dc, Logger: log})
-		if err != nil || !open("delegation", s.Delegation, ds) {
-			closeAll()
-			return exitRuntime
-		}
-	}
-	if len(parts) == 0 {
-		fmt.Fprintln(stderr, "tlsgate serve: nothing to serve: set [milter] listen, [policyd] listen or [policyd] delegation_listen")
-		return exitUsage
-	}
-
-	errc := make(chan error, len(parts)+1)
-	mctx, mcancel := context.WithCancel(context.Background())
-	defer mcancel()
-	if m != nil {
-		ln, err := policyd.Listen(s.MetricsListen, 0o660, "")
+		ds, err := policyd.NewDelegationServer(policyd.DelegationOptions{Decider: dc, Logger: limitedLogger(log, "delegation"), MaxConns: listen.ConnCap(policyd.DefaultMaxConns, n)})
 		if err != nil {
-			fmt.Fprintf(stderr, "tlsgate serve: metrics: %v\n", err)
-			closeAll()
-			return exitRuntime
+			return nil, fmt.Errorf("delegation: %w", err)
 		}
-		go func() {
-			if err := m.Serve(mctx, ln); err != nil {
-				errc <- fmt.Errorf("metrics: %w", err)
-			}
-		}()
-		log.Info("listening", "part", "metrics", "listen", s.MetricsListen)
+		parts = append(parts, &part{name: "delegation", l: s.Delegation, srv: ds})
 	}
-	var wg sync.WaitGroup
-	for _, r := range parts {
-		wg.Add(1)
-		go func(r running) {
-			defer wg.Done()
-			if err := r.srv.Serve(r.ln); err != nil && !errors.Is(err, policyd.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-				errc <- fmt.Errorf("%s: %w", r.name, err)
-			}
-		}(r)
-		log.Info("listening", "part", r.name, "listen", r.addr)
+	return parts, nil
+}
+
+// openParts opens the listener of each part; on a failure it closes those
+// already open.
+func openParts(parts []*part, log *slog.Logger) error {
+	for i, pt := range parts {
+		ln, err := listen.Open(pt.l.Addr, pt.l.Mode, pt.l.Group)
+		if err != nil {
+			log.Error("start", "part", pt.name, "listen", pt.l.Addr, "error", err.Error())
+			closeParts(parts[:i])
+			return fmt.Errorf("%s: %w", pt.name, err)
+		}
+		pt.ln = ln
 	}
+	return nil
+}
+
+func closeParts(parts []*part) {
+	for _, pt := range parts {
+		pt.ln.Close()
+	}
+}
+
+// serveMetrics opens the metrics listener and serves it until ctx ends;
+// a failure of the server goes to errc.
+func serveMetrics(ctx context.Context, m *metrics.Metrics, addr string, errc chan<- error, log *slog.Logger) error {
+	ln, err := listen.Open(addr, 0o660, "")
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := m.Serve(ctx, ln); err != nil {
+			errc <- fmt.Errorf("metrics: %w", err)
+		}
+	}()
+	log.Info("listening", "part", "metrics", "listen", addr)
+	return nil
+}
+
+// waitForStop tells systemd the daemon is ready and handles signals until
+// SIGTERM or SIGINT, or until a part fails (errc): SIGHUP reloads the
+// configuration, and once a day the certificates' expiry is checked. It
+// returns the exit status.
+func waitForStop(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, errc <-chan error) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	p := h.Policy()
 	log.Info("start", "file", p.File, "mta", string(p.MTA), "endpoints", len(p.Endpoints), "pid", os.Getpid())
 	daemon.SdNotify(false, daemon.SdNotifyReady)
-
 	daily := time.NewTicker(expiryEvery)
 	defer daily.Stop()
-	code := exitOK
-loop:
 	for {
 		select {
 		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				daemon.SdNotify(false, "RELOADING=1\nMONOTONIC_USEC="+strconv.FormatInt(monotonicUsec(), 10))
-				h.Reload() // logs its outcome; a failure keeps the old policy
-				daemon.SdNotify(false, daemon.SdNotifyReady)
-				continue
+			if sig != syscall.SIGHUP {
+				log.Info("stop", "signal", sig.String())
+				return exitOK
 			}
-			log.Info("stop", "signal", sig.String())
-			break loop
+			daemon.SdNotify(false, "RELOADING=1\nMONOTONIC_USEC="+strconv.FormatInt(monotonicUsec(), 10))
+			h.Reload() // logs its outcome; a failure keeps the old policy
+			daemon.SdNotify(false, daemon.SdNotifyReady)
 		case <-daily.C:
 			checkExpiry(h.Policy(), time.Now(), log, m)
 		case err := <-errc:
 			log.Error("stop", "error", err.Error())
-			code = exitRuntime
-			break loop
+			return exitRuntime
 		}
 	}
-	daemon.SdNotify(false, daemon.SdNotifyStopping)
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	for _, r := range parts {
-		if err := r.srv.Shutdown(ctx); err != nil {
-			log.Warn("stop", "part", r.name, "error", err.Error())
-		}
-	}
-	wg.Wait()
-	return code
 }
 
 // prepareTrust writes the CA bundle and trust-anchor files the policy

@@ -131,3 +131,35 @@ func TestServeBadConfigExits2(t *testing.T) {
 		t.Errorf("nothing to serve: code %d %q", code, errs)
 	}
 }
+
+// TestServeRefusesUnsafeSocketDir: a socket directory other users may
+// write to stops serve at start (exit 3) with the reason, and nothing is
+// left listening: not the unsafe socket, nor one opened before it.
+func TestServeRefusesUnsafeSocketDir(t *testing.T) {
+	dir := t.TempDir()
+	unsafe := filepath.Join(dir, "open")
+	if err := os.Mkdir(unsafe, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(unsafe, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "tlsgate.toml")
+	os.WriteFile(conf, []byte(`mta = "postfix"
+[milter]
+listen = "unix:`+dir+`/milter.sock"
+[policyd]
+listen = "unix:`+unsafe+`/policy.sock"
+[log]
+syslog = "no"
+`), 0o644)
+	_, errs, code := runCLI(t, "serve", "-c", conf)
+	if code != exitRuntime || !strings.Contains(errs, "socketmap: listen unix:"+unsafe+"/policy.sock: socket directory "+unsafe+" (mode 0777) is writable by all users") {
+		t.Fatalf("code %d, stderr %q", code, errs)
+	}
+	for _, p := range []string{dir + "/milter.sock", unsafe + "/policy.sock"} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s left behind", p)
+		}
+	}
+}

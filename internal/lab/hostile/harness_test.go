@@ -111,6 +111,7 @@ type conf struct {
 	Level     string // log level, default "info"
 	Endpoints string // default endpointsA
 	Metrics   bool   // open a metrics listener
+	Nofile    uint64 // start the daemon with this RLIMIT_NOFILE (soft and hard); 0: the test's
 }
 
 // render returns the TOML text of c with every socket in dir.
@@ -182,6 +183,10 @@ func startDaemon(t testing.TB, c conf) *daemon {
 	}
 	d.writeConf(c)
 	d.cmd = exec.Command(tlsgateBin, "serve", "-c", d.conf, "--grace", "3s")
+	if c.Nofile > 0 {
+		// The shell lowers the limit and becomes tlsgate (same PID).
+		d.cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, c.Nofile), tlsgateBin, "serve", "-c", d.conf, "--grace", "3s")
+	}
 	d.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1 exitcode=66")
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
@@ -362,6 +367,7 @@ type lineLog struct {
 	mu    sync.Mutex
 	lines []string
 	total int
+	bytes int64 // logged in all, newlines included
 }
 
 const maxLogLines = 200000
@@ -376,9 +382,17 @@ func (l *lineLog) consume(r io.Reader) {
 		}
 		l.lines = append(l.lines, sc.Text())
 		l.total++
+		l.bytes += int64(len(sc.Bytes()) + 1)
 		l.mu.Unlock()
 	}
 	io.Copy(io.Discard, r)
+}
+
+// size returns how many bytes were logged so far.
+func (l *lineLog) size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bytes
 }
 
 // mark returns a position for since.

@@ -2,7 +2,11 @@ package hostile
 
 import (
 	"bufio"
+	"fmt"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +24,8 @@ func TestSocketmapHostile(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, conf{})
 	mbKey := "tlspolicy " + strings.Repeat("k", 1<<20-len("tlspolicy "))
+	// The socketmap's warnings are rate-limited (20 at once, then one per
+	// second): the cases whose warning is checked come first.
 	tests := []struct {
 		name  string
 		send  string
@@ -130,4 +136,86 @@ func TestSocketmapPipelinedBurst(t *testing.T) {
 	}
 	d.checkServed(t)
 	record("socketmap pipelined burst", "%d requests in one write, all answered in order", n)
+}
+
+// TestSocketmapLogFlood: four clients send 10 KB keys of control bytes as
+// fast as they can for 4 s, first all the same key, then every request a
+// different one. Before the keys were cut and the warnings limited, each
+// request logged about 240 KB (the key escaped four times over in key=,
+// reason= and answer=) and got an 80 KB TEMP reply: four clients wrote
+// 400 MB of log in 4 s. Now each reply stays under 300 bytes, each line
+// under 2 KB, an identical warning is logged once a minute, others at
+// most 20 at once and then one per second, and a log-limit line counts
+// the rest; the whole flood logs less than 64 KB.
+func TestSocketmapLogFlood(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, conf{})
+	ctrl := make([]byte, 9950) // the request limit is 10000 with "tlspolicy [" and a counter
+	for i := range ctrl {
+		ctrl[i] = byte(1 + i%31)
+	}
+	for _, variant := range []string{"same key", "different keys"} {
+		t.Run(variant, func(t *testing.T) {
+			mark, size := d.logs.mark(), d.logs.size()
+			var requests, longest atomic.Int64
+			var wg sync.WaitGroup
+			stop := time.Now().Add(4 * time.Second)
+			for client := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := net.Dial("unix", d.socketmap)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer c.Close()
+					br := bufio.NewReader(c)
+					for i := 0; time.Now().Before(stop); i++ {
+						key := "[" + string(ctrl)
+						if variant == "different keys" {
+							key = fmt.Sprintf("[%d.%d", client, i) + string(ctrl)
+						}
+						c.SetDeadline(time.Now().Add(10 * time.Second))
+						if _, err := c.Write([]byte(netstring("tlspolicy " + key))); err != nil {
+							t.Error(err)
+							return
+						}
+						got, err := policyd.ReadNetstring(br, policyd.MaxReply)
+						if err != nil || !strings.HasPrefix(string(got), "TEMP cannot decide key") {
+							t.Errorf("reply %.80q, %v", got, err)
+							return
+						}
+						requests.Add(1)
+						if n := int64(len(got)); n > longest.Load() {
+							longest.Store(n)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			// The count of dropped warnings comes within 10 s.
+			d.logs.waitFor(t, mark, "log-limit source=socketmap", 15*time.Second)
+			logged := d.logs.size() - size
+			lines := d.logs.since(mark)
+			record("socketmap log flood: "+variant, "4 clients, 4 s, %d requests with 10 KB control-byte keys: %d log lines, %d bytes logged; longest reply %d bytes",
+				requests.Load(), len(lines), logged, longest.Load())
+			if requests.Load() < 100 {
+				t.Errorf("only %d requests in 4 s", requests.Load())
+			}
+			if longest.Load() > 300 {
+				t.Errorf("a TEMP reply of %d bytes", longest.Load())
+			}
+			for _, l := range lines {
+				if len(l) > 2000 {
+					t.Errorf("a log line of %d bytes: %.200q", len(l), l)
+					break
+				}
+			}
+			if logged > 64<<10 {
+				t.Errorf("%d bytes logged for the flood, want under 64 KB", logged)
+			}
+		})
+	}
+	d.checkServed(t)
 }
