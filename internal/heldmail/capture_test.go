@@ -1,8 +1,10 @@
 package heldmail
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"net"
 	"net/smtp"
 	"os"
 	"os/exec"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/tlsgate/tlsgate/internal/lab/mtalab"
 	"github.com/tlsgate/tlsgate/internal/lab/testpki"
+	"github.com/tlsgate/tlsgate/policyd"
 )
 
 var capture = flag.Bool("capture", false, "re-capture testdata/postqueue-tls.json from the real Postfix lab")
@@ -83,6 +86,101 @@ func TestCapturePostfixReasons(t *testing.T) {
 	t.Logf("wrote testdata/postqueue-tls.json:\n%s", out)
 }
 
+// send submits one message without STARTTLS (the lab MTAs' own
+// certificates are not what this test is about).
 func send(addr, rcpt string) error {
-	return smtp.SendMail(addr, nil, "sender@lab.test", []string{rcpt}, []byte("Subject: held\r\n\r\nheld\r\n"))
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("client.lab.test"); err != nil {
+		return err
+	}
+	if err := c.Mail("sender@lab.test"); err != nil {
+		return err
+	}
+	if err := c.Rcpt(rcpt); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write([]byte("Subject: held\r\n\r\nheld\r\n")); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// TestCaptureSendmailReasons records the real mailq listing of mail a
+// Sendmail 8.17 holds for each TLS reason (run with -capture as root):
+// one Sendmail per case, its access map a socketmap server (package
+// policyd) answering TLS_Rcpt as tlsgate would, each relaying to a sink
+// of its own.
+func TestCaptureSendmailReasons(t *testing.T) {
+	if !*capture {
+		t.Skip("re-capture with -capture (root, real MTA lab)")
+	}
+	mtalab.RequireSendmail(t)
+	pki := testpki.NewT(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	answers := map[string]policyd.Reply{
+		"plain.test":     {Status: policyd.StatusOK, Data: "TEMP+ENCR:128"},
+		"wrongname.test": {Status: policyd.StatusOK, Data: "TEMP+VERIFY+CN:sink.partner.test"},
+		"untrusted.test": {Status: policyd.StatusOK, Data: "TEMP+VERIFY"},
+		"lookup.test":    {Status: policyd.StatusTemp, Data: "cannot decide"},
+	}
+	srv, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: policyd.LookupFunc(func(_ context.Context, _, key string) policyd.Reply {
+		if rcpt, ok := strings.CutPrefix(key, "tls_rcpt:"); ok {
+			if _, d, ok := strings.Cut(rcpt, "@"); ok {
+				if r, ok := answers[d]; ok {
+					return r
+				}
+			}
+		}
+		return policyd.Reply{Status: policyd.StatusNotFound}
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "access.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(sock, 0o666)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	certs := map[string]*testpki.Cert{"plain.test": nil, "wrongname.test": pki.WrongCN, "untrusted.test": pki.OtherCASink, "lookup.test": pki.Sink}
+	for domain, cert := range certs {
+		sink := mtalab.StartSink(t, mtalab.SinkOptions{TLS: cert})
+		sm := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: sink.Port(), TLS: pki.Server, CAFile: pki.CA.CertFile, AccessMap: "unix:" + sock, LogLevel: 14})
+		rcpt := "user@" + domain
+		if err := send(sm.Addr(), rcpt); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sm.WaitQueue(func(q []mtalab.QueueEntry) bool {
+			return len(q) == 1 && len(q[0].Recipients) == 1 && q[0].Recipients[0].Reason != ""
+		}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		mailq, err := sm.MailqCommand()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(mailq).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", mailq, err, out)
+		}
+		name := "testdata/sendmail-mailq-" + strings.TrimSuffix(domain, ".test") + ".txt"
+		if err := os.WriteFile(name, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s:\n%s", name, out)
+	}
 }

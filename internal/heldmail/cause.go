@@ -80,44 +80,21 @@ var postfixReasons = []struct {
 	{"TLSA lookup error", PolicyLookup},
 }
 
-// sendmailReasons are what Sendmail 8.17's tls_server and tls_rcpt
-// rulesets (cf/m4/proto.m4, TLS_connection) answer, with the enhanced
-// status 4.7.0 before them: mailq shows "(Deferred: 403 4.7.0 encryption
-// too weak 0 less than 40)". The CN, subject and issuer checks are
-// sendmailCheck.
-var sendmailReasons = regexp.MustCompile(`\b4\.7\.0 (?:.* )?(encryption too weak 0 less than|other side does not support STARTTLS|encryption too weak|` +
-	`STARTTLS disabled locally|STARTTLS temporarily not possible|authentication required|authentication failed|authentication failure|` +
-	`not authenticated|no authentication requested|not listed in SANs|TLS handshake failed|STARTTLS failed|DANE check failed|STS lookup temp fail)`)
+// Sendmail 8.17 keeps, as the status of a message that one of its TLS
+// rulesets refused (tls_server, tls_rcpt: TLS_connection in
+// cf/m4/proto.m4), the ruleset's text without the reply code: mailq shows
+// "(encryption too weak 0 less than 128)", "(CN wrong.example does not
+// match mx1.example)", "(authentication failed)". A server's own reply
+// is kept as "Deferred: 451 4.3.0 ...": a status that starts with the
+// ruleset's words is Sendmail's, never the server's.
+var sendmailReasons = regexp.MustCompile(`^(?:(encryption too weak 0 less than)|(other side does not support STARTTLS)|(encryption too weak)|` +
+	`(STARTTLS disabled locally|STARTTLS temporarily not possible)|(authentication required|authentication failed|authentication failure|not authenticated|no authentication requested)|` +
+	`(\S+ not listed in SANs|(?:CN|Cert Subject) .* does not match )|(Cert Issuer .* does not match )|` +
+	`(TLS handshake failed|STARTTLS failed|DANE check failed)|` +
+	`(STS lookup temp fail|Temporary system failure|access map: lookup \((?:TLS_Rcpt|TLS_Srv|Try_TLS|TLS_Clt):[^)]*\): deferred))`)
 
-var sendmailCauses = map[string]Cause{
-	"encryption too weak 0 less than":      NotOffered, // no STARTTLS: 0 bits
-	"other side does not support STARTTLS": NotOffered,
-	"encryption too weak":                  TooWeak,
-	"STARTTLS disabled locally":            LocalTLS,
-	"STARTTLS temporarily not possible":    LocalTLS,
-	"authentication required":              NotVerified,
-	"authentication failed":                NotVerified,
-	"authentication failure":               NotVerified,
-	"not authenticated":                    NotVerified,
-	"no authentication requested":          NotVerified,
-	"not listed in SANs":                   NameMismatch,
-	"TLS handshake failed":                 Handshake,
-	"STARTTLS failed":                      Handshake,
-	"DANE check failed":                    Handshake,
-	"STS lookup temp fail":                 PolicyLookup,
-}
-
-// sendmailCheck matches Sendmail's CN, subject and issuer checks:
-// "403 4.7.0 CN wrong.example does not match mx1.example",
-// "... Cert Subject /C=.../CN=... does not match ...", "... Cert Issuer ...".
-var sendmailCheck = regexp.MustCompile(`\b4\.7\.0 (CN|Cert Subject|Cert Issuer) .* does not match `)
-
-// sendmailTemp is Sendmail's answer when its access map (tlsgate's
-// socketmap) fails or answers TEMP in the tls_rcpt, tls_server or try_tls
-// ruleset: "451 4.3.0 Temporary system failure. Please try again later."
-// A remote Sendmail whose own map fails answers the same words; for a
-// recipient an endpoint covers, this reading is the likely one.
-const sendmailTemp = "4.3.0 Temporary system failure"
+// sendmailCauses are the causes of sendmailReasons' groups, in order.
+var sendmailCauses = []Cause{NotOffered, NotOffered, TooWeak, LocalTLS, NotVerified, NameMismatch, NotVerified, Handshake, PolicyLookup}
 
 // Classify returns the cause of a delay reason as the MTA wrote it in its
 // queue, or NotTLS.
@@ -130,22 +107,12 @@ func Classify(reason string) Cause {
 			return r.cause
 		}
 	}
-	if strings.Contains(reason, " said: ") {
-		// Postfix quoting the server's own reply, which is not about
-		// our TLS requirements (it would be after "refused to start TLS").
-		return NotTLS
-	}
-	if m := sendmailReasons.FindStringSubmatch(reason); m != nil {
-		return sendmailCauses[m[1]]
-	}
-	if m := sendmailCheck.FindStringSubmatch(reason); m != nil {
-		if m[1] == "Cert Issuer" {
-			return NotVerified
+	if m := sendmailReasons.FindStringSubmatchIndex(reason); m != nil {
+		for g := range sendmailCauses {
+			if m[2*g+2] >= 0 {
+				return sendmailCauses[g]
+			}
 		}
-		return NameMismatch
-	}
-	if strings.Contains(reason, sendmailTemp) {
-		return PolicyLookup
 	}
 	return NotTLS
 }

@@ -48,6 +48,31 @@ func TestClassifyPostfixCaptured(t *testing.T) {
 	}
 }
 
+// TestClassifySendmailCaptured reads the mailq listings captured from a
+// real Sendmail 8.17 (TestCaptureSendmailReasons), one per TLS_Rcpt
+// answer, and reads each status as the cause the answer provoked.
+func TestClassifySendmailCaptured(t *testing.T) {
+	for file, want := range map[string]Cause{
+		"plain":     NotOffered,   // TEMP+ENCR:128, no STARTTLS: "encryption too weak 0 less than 128"
+		"wrongname": NameMismatch, // TEMP+VERIFY+CN:sink.partner.test, certificate for wrong.partner.test
+		"untrusted": NotVerified,  // TEMP+VERIFY, chain to a CA not trusted: "authentication failed"
+		"lookup":    PolicyLookup, // the access map answers TEMP
+	} {
+		f, err := os.Open("testdata/sendmail-mailq-" + file + ".txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := mailq.ParseMailq(f, time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC))
+		f.Close()
+		if err != nil || len(q) != 1 || len(q[0].Recipients) != 1 {
+			t.Fatalf("%s: %+v %v", file, q, err)
+		}
+		if r := q[0].Recipients[0]; Classify(r.Reason) != want {
+			t.Errorf("%s: %q is %v, want %v", file, r.Reason, Classify(r.Reason), want)
+		}
+	}
+}
+
 // TestClassify reads the reasons of Postfix's and Sendmail's sources (and
 // those a real Sendmail 8.17 wrote in the held-mail test, see
 // internal/lab/e2e) and leaves other reasons alone.
@@ -61,18 +86,18 @@ func TestClassify(t *testing.T) {
 		"Server certificate not trusted":                                   NotVerified,
 		"TLSA lookup error for mx.b.example:25":                            PolicyLookup,
 		"delivery temporarily suspended: client TLS configuration problem": PolicyLookup,
-		// Sendmail 8.17 mailq, from cf/m4/proto.m4's TLS_connection.
-		"Deferred: 403 4.7.0 encryption too weak 0 less than 40":                           NotOffered,
-		"Deferred: 403 4.7.0 encryption too weak 128 less than 256":                        TooWeak,
-		"Deferred: 403 4.7.0 authentication failed":                                        NotVerified,
-		"Deferred: 403 4.7.0 not authenticated":                                            NotVerified,
-		"Deferred: 403 4.7.0 other side does not support STARTTLS":                         NotOffered,
-		"Deferred: 403 4.7.0 CN wrong.partner.test does not match sink.partner.test":       NameMismatch,
-		"Deferred: 403 4.7.0 Cert Subject /C=DE/CN=x does not match /C=DE/CN=y":            NameMismatch,
-		"Deferred: 403 4.7.0 Cert Issuer /C=DE/CN=Other CA does not match /CN=Lab Test CA": NotVerified,
-		"Deferred: 454 4.7.0 TLS handshake failed.":                                        Handshake,
-		"Deferred: 450 4.7.0 mx.b.example not listed in SANs":                              NameMismatch,
-		"Deferred: 451 4.3.0 Temporary system failure. Please try again later.":            PolicyLookup,
+		// Sendmail 8.17 mailq, from cf/m4/proto.m4's TLS_connection and
+		// tls_rcpt/tls_server (those a real Sendmail wrote are in
+		// testdata/sendmail-mailq-*.txt).
+		"encryption too weak 128 less than 256":                        TooWeak,
+		"not authenticated":                                            NotVerified,
+		"other side does not support STARTTLS":                         NotOffered,
+		"Cert Subject /C=DE/CN=x does not match /C=DE/CN=y":            NameMismatch,
+		"Cert Issuer /C=DE/CN=Other CA does not match /CN=Lab Test CA": NotVerified,
+		"TLS handshake failed.":                                        Handshake,
+		"mx.b.example not listed in SANs":                              NameMismatch,
+		"Temporary system failure. Please try again later.":            PolicyLookup,
+		"access map: lookup (TLS_Srv:[127.0.0.1]): deferred":           PolicyLookup,
 		// Not TLS.
 		"": NotTLS,
 		"host 127.0.0.1[127.0.0.1] said: 451 4.3.0 try again later (in reply to RCPT TO command)":    NotTLS,

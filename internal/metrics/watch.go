@@ -78,6 +78,15 @@ func (w *Watch) HeldRound(held []heldmail.Held, ok bool, now time.Time) {
 	w.endpts = cur
 }
 
+// HeldOff removes the held series: the watch was turned off.
+func (w *Watch) HeldOff() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.held.Reset()
+	w.oldest.Reset()
+	w.endpts = map[string]bool{}
+}
+
 // SetPartners replaces the partner servers' statuses.
 func (w *Watch) SetPartners(st []partnerwatch.Status) {
 	w.mu.Lock()
