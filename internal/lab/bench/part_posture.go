@@ -253,7 +253,7 @@ func checkPostureReport(path string, l *postureLog, s *Section) error {
 	}
 	defer f.Close()
 	var rep struct {
-		Inputs []posture.Input    `json:"inputs"`
+		Inputs []posture.Input   `json:"inputs"`
 		Peers  []json.RawMessage `json:"peers"`
 	}
 	if err := json.NewDecoder(bufio.NewReaderSize(f, 1<<20)).Decode(&rep); err != nil {
