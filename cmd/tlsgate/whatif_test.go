@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/smtp"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -302,32 +301,7 @@ hosts = ["wrongname.partner.test"]
 	}
 }
 
-// plainSend submits one message from sender@lab.test without STARTTLS
-// (net/smtp's SendMail would insist on verifying the lab's certificate).
+// plainSend submits one message from sender@lab.test without STARTTLS.
 func plainSend(addr, rcpt, msg string) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("client.lab.test"); err != nil {
-		return err
-	}
-	if err := c.Mail("sender@lab.test"); err != nil {
-		return err
-	}
-	if err := c.Rcpt(rcpt); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := io.WriteString(w, msg); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
+	return mtalab.SendPlain(addr, "sender@lab.test", rcpt, []byte(msg))
 }

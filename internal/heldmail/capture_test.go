@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,31 +88,7 @@ func TestCapturePostfixReasons(t *testing.T) {
 // send submits one message without STARTTLS (the lab MTAs' own
 // certificates are not what this test is about).
 func send(addr, rcpt string) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("client.lab.test"); err != nil {
-		return err
-	}
-	if err := c.Mail("sender@lab.test"); err != nil {
-		return err
-	}
-	if err := c.Rcpt(rcpt); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write([]byte("Subject: held\r\n\r\nheld\r\n")); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
+	return mtalab.SendPlain(addr, "sender@lab.test", rcpt, []byte("Subject: held\r\n\r\nheld\r\n"))
 }
 
 // TestCaptureSendmailReasons records the real mailq listing of mail a
