@@ -39,6 +39,7 @@ type postureLog struct {
 	partners int
 	st       MailLogStats
 	peers    int // in the posture report
+	peerDays int // days with sessions, summed over the peers
 }
 
 // partPosture measures "tlsgate posture" reading a generated month of
@@ -253,8 +254,10 @@ func checkPostureReport(path string, l *postureLog, s *Section) error {
 	}
 	defer f.Close()
 	var rep struct {
-		Inputs []posture.Input   `json:"inputs"`
-		Peers  []json.RawMessage `json:"peers"`
+		Inputs []posture.Input `json:"inputs"`
+		Peers  []struct {
+			Timeline []json.RawMessage `json:"timeline"`
+		} `json:"peers"`
 	}
 	if err := json.NewDecoder(bufio.NewReaderSize(f, 1<<20)).Decode(&rep); err != nil {
 		return fmt.Errorf("posture report of %s: %w", l.name, err)
@@ -262,7 +265,10 @@ func checkPostureReport(path string, l *postureLog, s *Section) error {
 	if len(rep.Inputs) != 1 || rep.Inputs[0].Lines != l.st.Lines || len(rep.Inputs[0].Skipped) != 0 {
 		return fmt.Errorf("posture report of %s: inputs %+v, want %d lines read, none skipped", l.name, rep.Inputs, l.st.Lines)
 	}
-	l.peers = len(rep.Peers)
+	l.peers, l.peerDays = len(rep.Peers), 0
+	for _, p := range rep.Peers {
+		l.peerDays += len(p.Timeline)
+	}
 	if s != nil {
 		s.Notes = append(s.Notes, fmt.Sprintf("The report of the main log lists %d peers; every one of its %d lines was read, none skipped (the report's own count).", len(rep.Peers), l.st.Lines))
 	}
@@ -304,15 +310,16 @@ func (r *runner) postureTables(s *Section, logs []*postureLog) {
 	s.Tables = append(s.Tables, t)
 
 	m := Table{Title: "Peak memory of tlsgate posture: the same peers in more lines, and more peers in the same lines",
-		Header: []string{"log", "MB", "lines", "partners", "peers in the report", "peak RSS MB", "KB per peer", "lines/s (CPU)"}}
+		Header: []string{"log", "MB", "lines", "partners", "peers in the report", "peer-days", "peak RSS MB", "KB per peer", "bytes per peer-day", "lines/s (CPU)"}}
 	for _, l := range []*postureLog{logs[1], logs[2], main, logs[3], logs[4]} {
 		rss := get(subjPosture, l.name, "rss_mb")
-		perPeer := "–"
+		perPeer, perDay := "–", "–"
 		if l.peers > 0 {
 			perPeer = fmt.Sprintf("%.1f", rss.Median*1024/float64(l.peers))
+			perDay = fmt.Sprintf("%.0f", rss.Median*(1<<20)/float64(l.peerDays))
 		}
 		m.Rows = append(m.Rows, []string{l.name, strconv.FormatInt(l.st.Bytes>>20, 10), strconv.FormatInt(l.st.Lines, 10),
-			strconv.Itoa(l.partners), strconv.Itoa(l.peers), fmtSpread(rss, 0), perPeer, fmtRate(get(subjPosture, l.name, "lines_per_cpu_s"))})
+			strconv.Itoa(l.partners), strconv.Itoa(l.peers), strconv.Itoa(l.peerDays), fmtSpread(rss, 0), perPeer, perDay, fmtRate(get(subjPosture, l.name, "lines_per_cpu_s"))})
 	}
 	s.Tables = append(s.Tables, m)
 
@@ -320,10 +327,16 @@ func (r *runner) postureTables(s *Section, logs []*postureLog) {
 	wall := get(subjPosture, main.name, "lines_per_wall_s")
 	s.Targets = append(s.Targets, Target{Name: "P. posture lines/s on one core (CPU time, " + strconv.FormatInt(main.st.Bytes>>20, 10) + " MB log)", Want: "≥ 200,000",
 		Got: fmtRate(rate), Met: rate.Median >= 200000, Summary: true, Note: "elapsed: " + fmtRate(wall) + " lines/s"})
-	small, big := get(subjPosture, logs[1].name, "rss_mb"), get(subjPosture, main.name, "rss_mb")
-	growth := Ratio(big, small)
-	s.Targets = append(s.Targets, Target{Name: "P. posture peak RSS, 8 times the lines, the same peers", Want: "≤ 1.50x",
-		Got: fmt.Sprintf("%.2fx (%s → %s MB)", growth, fmtSpread(small, 0), fmtSpread(big, 0)), Met: growth <= 1.5, Summary: true,
-		Note: fmt.Sprintf("%d partners: %s MB; %d partners: %s MB (same size)", logs[3].partners, fmtSpread(get(subjPosture, logs[3].name, "rss_mb"), 0),
-			logs[4].partners, fmtSpread(get(subjPosture, logs[4].name, "rss_mb"), 0))})
+	eighth, half := logs[1], logs[2]
+	h, b := get(subjPosture, half.name, "rss_mb"), get(subjPosture, main.name, "rss_mb")
+	growth := Ratio(b, h)
+	days := float64(main.peerDays) / float64(max(half.peerDays, 1))
+	s.Targets = append(s.Targets, Target{Name: fmt.Sprintf("P. posture peak RSS, twice the lines, the same peers and month (%d → %d MB log)", half.st.Bytes>>20, main.st.Bytes>>20),
+		Want: "≤ 1.25x", Got: fmt.Sprintf("%.2fx (%s → %s MB)", growth, fmtSpread(h, 0), fmtSpread(b, 0)), Met: growth <= 1.25, Summary: true,
+		Note: fmt.Sprintf("peer-days %.2fx; 8 times the lines: %.2fx; %d and %d partners at the same size: %s and %s MB",
+			days, Ratio(b, get(subjPosture, eighth.name, "rss_mb")), logs[3].partners, logs[4].partners,
+			fmtSpread(get(subjPosture, logs[3].name, "rss_mb"), 0), fmtSpread(get(subjPosture, logs[4].name, "rss_mb"), 0))})
+	s.Notes = append(s.Notes, "Memory follows the peers and the days each was active (peer-days: the report keeps a timeline entry per peer and day), "+
+		"not the lines: a month's log has at most 30 days per peer, however many lines it has. The eighth of the log has fewer peer-days (fewer sessions "+
+		"per peer, spread over fewer days), so its peak is lower; from 1 GB on, nearly every peer is seen on most days.")
 }
