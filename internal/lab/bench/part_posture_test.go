@@ -33,7 +33,7 @@ func TestPosturePartQuick(t *testing.T) {
 	}
 	md := rep.Markdown()
 	for _, want := range []string{"P. Posture report", "| tlsgate posture |", "| cat |", "| wc -l |", "P. posture lines/s on one core",
-		"P. posture peak RSS, twice the lines", "| main | 24 |", "| many | 3 |", "every one of its"} {
+		"P. posture peak RSS per peer-day, twice the lines", "| main | 24 |", "| many | 3 |", "every one of its"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
