@@ -216,9 +216,9 @@ func newParts(h *reload.Holder, log *slog.Logger, m *metrics.Metrics) ([]*part, 
 		parts = append(parts, &part{name: "socketmap", l: s.Socketmap, srv: sm})
 	}
 	if s.Delegation.Addr != "" {
-		var dc policyd.Decider = &policyd.InboundPolicy{Policy: h.Policy, Logger: log}
+		dc := &policyd.InboundPolicy{Policy: h.Policy, Logger: log}
 		if m != nil {
-			dc = m.Decider(dc)
+			dc.OnDecision = m.DelegationDecision
 		}
 		ds, err := policyd.NewDelegationServer(policyd.DelegationOptions{Decider: dc, Logger: limitedLogger(log, "delegation"), MaxConns: listen.ConnCap(policyd.DefaultMaxConns, n)})
 		if err != nil {
