@@ -32,7 +32,7 @@ type exceptionWatch struct {
 	log   *slog.Logger
 	m     *metrics.Metrics
 	timer *time.Timer
-	seen  *policy.Policy         // the policy the metric shows
+	seen  *policy.Policy        // the policy the metric shows
 	ended map[exceptionKey]bool // exceptions whose end was logged
 }
 
