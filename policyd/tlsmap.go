@@ -75,7 +75,7 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 func AnswerNote(a policy.Answer) string {
 	var notes []string
 	if a.Monitor() {
-		n := "monitor mode: the MTA default applies"
+		n := "monitor mode: answered NOTFOUND"
 		if a.Rules != "" {
 			n += "; enforce would answer OK " + a.Rules
 		}
