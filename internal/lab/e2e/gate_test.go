@@ -413,7 +413,7 @@ func (g *gate) lookups(key string) []string {
 	waitUntil(5*time.Second, func() bool {
 		out = out[:0]
 		for _, line := range strings.Split(g.Log(), "\n") {
-			if strings.Contains(line, " tls-policy-lookup ") && strings.Contains(line, " key="+key+" ") {
+			if strings.Contains(line, " tls-policy-lookup ") && (strings.Contains(line, " key="+key+" ") || strings.HasSuffix(line, " key="+key)) {
 				out = append(out, line)
 			}
 		}
