@@ -56,20 +56,7 @@ hosts = ["watch.example"]
 mode = "monitor"
   [endpoint.outbound]
   encryption = true
-[[endpoint]]
-name = "partner"
-hosts = [".partner.example"]
-  [endpoint.outbound]
-  validate_cert = true
-[[endpoint]]
-name = "partner-labs"
-hosts = ["labs.partner.example", ".labs.partner.example"]
-exception_to = "partner"
-reason = "CHG-4711"
-expires = 2027-01-31
-  [endpoint.outbound]
-  encryption = true
-`))
+`+labsException("outbound", "partner", "partner.example")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,20 +103,7 @@ hosts = [".partner.example"]
 
 // TestDelegationLogGolden pins the policy-delegation decision lines.
 func TestDelegationLogGolden(t *testing.T) {
-	p, err := policy.Parse("t.toml", []byte(inboundConf+`[[endpoint]]
-name = "trusted-domain"
-hosts = [".trusted.example"]
-  [endpoint.inbound]
-  validate_cert = true
-[[endpoint]]
-name = "trusted-labs"
-hosts = [".labs.trusted.example", "labs.trusted.example"]
-exception_to = "trusted-domain"
-reason = "CHG-4711"
-expires = 2027-01-31
-  [endpoint.inbound]
-  encryption = true
-`))
+	p, err := policy.Parse("t.toml", []byte(inboundConf+labsException("inbound", "company", "trusted.example")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,4 +149,24 @@ expires = 2027-01-31
 			}
 		}
 	}
+}
+
+// labsException is an endpoint NAME for .DOMAIN that needs a validated
+// certificate in direction dir, and its exception NAME-labs for
+// labs.DOMAIN and below, which needs TLS only until 2027-01-31, in TOML.
+func labsException(dir, name, domain string) string {
+	return `[[endpoint]]
+name = "` + name + `"
+hosts = [".` + domain + `"]
+  [endpoint.` + dir + `]
+  validate_cert = true
+[[endpoint]]
+name = "` + name + `-labs"
+hosts = ["labs.` + domain + `", ".labs.` + domain + `"]
+exception_to = "` + name + `"
+reason = "CHG-4711"
+expires = 2027-01-31
+  [endpoint.` + dir + `]
+  encryption = true
+`
 }

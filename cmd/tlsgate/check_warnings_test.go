@@ -59,22 +59,7 @@ func TestCheckExceptionWarningWindow(t *testing.T) {
 		{day(0), ":11: warning: the exception of endpoint \"labs\" to \"company-b\" ended on " + day(0) + ": inbound, \"company-b\"'s rules apply to its hosts again (CHG-4711)"},
 	} {
 		conf := filepath.Join(t.TempDir(), "tlsgate.toml")
-		body := `mta = "sendmail"
-[[endpoint]]
-name  = "company-b"
-hosts = [".company-b.example"]
-  [endpoint.inbound]
-  validate_cert = true
-[[endpoint]]
-name         = "labs"
-hosts        = ["labs.company-b.example"]
-exception_to = "company-b"
-expires      = ` + tc.expires + `
-reason       = "CHG-4711"
-  [endpoint.inbound]
-  encryption = true
-`
-		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(labsException("sendmail", tc.expires)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		_, errs, code := runCLI(t, "check", "-c", conf)

@@ -16,21 +16,7 @@ import (
 
 func exceptionPolicy(t *testing.T, expires string) *policy.Policy {
 	t.Helper()
-	p, err := policy.Parse("/etc/tlsgate/tlsgate.toml", []byte(`mta = "postfix"
-[[endpoint]]
-name  = "company-b"
-hosts = [".company-b.example"]
-  [endpoint.inbound]
-  validate_cert = true
-[[endpoint]]
-name         = "labs"
-hosts        = ["labs.company-b.example"]
-exception_to = "company-b"
-reason       = "CHG-4711"
-expires      = `+expires+`
-  [endpoint.inbound]
-  encryption = true
-`))
+	p, err := policy.Parse("/etc/tlsgate/tlsgate.toml", []byte(labsException("postfix", expires)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +45,7 @@ func TestExceptionWatch(t *testing.T) {
 		t.Errorf("2 h before the end: wait %v, want %v", wait, exceptionCheckMax)
 	}
 	w.tick(p, end)
-	const want = `NOQUEUE: exception-ended endpoint=labs exception_to=company-b expires=2027-01-31T12:00:00Z directions=inbound effect="company-b's rules apply to labs's hosts; remove exception_to, reason and expires, or the endpoint" file=/etc/tlsgate/tlsgate.toml line=12 reason=CHG-4711` + "\n"
+	const want = `NOQUEUE: exception-ended endpoint=labs exception_to=company-b expires=2027-01-31T12:00:00Z directions=inbound effect="company-b's rules apply to labs's hosts; remove exception_to, reason and expires, or the endpoint" file=/etc/tlsgate/tlsgate.toml line=11 reason=CHG-4711` + "\n"
 	if buf.String() != want {
 		t.Fatalf("at the end logged\n%q, want\n%q", buf.String(), want)
 	}

@@ -52,26 +52,12 @@ func TestQueryOutboundSocketMap(t *testing.T) {
 	type asked struct{ name, key string }
 	var mu sync.Mutex
 	var got []asked
-	srv, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: policyd.LookupFunc(func(_ context.Context, name, key string) policyd.Reply {
+	spec := startSocketmap(t, func(_ context.Context, name, key string) policyd.Reply {
 		mu.Lock()
 		got = append(got, asked{name, key})
 		mu.Unlock()
 		return policyd.Reply{Status: policyd.StatusOK, Data: "x"}
-	})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := "unix:" + filepath.Join(t.TempDir(), "s.sock")
-	ln, err := listen.Open(spec, 0o600, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
+	})
 
 	for _, tc := range []struct {
 		args []string
@@ -207,7 +193,7 @@ func TestQueryOutboundSendmailWalk(t *testing.T) {
 func TestQueryOutboundSocketWalk(t *testing.T) {
 	var mu sync.Mutex
 	var asked []string
-	srv, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: policyd.LookupFunc(func(_ context.Context, name, key string) policyd.Reply {
+	spec := startSocketmap(t, func(_ context.Context, name, key string) policyd.Reply {
 		mu.Lock()
 		asked = append(asked, key)
 		mu.Unlock()
@@ -215,21 +201,7 @@ func TestQueryOutboundSocketWalk(t *testing.T) {
 			return policyd.Reply{Status: policyd.StatusOK, Data: "verify match=hostname"}
 		}
 		return policyd.Reply{Status: policyd.StatusNotFound}
-	})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := "unix:" + filepath.Join(t.TempDir(), "s.sock")
-	ln, err := listen.Open(spec, 0o600, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
+	})
 	out, errs, code := runCLI(t, "query", "--socket", spec, "outbound", "mx.sub.company-b.example")
 	if out != "NOTFOUND \n" || code != exitOK ||
 		!strings.Contains(errs, "# NOTFOUND; Postfix then asks .sub.company-b.example -> NOTFOUND, .company-b.example -> OK verify match=hostname; in effect: verify match=hostname\n") {
@@ -246,7 +218,44 @@ func TestQueryOutboundSocketWalk(t *testing.T) {
 // so, with what it gets once the exception ends.
 func TestQueryInboundException(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "x.toml")
-	if err := os.WriteFile(conf, []byte(`mta = "sendmail"
+	if err := os.WriteFile(conf, []byte(labsException("sendmail", "2099-01-01")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := runCLI(t, "query", "-c", conf, "inbound", "--client-addr", "192.0.2.1", "--sender", "a@labs.company-b.example", "--tls-version", "TLSv1.3", "--cipher-bits", "256")
+	want := "endpoints: labs\nexception: labs, an exception to company-b until 2099-01-01 (CHG-4711)\n" +
+		"result: exception (mail is accepted only because of the exception; from 2099-01-01 on: defer (451 4.7.1 TLS required by local policy for this peer))\n"
+	if out != want || code != exitOK {
+		t.Errorf("exit %d, stdout:\n%s\nwant:\n%s\nstderr: %s", code, out, want, errs)
+	}
+}
+
+// startSocketmap serves lookup on a unix socket until the test ends and
+// returns its spec for --socket.
+func startSocketmap(t *testing.T, lookup policyd.LookupFunc) string {
+	t.Helper()
+	srv, err := policyd.NewSocketmapServer(policyd.SocketmapOptions{Lookuper: lookup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := "unix:" + filepath.Join(t.TempDir(), "s.sock")
+	ln, err := listen.Open(spec, 0o600, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return spec
+}
+
+// labsException is a policy of company-b (.company-b.example, a validated
+// client certificate inbound) with the exception company-b-labs
+// (labs.company-b.example, TLS only) until expires, in TOML.
+func labsException(mta, expires string) string {
+	return `mta = "` + mta + `"
 [[endpoint]]
 name  = "company-b"
 hosts = [".company-b.example"]
@@ -256,17 +265,9 @@ hosts = [".company-b.example"]
 name         = "labs"
 hosts        = ["labs.company-b.example"]
 exception_to = "company-b"
-reason       = "CHG-2"
-expires      = 2099-01-01
+expires      = ` + expires + `
+reason       = "CHG-4711"
   [endpoint.inbound]
   encryption = true
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, errs, code := runCLI(t, "query", "-c", conf, "inbound", "--client-addr", "192.0.2.1", "--sender", "a@labs.company-b.example", "--tls-version", "TLSv1.3", "--cipher-bits", "256")
-	want := "endpoints: labs\nexception: labs, an exception to company-b until 2099-01-01 (CHG-2)\n" +
-		"result: exception (mail is accepted only because of the exception; from 2099-01-01 on: defer (451 4.7.1 TLS required by local policy for this peer))\n"
-	if out != want || code != exitOK {
-		t.Errorf("exit %d, stdout:\n%s\nwant:\n%s\nstderr: %s", code, out, want, errs)
-	}
+`
 }
