@@ -388,7 +388,7 @@ func outDaemonTemp(t *testing.T, c *faultCount) {
 	mark, gmark := r.pf.LogMark(), r.g.LogMark()
 	rcpts := r.send(c, 2)
 	r.deferred(c, mark, policyError, 30*time.Second, rcpts)
-	if _, err := r.g.waitLogAfter(gmark, regexp.MustCompile(`tls-policy-lookup map=tlspolicy key=`+regexp.QuoteMeta(r.key)+` answer=TEMP reason="unknown map name`), 5*time.Second); err != nil {
+	if _, err := r.g.waitLogAfter(gmark, regexp.MustCompile(`tls-policy-lookup answer=TEMP map=tlspolicy key=`+regexp.QuoteMeta(r.key)+` reason="unknown map name`), 5*time.Second); err != nil {
 		t.Error(err)
 	}
 	if _, err := r.pf.WaitLogAfter(mark, regexp.MustCompile(`socketmap server temporary error: unknown map tlspolicy`), 5*time.Second); err != nil {
@@ -689,7 +689,7 @@ func (r *inRig) recover(c *faultCount) {
 		if m := regexp.MustCompile(`by mx\.lab\.test \(Postfix\) with (?:E|UTF8)SMTPSA? id ([0-9A-F]+)`).FindStringSubmatch(hdr); m != nil {
 			qid = m[1]
 		}
-		pass := regexp.MustCompile(`^` + qid + `: tlsgate: .*sender=<` + regexp.QuoteMeta(d.From) + `> endpoint=partner tls=TLSv1\.[23] .*result=pass`)
+		pass := regexp.MustCompile(`^` + qid + `: tlsgate: result=pass endpoint=partner .*sender=<` + regexp.QuoteMeta(d.From) + `> tls=TLSv1\.[23] `)
 		switch {
 		case !stamped:
 			c.unjudged++

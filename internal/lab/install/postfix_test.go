@@ -450,7 +450,7 @@ func inbound(t *testing.T, sys *system) {
 		t.Logf("Postfix: %s", line)
 	}
 	if !waitFor(10*time.Second, func() bool {
-		return regexp.MustCompile(`client=\S+\[127\.0\.0\.5\].* endpoint=inbound-partner .*result=defer`).MatchString(sys.ShimLog("tlsgate"))
+		return regexp.MustCompile(`tlsgate: result=defer endpoint=inbound-partner .*client=\S+\[127\.0\.0\.5\]`).MatchString(sys.ShimLog("tlsgate"))
 	}) {
 		t.Errorf("tlsgate logged no deferral:\n%s", sys.ShimLog("tlsgate"))
 	}
