@@ -108,6 +108,29 @@ hosts = ["b.example"]
 			t.Errorf("Lookup(%s, %s) = %q, want %q", tc.name, tc.key, got, tc.want)
 		}
 	}
+	// Sendmail asks on the map name of its K line: map_name (tlsgate's
+	// own socket map) or "access" (an access map served by tlsgate).
+	sm, err := policy.Parse("t.toml", []byte(`mta = "sendmail"
+[[endpoint]]
+name = "b"
+hosts = ["b.example"]
+  [endpoint.outbound]
+  encryption = true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := &TLSMap{Policy: func() *policy.Policy { return sm }}
+	for _, tc := range []struct{ name, key, want string }{
+		{"tlspolicy", "tls_rcpt:u@b.example", "OK TEMP+ENCR:40"},
+		{"access", "tls_rcpt:u@b.example", "OK TEMP+ENCR:40"},
+		{"tlspolicy", "connect:127.0.0.1", "NOTFOUND "},
+		{"other", "tls_rcpt:u@b.example", "TEMP unknown map other; this tlsgate serves tlspolicy"},
+	} {
+		if got := ms.Lookup(ctx, tc.name, tc.key).String(); got != tc.want {
+			t.Errorf("Sendmail: Lookup(%s, %s) = %q, want %q", tc.name, tc.key, got, tc.want)
+		}
+	}
 	none := &TLSMap{Policy: func() *policy.Policy { return nil }}
 	if got := none.Lookup(ctx, "tlspolicy", "b.example"); got.Status != StatusTemp {
 		t.Errorf("no policy: %v", got)
