@@ -32,10 +32,16 @@ type sinkConn struct {
 // newSink serves on ln (made in the system's network namespace) as name,
 // with STARTTLS when cert is not nil.
 func newSink(ln net.Listener, name string, cert *tls.Certificate) *sink {
-	s := &sink{name: name, ln: ln}
+	var cfg *tls.Config
 	if cert != nil {
-		s.tcfg = &tls.Config{Certificates: []tls.Certificate{*cert}}
+		cfg = &tls.Config{Certificates: []tls.Certificate{*cert}}
 	}
+	return newSinkTLS(ln, name, cfg)
+}
+
+// newSinkTLS is newSink with STARTTLS as cfg says (nil: no STARTTLS).
+func newSinkTLS(ln net.Listener, name string, cfg *tls.Config) *sink {
+	s := &sink{name: name, ln: ln, tcfg: cfg}
 	go func() {
 		for {
 			c, err := ln.Accept()
