@@ -29,8 +29,9 @@ import (
 // -T<TMPF>, so a failed lookup looks like "not found" to the rulesets and
 // a covered peer's mail would go out in clear while tlsgate is down.
 type Sendmail struct {
-	// Before and After are the .mc lines, each block between
-	// BlockBegin and BlockEnd lines.
+	// Before and After are the .mc lines; Text and ApplySendmail put each
+	// part between BlockBegin and BlockEnd lines. Other parts of tlsgate
+	// add theirs (a FEATURE before MAILER(), a ruleset after it) here.
 	Before, After []string
 	// Notes explain choices and what the administrator must do by hand.
 	Notes []string
@@ -212,7 +213,6 @@ func ForSendmail(p *policy.Policy, f SendmailFiles, mc *MC) (*Sendmail, error) {
 			}
 		})
 	}
-	w("%s (before MAILER)", BlockBegin)
 	w("dnl After any include(`/etc/mail/tls/starttls.m4'), so that these settings win.")
 	if s.CABundle != "" {
 		w("dnl CA certificates: the bundle root writes from tlsgate's CA store (Sendmail uses only")
@@ -252,14 +252,12 @@ func ForSendmail(p *policy.Policy, f SendmailFiles, mc *MC) (*Sendmail, error) {
 			}
 		})
 	}
-	w("%s", BlockEnd)
 	out.Before = b
 	if !policyMap {
 		return out, nil
 	}
 
 	b = nil
-	w("%s (after MAILER)", BlockBegin)
 	w("LOCAL_CONFIG")
 	w("# tlsgate's TLS policy, a socket map of its own (the access map stays yours).")
 	w("# -T<TMPF>: a lookup that fails returns <TMPF>, which the rulesets below refuse.")
@@ -289,7 +287,6 @@ func ForSendmail(p *policy.Policy, f SendmailFiles, mc *MC) (*Sendmail, error) {
 		w("%s", hook)
 		b = append(b, call...)
 	}
-	w("%s", BlockEnd)
 	out.After = b
 	if askCert {
 		out.Notes = append(out.Notes, "Sendmail asks a client for a certificate as tlsgate's Srv_Features answer says (v for the endpoints that need one), after the features your access db gives it")
@@ -355,16 +352,25 @@ func (sm *Sendmail) Text(source, from string) string {
 	for _, c := range sm.Conflicts {
 		fmt.Fprintf(&b, "dnl BY HAND: %s\n", strings.ReplaceAll(c, "\n", "\ndnl "))
 	}
-	for _, l := range sm.Before {
+	for _, l := range block(sm.Before, "before MAILER") {
 		b.WriteString(l + "\n")
 	}
 	if len(sm.After) > 0 {
 		b.WriteString(SendmailAfterMailer + "\n")
-		for _, l := range sm.After {
+		for _, l := range block(sm.After, "after MAILER") {
 			b.WriteString(l + "\n")
 		}
 	}
 	return b.String()
+}
+
+// block puts lines between the markers; no lines make no block.
+func block(lines []string, what string) []string {
+	if len(lines) == 0 {
+		return nil
+	}
+	out := append([]string{BlockBegin + " (" + what + ")"}, lines...)
+	return append(out, BlockEnd)
 }
 
 // ApplySendmail returns mc's text with tlsgate's blocks put in: earlier
@@ -372,19 +378,20 @@ func (sm *Sendmail) Text(source, from string) string {
 // MAILER_DEFINITIONS or MAILER() line (at the end when there is none),
 // sm.After at the end.
 func ApplySendmail(mc *MC, sm *Sendmail) []byte {
+	before, after := block(sm.Before, "before MAILER"), block(sm.After, "after MAILER")
 	var out []string
 	for i, l := range mc.lines {
 		if i == mc.insert {
-			out = append(out, sm.Before...)
+			out = append(out, before...)
 		}
 		if !mc.in[i] {
 			out = append(out, l)
 		}
 	}
 	if mc.insert == len(mc.lines) {
-		out = append(out, sm.Before...)
+		out = append(out, before...)
 	}
-	out = append(out, sm.After...)
+	out = append(out, after...)
 	return []byte(strings.Join(out, "\n") + "\n")
 }
 

@@ -66,8 +66,8 @@ func TestSendmailLines(t *testing.T) {
 	if strings.Contains(before+after, "socket -T<TMPF> -d5 unix:/run/tlsgate/policy.sock')") || strings.Contains(after, "LOCAL_TRY_TLS") {
 		t.Errorf("the access map is tlsgate's, or STARTTLS is forced:\n%s\n%s", before, after)
 	}
-	for _, l := range append(sm.Before, sm.After...) {
-		if strings.HasPrefix(l, "LOCAL_") && sm.Before != nil && strings.Contains(before, l+"\n") {
+	for _, l := range sm.Before {
+		if strings.HasPrefix(l, "LOCAL_") {
 			t.Errorf("%s before MAILER()", l)
 		}
 	}
