@@ -20,7 +20,8 @@ import (
 // run, each a non-empty ```sh block.
 func TestReadmeInstallBlocks(t *testing.T) {
 	b := readmeBlocks(t)
-	for _, name := range []string{"package", "source", "config", "ca-store", "ssl-cert", "postfix", "start", "submission", "uninstall"} {
+	for _, name := range []string{"package", "source", "config", "ca-store", "ssl-cert", "postfix", "start", "submission", "uninstall",
+		"sendmail-config", "sendmail-ca", "sendmail-wire", "sendmail-start", "sendmail-uninstall"} {
 		if strings.TrimSpace(b[name]) == "" {
 			t.Errorf("README.md has no install-test block %q", name)
 		}
