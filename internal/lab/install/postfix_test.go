@@ -177,22 +177,8 @@ func TestInstallPostfix(t *testing.T) {
 	tm.step("install and purge without systemd")
 
 	// With systemd (simulated) and the README, literally.
-	if err := sys.SetSystemdRunning(true); err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.AllowServices("tlsgate"); err != nil {
-		t.Fatal(err)
-	}
-	run := func(name string) string {
-		t.Helper()
-		body, ok := blocks[name]
-		if !ok {
-			t.Fatalf("README.md has no install-test block %q", name)
-		}
-		out := sys.must(body)
-		t.Logf("README block %q:\n%s\n--- output:\n%s", name, body, out)
-		return out
-	}
+	sys.withSystemd()
+	run := sys.readme(blocks)
 	// Only the first package may match the README's glob.
 	sys.must("mkdir -p /root/v2 && mv /root/" + filepath.Base(deb2) + " /root/v2/")
 	// The postinst asked (the simulated) systemd to start the unit, and the

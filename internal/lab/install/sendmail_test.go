@@ -152,22 +152,8 @@ func TestInstallSendmail(t *testing.T) {
 	sinks := startSendmailSinks(t, sys, pki)
 	tm.step("Debian Sendmail")
 
-	if err := sys.SetSystemdRunning(true); err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.AllowServices("tlsgate"); err != nil {
-		t.Fatal(err)
-	}
-	run := func(name string) string {
-		t.Helper()
-		body, ok := blocks[name]
-		if !ok {
-			t.Fatalf("README.md has no install-test block %q", name)
-		}
-		out := sys.must(body)
-		t.Logf("README block %q:\n%s\n--- output:\n%s", name, body, out)
-		return out
-	}
+	sys.withSystemd()
+	run := sys.readme(blocks)
 	if err := sys.WriteFile("/root/"+filepath.Base(deb), mustRead(t, deb), 0o644); err != nil {
 		t.Fatal(err)
 	}
