@@ -92,27 +92,36 @@ func TestInboundPolicyDecide(t *testing.T) {
 }
 
 func TestTLSMapLookup(t *testing.T) {
-	p, err := policy.Parse("t.toml", []byte(`mta = "postfix"
+	maps := map[string]*TLSMap{}
+	for _, mta := range []string{"postfix", "sendmail"} {
+		p, err := policy.Parse("t.toml", []byte(`mta = "`+mta+`"
 [[endpoint]]
 name = "b"
 hosts = ["b.example"]
   [endpoint.outbound]
   encryption = true
 `))
-	if err != nil {
-		t.Fatal(err)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maps[mta] = &TLSMap{Policy: func() *policy.Policy { return p }}
 	}
-	m := &TLSMap{Policy: func() *policy.Policy { return p }}
 	ctx := context.Background()
-	for _, tc := range []struct{ name, key, want string }{
-		{"tlspolicy", "B.example", "OK encrypt"},
-		{"tlspolicy", "[b.example]:25", "OK encrypt"},
-		{"tlspolicy", "c.example", "NOTFOUND "},
-		{"tlspolicy", "[b.example", `TEMP cannot decide key: policy: next hop "[b.example": missing ']'`},
-		{"access", "tls_rcpt:u@b.example", "TEMP unknown map access; this tlsgate serves tlspolicy"},
+	for _, tc := range []struct{ mta, name, key, want string }{
+		{"postfix", "tlspolicy", "B.example", "OK encrypt"},
+		{"postfix", "tlspolicy", "[b.example]:25", "OK encrypt"},
+		{"postfix", "tlspolicy", "c.example", "NOTFOUND "},
+		{"postfix", "tlspolicy", "[b.example", `TEMP cannot decide key: policy: next hop "[b.example": missing ']'`},
+		{"postfix", "access", "tls_rcpt:u@b.example", "TEMP unknown map access; this tlsgate serves tlspolicy"},
+		// Sendmail asks on the map name of its K line: map_name (tlsgate's
+		// own socket map) or "access" (an access map served by tlsgate).
+		{"sendmail", "tlspolicy", "tls_rcpt:u@b.example", "OK TEMP+ENCR:40"},
+		{"sendmail", "access", "tls_rcpt:u@b.example", "OK TEMP+ENCR:40"},
+		{"sendmail", "tlspolicy", "connect:127.0.0.1", "NOTFOUND "},
+		{"sendmail", "other", "tls_rcpt:u@b.example", "TEMP unknown map other; this tlsgate serves tlspolicy"},
 	} {
-		if got := m.Lookup(ctx, tc.name, tc.key).String(); got != tc.want {
-			t.Errorf("Lookup(%s, %s) = %q, want %q", tc.name, tc.key, got, tc.want)
+		if got := maps[tc.mta].Lookup(ctx, tc.name, tc.key).String(); got != tc.want {
+			t.Errorf("%s: Lookup(%s, %s) = %q, want %q", tc.mta, tc.name, tc.key, got, tc.want)
 		}
 	}
 	none := &TLSMap{Policy: func() *policy.Policy { return nil }}

@@ -10,7 +10,9 @@ import (
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
-// SendmailMapName is the map name Sendmail sends for its access map.
+// SendmailMapName is the map name Sendmail sends for its access map. For
+// Sendmail tlsgate answers on it as well as on [policyd] map_name, the
+// name of the socket map of its own that "tlsgate mta-config" wires.
 const SendmailMapName = "access"
 
 // TLSMap answers the MTA's outbound TLS lookups (Postfix
@@ -44,10 +46,7 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 		return Reply{Status: StatusTemp, Data: "tlsgate has no policy loaded"}
 	}
 	want := p.Settings.MapName
-	if p.MTA == policy.Sendmail {
-		want = SendmailMapName
-	}
-	if name != want {
+	if name != want && !(p.MTA == policy.Sendmail && name == SendmailMapName) {
 		m.log(ctx, slog.LevelWarn, name, key, nil, "TEMP", "unknown map name, expected "+want)
 		return Reply{Status: StatusTemp, Data: "unknown map " + clip(name) + "; this tlsgate serves " + want}
 	}
