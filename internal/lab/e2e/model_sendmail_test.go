@@ -67,7 +67,7 @@ func TestSendmailLongRecipient(t *testing.T) {
 	}
 	for _, line := range asked {
 		t.Logf("tlsgate: %.160s...%s", line, line[max(0, len(line)-140):])
-		if !strings.Contains(line, `answer="OK TEMP+ENCR:40" endpoint=long map=access`) || !strings.Contains(line, "(256 bytes)") ||
+		if !strings.Contains(line, `answer="OK TEMP+ENCR:40" endpoint=long map=tlspolicy`) || !strings.Contains(line, "(256 bytes)") ||
 			!strings.Contains(line, "may have been cut by Sendmail") {
 			t.Errorf("lookup of the cut key: %s", line)
 		}
