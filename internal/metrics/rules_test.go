@@ -1,20 +1,16 @@
 package metrics
 
 import (
-	"context"
 	"os"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
-
-	"github.com/tlsgate/tlsgate/internal/heldmail"
-	"github.com/tlsgate/tlsgate/internal/partnerwatch"
-	"github.com/tlsgate/tlsgate/milter"
-	"github.com/tlsgate/tlsgate/policyd"
 )
 
 // TestAlertRules reads deploy/prometheus/tlsgate.rules.yml as Prometheus
@@ -83,32 +79,44 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
-// exportedNames are the names of the metric families tlsgate serves, with
-// every collector given a value.
+// exportedNames are the names of the metric families tlsgate serves: the
+// descriptions of every collector of Metrics and of the watch's, with a
+// histogram's _bucket, _sum and _count series.
 func exportedNames(t *testing.T) map[string]bool {
 	m := New()
-	m.Lookuper(policyd.LookupFunc(func(context.Context, string, string) policyd.Reply {
-		return policyd.Reply{Status: policyd.StatusNotFound}
-	})).Lookup(context.Background(), "tlspolicy", "x")
-	m.MilterDecision(milter.Decision{Endpoints: "b", Result: "pass", Duration: time.Millisecond})
-	m.Decider(policyd.DecideFunc(func(context.Context, policyd.Request) string { return "DUNNO" })).Decide(context.Background(), policyd.Request{})
-	m.Reloads.WithLabelValues("ok").Inc()
-	m.CertExpiry.WithLabelValues("server").Set(1)
 	w := m.AddWatch()
-	w.HeldRound([]heldmail.Held{{Endpoint: "b", Messages: 1}}, true, time.Now())
-	w.SetPartners([]partnerwatch.Status{{Endpoint: "b", Host: "mx:25", NotAfter: time.Now(), OK: true}})
-	mfs, err := m.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
+	var cs []prometheus.Collector
+	v := reflect.ValueOf(m).Elem()
+	for i := range v.NumField() {
+		if c, ok := v.Field(i).Interface().(prometheus.Collector); ok {
+			cs = append(cs, c)
+		}
 	}
+	cs = append(cs, w.held, w.oldest, w.reads, partnerCollector{w})
+	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
 	names := map[string]bool{}
-	for _, mf := range mfs {
-		names[mf.GetName()] = true
-		if strings.HasSuffix(mf.GetName(), "_seconds") && mf.GetType().String() == "HISTOGRAM" {
-			for _, s := range []string{"_bucket", "_sum", "_count"} {
-				names[mf.GetName()+s] = true
+	for _, c := range cs {
+		ch := make(chan *prometheus.Desc, 16)
+		go func() { c.Describe(ch); close(ch) }()
+		_, histogram := c.(prometheus.Histogram)
+		if _, ok := c.(*prometheus.HistogramVec); ok {
+			histogram = true
+		}
+		for d := range ch {
+			n := fqName.FindStringSubmatch(d.String())
+			if n == nil {
+				t.Fatalf("cannot read the name of %s", d)
+			}
+			names[n[1]] = true
+			if histogram {
+				for _, s := range []string{"_bucket", "_sum", "_count"} {
+					names[n[1]+s] = true
+				}
 			}
 		}
+	}
+	if len(names) < 10 {
+		t.Fatalf("only %d metric names found: %v", len(names), names)
 	}
 	return names
 }
