@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tlsgate/tlsgate/certs"
-	"github.com/tlsgate/tlsgate/internal/maillog"
 	"github.com/tlsgate/tlsgate/internal/mtapolicy"
 	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/internal/probe"
@@ -211,14 +210,7 @@ func printProbe(w io.Writer, t probe.Target, r *probe.Result, m *verdict.Model, 
 		fmt.Fprintf(w, "  verdict:     cannot judge: %v\n", err)
 		return true
 	}
-	trust := maillog.Anonymous
-	if len(r.Chain) > 0 {
-		trust = maillog.Untrusted
-		if r.Verified {
-			trust = maillog.Trusted
-		}
-	}
-	out, why := req.Judge(mtapolicy.Session{TLS: r.TLS, Bits: r.Bits, Trust: trust, Host: r.Host, Chain: r.Chain, ChainVerified: r.Verified})
+	out, why := req.Judge(r.Session())
 	fmt.Fprintf(w, "  verdict:     %s: %s\n", out, e(why))
 	return out != mtapolicy.Deliver
 }

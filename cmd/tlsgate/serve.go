@@ -157,6 +157,8 @@ func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Du
 			return exitRuntime
 		}
 	}
+	stopWatchers := startWatchers(h, log, m) // [watch]: held mail, partner probes
+	defer stopWatchers()
 	var wg sync.WaitGroup
 	for _, pt := range parts {
 		wg.Add(1)

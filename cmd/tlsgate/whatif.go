@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os/exec"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -245,60 +244,15 @@ func answerCell(a verdict.Answer, active string) string {
 
 // postfixRouter finds a domain's next hop as Postfix would: the first
 // transport_maps entry for the domain or a parent (".example.com"), else
-// relayhost, else the domain itself; each table is asked with postmap -q.
+// relayhost, else the domain itself (postfixRoutes).
 func postfixRouter(dir, postqueue string) whatif.Router {
-	bin := func(name string) string {
-		// postconf and postmap live beside postqueue when it is a path.
-		if i := strings.LastIndexByte(postqueue, '/'); i >= 0 {
-			return postqueue[:i+1] + name
-		}
-		return name
-	}
-	withDir := func(args ...string) []string {
-		if dir != "" {
-			return append([]string{"-c", dir}, args...)
-		}
-		return args
-	}
-	postconf := func(param string) string {
-		out, err := exec.Command(bin("postconf"), withDir("-h", param)...).Output()
-		if err != nil {
-			return ""
-		}
-		return strings.TrimSpace(string(out))
-	}
-	var maps []string
-	for _, m := range strings.FieldsFunc(postconf("transport_maps"), func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
-		maps = append(maps, m)
-	}
-	relayhost := postconf("relayhost")
-	cache := map[string]whatif.NextHop{}
+	r := &postfixRoutes{dir: dir, postqueue: postqueue, ttl: time.Hour}
 	return func(domain string) (whatif.NextHop, error) {
-		if nh, ok := cache[domain]; ok {
-			return nh, nil
+		hops, err := r.route(context.Background(), []string{domain}, true)
+		if err != nil {
+			return whatif.NextHop{}, err
 		}
-		keys := []string{domain}
-		for d := domain; strings.Contains(d, "."); {
-			d = d[strings.IndexByte(d, '.')+1:]
-			keys = append(keys, "."+d)
-		}
-		value := ""
-	lookup:
-		for _, k := range keys {
-			for _, m := range maps {
-				out, err := exec.Command(bin("postmap"), withDir("-q", k, m)...).Output()
-				if err == nil {
-					value = strings.TrimSpace(string(out))
-					break lookup
-				}
-			}
-		}
-		if value == "" && relayhost != "" {
-			value = "smtp:" + relayhost
-		}
-		nh := parseTransport(domain, value)
-		cache[domain] = nh
-		return nh, nil
+		return hops[domain], nil
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/smtp"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -272,19 +271,11 @@ func TestWhatifSendmailQueue(t *testing.T) {
 	if _, err := sm.WaitLog(regexp.MustCompile(`STARTTLS=client, relay=\[127\.0\.0\.1\], version=TLSv1\.3, verify=OK`), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// mailq for the lab's Sendmail: its extracted binary, in a private
-	// namespace whose host name lookups stay on files.
+	mailqCmd, err := sm.MailqCommand()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
-	root, _ := mtalab.SendmailRoot()
-	libs, _ := filepath.Glob(filepath.Join(root, "usr/lib/*-linux-gnu*"))
-	writeFile(t, dir, "hosts", "127.0.0.1 localhost sm.lab.test\n")
-	writeFile(t, dir, "nsswitch.conf", "hosts: files\n")
-	writeFile(t, dir, "resolv.conf", "nameserver 127.0.0.1\n")
-	script := fmt.Sprintf("#!/bin/sh\nexec unshare -m --propagation private sh -c 'set -e; for f in hosts nsswitch.conf resolv.conf; do mount --bind %s/$f /etc/$f; done; LD_LIBRARY_PATH=%s exec %s -C %s -bp'\n",
-		dir, strings.Join(libs, ":"), filepath.Join(root, "usr/libexec/sendmail/sendmail"), sm.CFPath())
-	mailqCmd := writeFile(t, dir, "mailq", script)
-	os.Chmod(mailqCmd, 0o755)
-
 	today := writeFile(t, dir, "today.toml", "mta = \"sendmail\"\n")
 	next := writeFile(t, dir, "new.toml", `mta = "sendmail"
 [[endpoint]]
@@ -310,32 +301,7 @@ hosts = ["wrongname.partner.test"]
 	}
 }
 
-// plainSend submits one message from sender@lab.test without STARTTLS
-// (net/smtp's SendMail would insist on verifying the lab's certificate).
+// plainSend submits one message from sender@lab.test without STARTTLS.
 func plainSend(addr, rcpt, msg string) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("client.lab.test"); err != nil {
-		return err
-	}
-	if err := c.Mail("sender@lab.test"); err != nil {
-		return err
-	}
-	if err := c.Rcpt(rcpt); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := io.WriteString(w, msg); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
+	return mtalab.SendPlain(addr, "sender@lab.test", rcpt, []byte(msg))
 }

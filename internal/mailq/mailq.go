@@ -141,8 +141,8 @@ func ParseMailq(r io.Reader, now time.Time) ([]Message, error) {
 			reason = ""
 			out = append(out, *cur)
 			cur = &out[len(out)-1]
-		case strings.HasPrefix(trim, "(") && strings.HasSuffix(trim, ")"):
-			reason = strings.TrimSuffix(strings.TrimPrefix(trim, "("), ")")
+		case statusLine(trim):
+			reason = strings.TrimSuffix(trim[strings.IndexByte(trim, '(')+1:], ")")
 			if strings.HasPrefix(reason, "quarantined") || strings.HasPrefix(reason, "Quarantine") {
 				if cur != nil {
 					cur.Queue = "hold"
@@ -156,6 +156,23 @@ func ParseMailq(r io.Reader, now time.Time) ([]Message, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// statusLine reports whether a mailq line (trimmed) is a message's status:
+// "(Deferred: 451 4.3.0 try again later)", or after the body type
+// "7BIT   (CN a.example does not match b.example)".
+func statusLine(trim string) bool {
+	if !strings.HasSuffix(trim, ")") {
+		return false
+	}
+	if strings.HasPrefix(trim, "(") {
+		return true
+	}
+	body, rest, ok := strings.Cut(trim, " ")
+	if !ok || strings.TrimLeft(body, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" {
+		return false
+	}
+	return strings.HasPrefix(strings.TrimLeft(rest, " "), "(")
 }
 
 // Source runs a queue listing command.

@@ -91,6 +91,7 @@ func (c *compiler) compile(raw *rawFile) *Policy {
 		p.Endpoints = append(p.Endpoints, ep)
 	}
 	c.exceptions(p, names)
+	c.watch(p, raw.Watch)
 	if p.MTA != "" {
 		for i, ep := range p.Endpoints {
 			path := endpointPath(p, i)

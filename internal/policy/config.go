@@ -197,6 +197,9 @@ type Settings struct {
 	Syslog string
 	// MetricsListen is the Prometheus listener ("" = off).
 	MetricsListen string
+	// Watch are the [watch] settings of serve's held-mail watch and
+	// partner probes; nil when the file has no [watch] table (both off).
+	Watch *Watch
 }
 
 // Policy is a loaded, validated and immutable configuration.
@@ -234,6 +237,7 @@ type rawFile struct {
 	Certs          rawCerts      `toml:"certs"`
 	Log            rawLog        `toml:"log"`
 	Metrics        rawMetrics    `toml:"metrics"`
+	Watch          *rawWatch     `toml:"watch"`
 	Endpoint       []rawEndpoint `toml:"endpoint"`
 }
 
@@ -267,6 +271,17 @@ type rawLog struct {
 
 type rawMetrics struct {
 	Listen string `toml:"listen"`
+}
+
+type rawWatch struct {
+	HeldInterval   string   `toml:"held_interval"`
+	QueueTimeout   string   `toml:"queue_timeout"`
+	Postqueue      string   `toml:"postqueue"`
+	PostfixConfig  string   `toml:"postfix_config"`
+	Mailq          string   `toml:"mailq"`
+	ProbeInterval  string   `toml:"probe_interval"`
+	ProbeEndpoints []string `toml:"probe_endpoints"`
+	ProbeTimeout   string   `toml:"probe_timeout"`
 }
 
 type rawEndpoint struct {

@@ -494,7 +494,9 @@ func (c *Collector) delivery(pid int, ev *maillog.Event, t time.Time) {
 	}
 	newMessage := newSession || o.cur.qid != qid || o.cur.relay != relay
 	newDomain := newSession || o.cur.domain != domain
-	o.cur.qid, o.cur.relay, o.cur.domain, o.cur.tls, o.cur.at = c.intern(ev.QID), relay, domain, seen, t
+	// The queue ID is kept only until the next delivery of this process:
+	// not interned, or the table would grow with the messages.
+	o.cur.qid, o.cur.relay, o.cur.domain, o.cur.tls, o.cur.at = qid, relay, domain, seen, t
 	if domain == "" {
 		return
 	}
@@ -517,7 +519,7 @@ func (c *Collector) delivery(pid int, ev *maillog.Event, t time.Time) {
 		}
 		if deferred {
 			p.deferred++
-			p.lastDeferral = c.intern(ev.Reason)
+			p.lastDeferral = string(ev.Reason) // one per peer, replaced: not interned
 		}
 	}
 }
@@ -678,7 +680,7 @@ func (c *Collector) addSendmail(l *maillog.Line, ev *maillog.Event) {
 			p.messages++
 			if status == "deferred" || status == "bounced" {
 				p.deferred++
-				p.lastDeferral = c.intern(ev.Reason)
+				p.lastDeferral = string(ev.Reason) // one per peer, replaced: not interned
 			}
 		}
 	}

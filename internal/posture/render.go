@@ -1,6 +1,7 @@
 package posture
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,11 +13,48 @@ import (
 	"text/tabwriter"
 )
 
-// WriteJSON writes the report as indented JSON.
+// WriteJSON writes the report as indented JSON. The peers are encoded
+// one at a time, so that a report of a hundred thousand peers is never
+// held in memory as one JSON text (the output is what encoding the whole
+// report at once gives).
 func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
+	if len(r.Peers) == 0 {
+		b, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(append(b, '\n'))
+		return err
+	}
+	head := *r
+	head.Peers = []PeerReport{}
+	b, err := json.MarshalIndent(&head, "", "  ")
+	if err != nil {
+		return err
+	}
+	// Peers is the last field: the head ends in `"peers": []` and "}".
+	const empty = "[]\n}"
+	if !bytes.HasSuffix(b, []byte(empty)) {
+		return fmt.Errorf("posture: report JSON does not end with its peers")
+	}
+	if _, err := w.Write(append(b[:len(b)-len(empty)], "[\n"...)); err != nil {
+		return err
+	}
+	for i := range r.Peers {
+		p, err := json.MarshalIndent(&r.Peers[i], "    ", "  ")
+		if err != nil {
+			return err
+		}
+		sep := ",\n"
+		if i == len(r.Peers)-1 {
+			sep = "\n"
+		}
+		if _, err := w.Write(append(append([]byte("    "), p...), sep...)); err != nil {
+			return err
+		}
+	}
+	_, err = io.WriteString(w, "  ]\n}\n")
+	return err
 }
 
 func day(t interface{ Format(string) string }) string { return t.Format("2006-01-02") }

@@ -281,19 +281,12 @@ func evidenceFor(ctx context.Context, o Options, h *Hop) (mtapolicy.Session, str
 		rs, err := o.Probe(ctx, t)
 		if err == nil && len(rs) > 0 && (rs[0].Err == nil || rs[0].TLS) {
 			r := rs[0]
-			trust := maillog.Anonymous
-			if len(r.Chain) > 0 {
-				trust = maillog.Untrusted
-				if r.Verified {
-					trust = maillog.Trusted
-				}
-			}
+			sess := r.Session()
 			desc := "plaintext (no STARTTLS)"
 			if r.TLS {
-				desc = fmt.Sprintf("%s, %d bits, %s, CN=%s", r.Version, r.Bits, trust, probe.Escape(r.Chain[0].Subject.CommonName))
+				desc = fmt.Sprintf("%s, %d bits, %s, CN=%s", r.Version, r.Bits, sess.Trust, probe.Escape(r.Chain[0].Subject.CommonName))
 			}
-			return mtapolicy.Session{TLS: r.TLS, Bits: r.Bits, Trust: trust, Host: r.Host, Chain: r.Chain, ChainVerified: r.Verified},
-				fmt.Sprintf("probe of %s: %s", probe.Escape(r.Host), desc)
+			return sess, fmt.Sprintf("probe of %s: %s", probe.Escape(r.Host), desc)
 		}
 	}
 	if l := h.LastTLS; l != nil {

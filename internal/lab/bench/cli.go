@@ -16,7 +16,7 @@ import (
 const usage = `tlsgate-bench: tlsgate's cost next to no-op baselines (docs/benchmarks.md)
 
 Usage:
-  tlsgate-bench run -tlsgate PATH [-out docs/benchmarks.md] [-parts 1234] [...]
+  tlsgate-bench run -tlsgate PATH [-out docs/benchmarks.md] [-parts 1234p] [...]
                               run the benchmark and write the report
   tlsgate-bench gen-config -n ENDPOINTS [-o FILE] [-keys FILE]
                               write a generated policy file (and lookup keys)
@@ -26,6 +26,7 @@ Modes the runner starts as separate processes:
   tlsgate-bench noop-milter -listen SPEC
   tlsgate-bench load-socketmap -addr SPEC -keys FILE [-conc N] [-duration D] [-server-pid PID]
   tlsgate-bench load-milter -addr SPEC -clients FILE [-per-conn N] [-conc N] [-duration D] [-server-pid PID]
+  tlsgate-bench rusage -- COMMAND [ARG...]   run COMMAND, print its elapsed and CPU time and peak RSS (JSON)
 
 SPEC is unix:/path or inet:127.0.0.1:PORT. Run "tlsgate-bench MODE -h" for the options.
 `
@@ -51,6 +52,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = cmdLoadSocketmap(args[1:], stdout, stderr)
 	case "load-milter":
 		err = cmdLoadMilter(args[1:], stdout, stderr)
+	case "rusage":
+		err = cmdRusage(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

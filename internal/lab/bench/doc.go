@@ -25,6 +25,11 @@
 //     set-ups: Postfix alone, with a no-op milter and socketmap, and with
 //     tlsgate.
 //
+// P. Posture report: "tlsgate posture" reading a generated month of
+// Postfix and Sendmail logs (2 GB, GenerateMailLog) on one core, next to
+// cat and wc -l reading the same file; its peak RSS as the lines grow
+// with the same peers and as the peers grow with the same lines.
+//
 // The runner (Run) starts every server as its own process, so that CPU time
 // is accounted per process, and pins load client and server to different
 // CPUs with taskset where the machine has two or more. The load clients and

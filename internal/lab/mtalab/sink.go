@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tlsgate/tlsgate/internal/lab/testpki"
@@ -115,6 +116,7 @@ type Sink struct {
 	opts SinkOptions
 	ln   net.Listener
 	tcfg *tls.Config
+	cert atomic.Pointer[tls.Certificate] // served from the next handshake on (SetTLS)
 	addr string
 
 	mu       sync.Mutex
@@ -157,10 +159,11 @@ func NewSink(opts SinkOptions) (*Sink, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mtalab: sink: load %s: %w", opts.TLS.ChainFile, err)
 		}
+		s.cert.Store(&pair)
 		s.tcfg = &tls.Config{
-			Certificates: []tls.Certificate{pair},
-			ClientAuth:   opts.ClientAuth,
-			ClientCAs:    opts.ClientCAs,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
+			ClientAuth:     opts.ClientAuth,
+			ClientCAs:      opts.ClientCAs,
 		}
 	}
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -182,6 +185,21 @@ func (s *Sink) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
 
 // Nexthop returns the Postfix transport nexthop "smtp:[127.0.0.1]:PORT".
 func (s *Sink) Nexthop() string { return fmt.Sprintf("smtp:[127.0.0.1]:%d", s.Port()) }
+
+// SetTLS replaces the certificate of a sink that offers STARTTLS: the
+// handshakes from now on present cert (a partner renewing or swapping
+// its certificate).
+func (s *Sink) SetTLS(cert *testpki.Cert) error {
+	if s.tcfg == nil {
+		return fmt.Errorf("mtalab: sink %s offers no STARTTLS", s.addr)
+	}
+	pair, err := tls.LoadX509KeyPair(cert.ChainFile, cert.KeyFile)
+	if err != nil {
+		return fmt.Errorf("mtalab: sink: load %s: %w", cert.ChainFile, err)
+	}
+	s.cert.Store(&pair)
+	return nil
+}
 
 // Close stops listening, drops open connections and waits for the
 // sink's goroutines. Recorded data stays readable.
