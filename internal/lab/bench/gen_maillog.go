@@ -202,7 +202,7 @@ func (g *logGen) postfixIn(dom, ip string, pid int, h tlsHabit) {
 	if h.trust != "" {
 		tls = fmt.Sprintf("tls=%s cipher=%s bits=%d verify=%s", h.version, h.cipher, h.bits, h.verify)
 	}
-	g.line("mx", "tlsgate", 800, "%s: tlsgate: client=%s sender=<user%d@%s> endpoint=none %s result=none", q, client, g.rnd.IntN(50), dom, tls)
+	g.line("mx", "tlsgate", 800, "%s: tlsgate: result=none endpoint=none client=%s sender=<user%d@%s> %s", q, client, g.rnd.IntN(50), dom, tls)
 	g.line("mx", "postfix/qmgr", 902, "%s: from=<user%d@%s>, size=%d, nrcpt=1 (queue active)", q, g.rnd.IntN(50), dom, 2000+g.rnd.IntN(80000))
 	g.line("mx", "postfix/lmtp", pid+9, "%s: to=<staff%d@relay.example>, relay=mailstore[private/dovecot-lmtp], delay=0.%d, delays=0.05/0.01/0/0.1, dsn=2.0.0, status=sent (250 2.0.0 Ok)", q, g.rnd.IntN(200), g.rnd.IntN(9)+1)
 	g.line("mx", "postfix/qmgr", 902, "%s: removed", q)
