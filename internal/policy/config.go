@@ -197,6 +197,9 @@ type Settings struct {
 	Syslog string
 	// MetricsListen is the Prometheus listener ("" = off).
 	MetricsListen string
+	// Discovery are the [discovery] settings; nil when the file has no
+	// [discovery] table (no MTA-STS or DANE discovery).
+	Discovery *Discovery
 }
 
 // Policy is a loaded, validated and immutable configuration.
@@ -234,6 +237,7 @@ type rawFile struct {
 	Certs          rawCerts      `toml:"certs"`
 	Log            rawLog        `toml:"log"`
 	Metrics        rawMetrics    `toml:"metrics"`
+	Discovery      *rawDiscovery `toml:"discovery"`
 	Endpoint       []rawEndpoint `toml:"endpoint"`
 }
 
@@ -267,6 +271,17 @@ type rawLog struct {
 
 type rawMetrics struct {
 	Listen string `toml:"listen"`
+}
+
+type rawDiscovery struct {
+	MTASTS        *bool  `toml:"mta_sts"`
+	DANE          *bool  `toml:"dane"`
+	Resolver      string `toml:"resolver"`
+	STSCAFile     string `toml:"sts_ca_file"`
+	CacheFile     string `toml:"cache_file"`
+	CacheEntries  *int   `toml:"cache_entries"`
+	CacheBytes    *int   `toml:"cache_bytes"`
+	ControlSocket string `toml:"control_socket"`
 }
 
 type rawEndpoint struct {

@@ -58,6 +58,11 @@ func walk(keys []string, ask func(string) (Answer, error)) Walk {
 // .example), up to the first key found or TEMP (src/smtp/smtp_tls_policy.c,
 // tls_policy_lookup()).
 func (v View) PostfixWalk(nexthop string) Walk {
+	return walk(postfixKeys(nexthop), v.PostfixPolicy)
+}
+
+// postfixKeys lists the keys Postfix asks for nexthop, in order.
+func postfixKeys(nexthop string) []string {
 	keys := []string{nexthop}
 	if postfixWalksParents(nexthop) {
 		for rest := nexthop; ; {
@@ -69,7 +74,7 @@ func (v View) PostfixWalk(nexthop string) Walk {
 			keys = append(keys, rest)
 		}
 	}
-	return walk(keys, v.PostfixPolicy)
+	return keys
 }
 
 // SendmailRcptWalk returns the tls_rcpt: keys Sendmail's tls_rcpt
