@@ -26,6 +26,9 @@ type TLSMap struct {
 	// lookup would cost more CPU than the lookup (docs/benchmarks.md).
 	// Nil discards.
 	Logger *slog.Logger
+	// Discovery, if set and the policy has a [discovery] table, adds
+	// discovered MTA-STS and DANE policies (see Discovery).
+	Discovery *Discovery
 }
 
 var _ Lookuper = (*TLSMap)(nil)
@@ -36,6 +39,9 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 	if p == nil {
 		m.log(ctx, slog.LevelWarn, name, key, nil, "TEMP", "no policy loaded")
 		return Reply{Status: StatusTemp, Data: "tlsgate has no policy loaded"}
+	}
+	if r, ok := m.discovered(ctx, p, name, key); ok {
+		return r
 	}
 	want := p.Settings.MapName
 	if p.MTA == policy.Sendmail {

@@ -119,7 +119,7 @@ func MergeDiscovered(a Answer, d Discovered) (Answer, error) {
 	if d.Text == "" && !d.Temp {
 		return a, nil
 	}
-	if a.Found && postfixRank(a.Text) == rankAuthenticated {
+	if a.Authenticates() {
 		if d.Text != "" {
 			a.Overrides = d.Source
 		}
@@ -180,3 +180,8 @@ func IsTemp(err error) bool {
 	var te *TempError
 	return errors.As(err, &te)
 }
+
+// Authenticates reports whether a found Postfix answer is an
+// authenticated level (verify, secure, fingerprint, dane, dane-only):
+// then no discovered policy can change it ([MergeDiscovered]).
+func (a Answer) Authenticates() bool { return a.Found && postfixRank(a.Text) == rankAuthenticated }
