@@ -74,6 +74,9 @@ func daneResult(d string, sts bool) discovery.Result {
 }
 
 const discoveryPolicy = `
+[policyd]
+listen = "unix:/run/tlsgate-test/policy.sock"
+
 [discovery]
 mta_sts = true
 dane = true

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tlsgate/tlsgate/internal/certid"
+	"github.com/tlsgate/tlsgate/internal/discovery"
 	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/policyd"
 )
@@ -32,6 +33,17 @@ and a tagged key is lower-cased, as Sendmail does before asking.
 With --socket the running daemon is asked instead of the file, on map
 "access" for a tagged key and "tlspolicy" otherwise (--map overrides);
 postmap -q KEY socketmap:unix:PATH:tlspolicy asks it the Postfix way.
+
+With a [discovery] table the answer for a bare domain (example.com) merges
+the endpoints with the domain's MTA-STS and DANE policies, which only the
+running daemon knows from its cache: query then asks the daemon through its
+control socket ([discovery] control_socket) and prints, after the reply,
+where the answer comes from (source: endpoint, mta-sts, dane or none), the
+endpoint, what it overrides, and the cache state (hit, miss, refreshed,
+stale). When the daemon cannot be reached, or with --offline, query
+discovers the domain itself (DNS and HTTPS, nothing cached, nothing written)
+and says so. For Sendmail a bare domain is asked on the map "sts" of
+FEATURE(` + "`sts')" + `, the MTA-STS policy Sendmail applies besides the access map.
 Exit status: 0 found, 1 not found, 2 usage or configuration error, 3 the
 daemon answered TEMP/PERM or could not be reached.
 
@@ -47,6 +59,7 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	file := fs.String("c", defaultConfig, "configuration `file`")
 	socket := fs.String("socket", "", "ask the running daemon at `spec` (unix:/path or inet:host:port) instead of reading the file")
 	mapName := fs.String("map", "", "socketmap `name` sent with --socket (default: tlspolicy, or access for Sendmail keys)")
+	offline := fs.Bool("offline", false, "with [discovery]: discover the domain here instead of asking the running daemon")
 	var f inboundFlags
 	fs.StringVar(&f.addr, "client-addr", "", "client IP `address` (inbound)")
 	fs.StringVar(&f.name, "client-name", "", "client's verified host `name` (inbound)")
@@ -90,6 +103,9 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 		if tagged && p.MTA != policy.Sendmail {
 			fmt.Fprintf(stderr, "tlsgate query outbound: %q is a Sendmail access-map key, but %s has mta = %q\n", pos[1], p.File, p.MTA)
 			return exitUsage
+		}
+		if _, err := discovery.BareDomain(key); err == nil && p.Settings.Discovery != nil && !tagged {
+			return queryDiscovered(p, key, *offline, stdout, stderr)
 		}
 		a, err := p.At(time.Now()).Outbound(key)
 		r := policyd.AnswerReply(a, err)

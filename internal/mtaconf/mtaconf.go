@@ -73,10 +73,24 @@ func ForPostfix(p *policy.Policy, o Options) (*Postfix, error) {
 		set("milter_protocol", "6")
 		note("milter_default_action = tempfail: while tlsgate's milter is down, SMTP clients get 4xx and retry; nothing is accepted unjudged")
 	}
-	if s.Socketmap.Addr != "" && outbound {
+	disc := s.Discovery
+	if s.Socketmap.Addr != "" && (outbound || disc != nil) {
 		set("smtp_tls_security_level", "may")
 		set("smtp_tls_policy_maps", "socketmap:"+socketSpec(s.Socketmap.Addr, q)+":"+s.MapName)
 		note("a policy lookup that fails (daemon down, TEMP) defers the mail with 4.7.5; Postfix never falls back to plaintext for it")
+	}
+	if disc != nil && disc.MTASTS {
+		note("MTA-STS answers \"secure\": the MX certificate must chain to a public CA, so keep smtp_tls_CApath = /etc/ssl/certs (Debian's default main.cf) besides smtp_tls_CAfile")
+	}
+	if disc != nil && disc.DANE {
+		set("smtp_dns_support_level", "dnssec")
+		set("smtp_host_lookup", "dns")
+		set("smtp_tls_dane_insecure_mx_policy", "dane")
+		note("DANE: without smtp_dns_support_level = dnssec and smtp_host_lookup = dns Postfix turns every \"dane\" answer into \"may\" (tlsgate then withholds them); smtp_tls_dane_insecure_mx_policy = dane replaces Debian 12's unsafe default (may for an MX found by an insecure lookup), the default only from Postfix 3.7.13")
+		note("DANE needs a local validating resolver, for Postfix (it asks the nameserver of /etc/resolv.conf and trusts its AD bit) and tlsgate alike. Debian's unbound validates with the root trust anchor and listens on 127.0.0.1:")
+		note("  apt install unbound")
+		note("  echo 'nameserver 127.0.0.1' >/etc/resolv.conf")
+		note("  resolver = \"127.0.0.1:53\" in tlsgate's [discovery] (its default: the first nameserver of /etc/resolv.conf)")
 	}
 	if s.Delegation.Addr != "" && pins {
 		// Inside check_policy_service { ... } Postfix splits attributes at
@@ -143,6 +157,7 @@ func Sendmail(p *policy.Policy) (string, error) {
 	b.WriteString("dnl {cert_fp} carries the SHA-256 digest fingerprints are compared with\n")
 	b.WriteString("define(`confCERT_FINGERPRINT_ALGORITHM', `sha256')dnl\n")
 	accessMap := s.Socketmap.Addr != "" && (outbound || askCert)
+	sts := s.Socketmap.Addr != "" && s.Discovery != nil && s.Discovery.MTASTS
 	if accessMap {
 		b.WriteString("dnl every access-map lookup goes to tlsgate; it answers only TLS_Srv, TLS_Rcpt and Srv_Features\n")
 		fmt.Fprintf(&b, "FEATURE(`access_db', `socket -T<TMPF> -d5 %s')dnl\n", sendmailSocket(s.Socketmap.Addr))
@@ -157,6 +172,13 @@ func Sendmail(p *policy.Policy) (string, error) {
 			b.WriteString("dnl match only the sender domain, known only after STARTTLS. List client hosts as\n")
 			b.WriteString("dnl addresses and ranges in such endpoints to ask their clients alone\n")
 		}
+	}
+	if sts {
+		b.WriteString("dnl MTA-STS (RFC 8461): tlsgate answers the map sts with the recipient domain's policy;\n")
+		b.WriteString("dnl Sendmail then requires a certificate verified by confCACERT (which must hold the\n")
+		b.WriteString("dnl public CAs MX hosts use), an MX name in the policy's list and a matching subjectAltName.\n")
+		b.WriteString("dnl Endpoints stay in the access map: Sendmail applies both.\n")
+		fmt.Fprintf(&b, "FEATURE(`sts', `socket -d5 -T<TMPF> %s')dnl\n", sendmailSocket(s.Socketmap.Addr))
 	}
 	if s.Milter.Addr != "" {
 		b.WriteString("dnl F=T: while the milter is down, SMTP clients get 4xx and retry\n")

@@ -330,3 +330,74 @@ func mustParse(t *testing.T, conf string) *policy.Policy {
 	}
 	return p
 }
+
+// TestDiscoveryLines: with [discovery], Postfix asks the socketmap even
+// without outbound endpoints and gets what DANE needs; Sendmail gets
+// FEATURE(`sts') on tlsgate's socket, and m4 turns it into the sts map.
+func TestDiscoveryLines(t *testing.T) {
+	p := mustParse(t, `mta = "postfix"
+[policyd]
+listen = "unix:/var/spool/postfix/tlsgate/policy.sock"
+[discovery]
+mta_sts = true
+dane = true
+`)
+	pf, err := ForPostfix(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := pf.Text("t.toml")
+	for _, want := range []string{
+		"smtp_tls_policy_maps = socketmap:unix:tlsgate/policy.sock:tlspolicy\n",
+		"smtp_dns_support_level = dnssec\n", "smtp_host_lookup = dns\n", "smtp_tls_dane_insecure_mx_policy = dane\n",
+		"#   apt install unbound\n", "#   echo 'nameserver 127.0.0.1' >/etc/resolv.conf\n", `#   resolver = "127.0.0.1:53" in tlsgate's [discovery]`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("Postfix lines lack %q:\n%s", want, text)
+		}
+	}
+	p = mustParse(t, `mta = "postfix"
+[policyd]
+listen = "unix:/var/spool/postfix/tlsgate/policy.sock"
+[discovery]
+mta_sts = true
+`)
+	pf, _ = ForPostfix(p, Options{})
+	if text := pf.Text("t.toml"); strings.Contains(text, "dnssec") || !strings.Contains(text, "smtp_tls_policy_maps") {
+		t.Errorf("MTA-STS alone:\n%s", text)
+	}
+
+	cfDir := filepath.Join(mtalab.CacheDir(), "sendmail-root/usr/share/sendmail/cf") + "/"
+	if _, err := os.Stat(filepath.Join(cfDir, "feature/sts.m4")); err != nil {
+		t.Skipf("Sendmail's cf files are not in the lab cache (%v); scripts/install-test-deps.sh puts them there", err)
+	}
+	p = mustParse(t, `mta = "sendmail"
+[policyd]
+listen = "unix:/run/tlsgate/policy.sock"
+[discovery]
+mta_sts = true
+`)
+	mc, err := Sendmail(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(mc, "FEATURE(`sts', `socket -d5 -T<TMPF> unix:/run/tlsgate/policy.sock')dnl\n") {
+		t.Fatalf("no FEATURE(`sts'):\n%s", mc)
+	}
+	path := filepath.Join(t.TempDir(), "t.mc")
+	if err := os.WriteFile(path, []byte("divert(-1)\ndivert(0)dnl\nOSTYPE(`linux')dnl\n"+mc+"MAILER(`local')dnl\nMAILER(`smtp')dnl\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("m4", "-D_CF_DIR_="+cfDir, filepath.Join(cfDir, "m4/cf.m4"), path)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cf, err := cmd.Output()
+	if err != nil || stderr.Len() > 0 {
+		t.Fatalf("m4: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"\nKsts socket -d5 -T<TMPF> unix:/run/tlsgate/policy.sock\n", "\nO StrictTransportSecurity=true\n", "\nO SetCertAltnames=true\n", "\nSSTS_Check\n"} {
+		if !strings.Contains(string(cf), want) {
+			t.Errorf("the .cf lacks %q", want)
+		}
+	}
+}

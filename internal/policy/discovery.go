@@ -69,6 +69,9 @@ func (c *compiler) discovery(p *Policy, r *rawDiscovery) {
 	if !d.MTASTS && !d.DANE {
 		c.at("discovery", "the [discovery] table enables nothing: set mta_sts = true and/or dane = true, or remove the table")
 	}
+	if p.Settings.Socketmap.Addr == "" {
+		c.at("discovery", "[discovery] needs [policyd] listen: the MTA asks for discovered policies through the socketmap (Postfix's smtp_tls_policy_maps, Sendmail's FEATURE(`sts') map)")
+	}
 	if d.DANE && c.mta == Sendmail {
 		c.at("discovery.dane", `dane = true cannot be enforced with mta = "sendmail": Debian's Sendmail 8.17 is built without DANE (sendmail -d0.15 -bt lists no DANE under "Compiled with"), so a DANE answer would be ignored; remove it and keep mta_sts = true, which Sendmail enforces through FEATURE(`+"`sts')")
 		d.DANE = false
