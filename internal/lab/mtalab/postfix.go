@@ -103,6 +103,13 @@ type PostfixOptions struct {
 	// Hosts are extra /etc/hosts lines inside the namespace, for example
 	// "127.0.0.1 dom.partner.test mx.dom.partner.test".
 	Hosts []string
+	// Nameserver is the nameserver of the namespace's resolv.conf.
+	// Default: "127.0.0.1", where nothing answers. Another loopback
+	// address (the dnslab lab's resolver, 127.0.0.53) is accepted only in a
+	// network namespace whose only interface is lo; host names are then
+	// also looked up in DNS. smtp_dns_support_level stays "disabled"
+	// unless MainCF sets it.
+	Nameserver string
 }
 
 // Postfix is a running private Postfix instance; see [StartPostfix].
@@ -112,9 +119,10 @@ type Postfix struct {
 	etc      string
 	queueDir string
 	observer
-	ports  map[string]int
-	master proc
-	ns     namespace
+	ports      map[string]int
+	nameserver string
+	master     proc
+	ns         namespace
 
 	stopOnce sync.Once
 	stopErr  error
@@ -141,6 +149,9 @@ func StartPostfix(t T, opts PostfixOptions) *Postfix {
 	}
 	if opts.SMTPTLSLevel == "" {
 		opts.SMTPTLSLevel = "may"
+	}
+	if opts.Nameserver == "" {
+		opts.Nameserver = "127.0.0.1"
 	}
 	dir := labDir(t, "mtalab-pf-")
 	p := &Postfix{
@@ -204,22 +215,23 @@ func (p *Postfix) checkNamespace() error {
 	if self, _ := mountNS(os.Getpid()); ns.id == self {
 		return fmt.Errorf("master %d runs in the test's mount namespace %s, not a private one", p.master.pid, ns.id)
 	}
-	return checkResolv(p.master.pid)
+	return checkResolv(p.master.pid, p.nameserver)
 }
 
-// checkResolv reads /etc/resolv.conf as process pid sees it.
-func checkResolv(pid int) error {
+// checkResolv reads /etc/resolv.conf as process pid sees it: it must name
+// nameserver only.
+func checkResolv(pid int, nameserver string) error {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/resolv.conf", pid))
 	if err != nil {
 		return fmt.Errorf("read resolv.conf of process %d: %w", pid, err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "nameserver" && f[1] != "127.0.0.1" {
+		if len(f) >= 2 && f[0] == "nameserver" && f[1] != nameserver {
 			return fmt.Errorf("process %d sees a resolv.conf with %q: the DNS safety net is missing", pid, line)
 		}
 	}
-	if !strings.Contains(string(data), "nameserver 127.0.0.1") {
+	if !strings.Contains(string(data), "nameserver "+nameserver+"\n") {
 		return fmt.Errorf("process %d does not see the private resolv.conf:\n%s", pid, data)
 	}
 	return nil
@@ -378,7 +390,8 @@ func (p *Postfix) configure(o PostfixOptions) ([][2]string, error) {
 			return nil, err
 		}
 	}
-	return nsFiles(p.etc, o.Hostname, o.Hosts)
+	p.nameserver = o.Nameserver
+	return nsFiles(p.etc, o.Hostname, o.Nameserver, o.Hosts)
 }
 
 // Dir returns the instance's directory (etc/, spool/, data/, log/maillog).
