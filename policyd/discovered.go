@@ -204,6 +204,13 @@ func (r Reply) isAnswer() bool { return r.Status == StatusOK }
 // domain. With nothing held a wait that ends gives no discovered policy
 // (x.Result empty, x.Pending set).
 func (m *TLSMap) lookup(ctx context.Context, dc *Discovery, domain string, def time.Duration, x *Explanation) bool {
+	// A cached domain is answered without the context: try that first,
+	// without the cost of a timer (this starts the discovery of a domain
+	// not cached, which the wait below then joins).
+	if res, err := dc.Engine.Lookup(doneCtx, domain); err == nil {
+		x.Result = res
+		return true
+	}
 	wait := dc.Wait
 	if wait <= 0 {
 		wait = def

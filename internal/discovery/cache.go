@@ -56,16 +56,21 @@ func u32(t int64) unix32 {
 // unix returns t as Unix seconds.
 func (t unix32) unix() int64 { return int64(t) }
 
-// stsFail is the last MTA-STS failure of a domain and the fetch back-off,
-// which few records have.
-type stsFail struct {
+// stsPart is the MTA-STS state of a domain that has some: a TXT record,
+// a policy or a failure. Most domains have none, and their records do
+// not pay for it.
+type stsPart struct {
+	txtID string // the id of the _mta-sts TXT record ("": none)
+	pol   *policyRec
+	// The last failure (fetch or TXT lookup) and the fetch back-off.
 	err        string
 	retryAfter int64
 	failedID   string
 }
 
 // record is everything known about one domain. Immutable once stored:
-// a refresh stores a new record.
+// a refresh stores a new record. It is 64 bytes: the cache holds up to
+// hundreds of thousands.
 type record struct {
 	// DANE (dane is DANEOff when not evaluated; never DANEUnknown).
 	dane DANEState
@@ -75,7 +80,7 @@ type record struct {
 	daneChecked unix32
 	daneExpires unix32
 	daneUsable  unix32 // last time DANE was seen usable (0: never)
-	// MTA-STS TXT record ("" txtID: none).
+	// When the MTA-STS TXT record was checked and when that expires.
 	txtChecked unix32
 	txtExpires unix32
 	// fresh: lookups before this are answered from the record.
@@ -83,43 +88,53 @@ type record struct {
 	// refreshAt: a lookup or Run after this refreshes in the background.
 	refreshAt  unix32
 	daneReason string
-	txtID      string
-	// The policy held, if any.
-	pol *policyRec
-	// The last failure (fetch or TXT lookup) and the fetch back-off, nil
-	// if none.
-	fail *stsFail
+	// sts is nil for a domain without MTA-STS record, policy or failure.
+	sts *stsPart
 }
 
-// stsErr, retryAfter and failedID read rec.fail.
-func (rec *record) stsErr() string {
-	if rec.fail == nil {
+// txtID, policy, stsErr, retryAfter and failedID read rec.sts.
+func (rec *record) txtID() string {
+	if rec.sts == nil {
 		return ""
 	}
-	return rec.fail.err
+	return rec.sts.txtID
+}
+
+func (rec *record) policy() *policyRec {
+	if rec.sts == nil {
+		return nil
+	}
+	return rec.sts.pol
+}
+
+func (rec *record) stsErr() string {
+	if rec.sts == nil {
+		return ""
+	}
+	return rec.sts.err
 }
 
 func (rec *record) retryAfter() int64 {
-	if rec.fail == nil {
+	if rec.sts == nil {
 		return 0
 	}
-	return rec.fail.retryAfter
+	return rec.sts.retryAfter
 }
 
 func (rec *record) failedID() string {
-	if rec.fail == nil {
+	if rec.sts == nil {
 		return ""
 	}
-	return rec.fail.failedID
+	return rec.sts.failedID
 }
 
-// setFail sets the failure fields, nil when all are zero.
-func (rec *record) setFail(err string, retryAfter int64, failedID string) {
-	if err == "" && retryAfter == 0 && failedID == "" {
-		rec.fail = nil
+// setSTS sets the MTA-STS state, nil when there is none.
+func (rec *record) setSTS(txtID string, pol *policyRec, err string, retryAfter int64, failedID string) {
+	if txtID == "" && pol == nil && err == "" && retryAfter == 0 && failedID == "" {
+		rec.sts = nil
 		return
 	}
-	rec.fail = &stsFail{err: err, retryAfter: retryAfter, failedID: failedID}
+	rec.sts = &stsPart{txtID: txtID, pol: pol, err: err, retryAfter: retryAfter, failedID: failedID}
 }
 
 // refreshPoint returns the time three quarters into [checked, expires].
@@ -134,12 +149,12 @@ func refreshPoint(checked, expires int64) int64 {
 // fixed structures (map slot, entry, record) plus the strings and the
 // policy.
 func (rec *record) size(key string) int64 {
-	const fixed = 48 + 32 + 96 // map slot (with its share of growth room), entry, record
-	n := int64(fixed + len(key) + len(rec.daneReason) + len(rec.txtID))
-	if f := rec.fail; f != nil {
-		n += 48 + int64(len(f.err)+len(f.failedID))
+	const fixed = 48 + 32 + 64 // map slot (with its share of growth room), entry, record
+	n := int64(fixed + len(key) + len(rec.daneReason))
+	if st := rec.sts; st != nil {
+		n += 64 + int64(len(st.txtID)+len(st.err)+len(st.failedID))
 	}
-	if p := rec.pol; p != nil {
+	if p := rec.policy(); p != nil {
 		n += 96 + int64(len(p.id)+len(p.answer))
 		for _, m := range p.policy.MX {
 			n += 16 + int64(len(m))
@@ -260,10 +275,10 @@ func (d *Discoverer) finish(rec *record, now int64) {
 	if d.cfg.MTASTS {
 		fresh = min(fresh, rec.txtExpires.unix())
 		refresh = min(refresh, refreshPoint(rec.txtChecked.unix(), rec.txtExpires.unix()))
-		if p := rec.pol; p != nil {
+		if p := rec.policy(); p != nil {
 			fresh = min(fresh, p.expires)
 			refresh = min(refresh, max(p.refetch, rec.retryAfter()))
-		} else if rec.txtID != "" && rec.failedID() == rec.txtID && rec.retryAfter() > now {
+		} else if rec.txtID() != "" && rec.failedID() == rec.txtID() && rec.retryAfter() > now {
 			// A fetch failed and nothing is held: try again after the
 			// back-off rather than only when the TXT record expires.
 			fresh = min(fresh, rec.retryAfter())

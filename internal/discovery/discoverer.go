@@ -389,9 +389,8 @@ func (d *Discoverer) resolve(key string, mode resolveMode) Result {
 		rec.dane = DANEOff
 	}
 	if d.cfg.MTASTS {
-		rec.txtID, rec.txtChecked, rec.txtExpires = sts.txtID, u32(sts.txtChecked), u32(sts.txtExpires)
-		rec.pol = sts.pol
-		rec.setFail(sts.stsErr, sts.retryAfter, sts.failedID)
+		rec.txtChecked, rec.txtExpires = u32(sts.txtChecked), u32(sts.txtExpires)
+		rec.setSTS(sts.txtID, sts.pol, sts.stsErr, sts.retryAfter, sts.failedID)
 	}
 	d.finish(rec, now)
 	if unknown != nil {
@@ -438,11 +437,11 @@ func changes(old, rec *record, now int64) Change {
 		c |= ChangeDANEVanished
 	}
 	var oldID, newID string
-	if old != nil && old.pol != nil {
-		oldID = old.pol.id
+	if old != nil && old.policy() != nil {
+		oldID = old.policy().id
 	}
-	if rec.pol != nil && now < rec.pol.expires {
-		newID = rec.pol.id
+	if p := rec.policy(); p != nil && now < p.expires {
+		newID = p.id
 	}
 	switch {
 	case newID != "" && newID != oldID:
@@ -458,7 +457,7 @@ func changes(old, rec *record, now int64) Change {
 // unless unknown is set.
 func (d *Discoverer) answer(key string, rec *record, now int64, unknown *daneOutcome) Result {
 	r := Result{Domain: key}
-	pol := rec.pol
+	pol := rec.policy()
 	if pol != nil && now >= pol.expires {
 		pol = nil
 	}
@@ -654,8 +653,8 @@ func (d *Discoverer) Show(domain string) (info Info, ok bool, err error) {
 	info.LastUsed = ts(e.lastUsed())
 	info.DANE, info.DANEChecked, info.DANEExpires = rec.dane, ts(rec.daneChecked.unix()), ts(rec.daneExpires.unix())
 	info.DANELastUsable, info.DANEReason = ts(rec.daneUsable.unix()), rec.daneReason
-	info.STSRecordID, info.STSRecordChecked, info.STSRecordExpires = rec.txtID, ts(rec.txtChecked.unix()), ts(rec.txtExpires.unix())
-	if p := rec.pol; p != nil {
+	info.STSRecordID, info.STSRecordChecked, info.STSRecordExpires = rec.txtID(), ts(rec.txtChecked.unix()), ts(rec.txtExpires.unix())
+	if p := rec.policy(); p != nil {
 		cp := *p.policy
 		info.STSPolicy, info.STSPolicyID = &cp, p.id
 		info.STSFetched, info.STSExpires = ts(p.fetched), ts(p.expires)
@@ -714,7 +713,7 @@ func (d *Discoverer) sweep() {
 		switch {
 		case recent && (now >= rec.refreshAt.unix() || rec.gen != d.gen.Load()):
 			d.refreshAsync(e)
-		case !recent && now >= rec.fresh.unix() && (rec.pol == nil || now >= rec.pol.expires):
+		case !recent && now >= rec.fresh.unix() && (rec.policy() == nil || now >= rec.policy().expires):
 			dead = append(dead, e.key)
 		}
 	}

@@ -122,13 +122,13 @@ func toFile(key string, used int64, rec *record) fileEntry {
 	fe := fileEntry{
 		Domain: key, Used: used,
 		DANEChecked: rec.daneChecked.unix(), DANEExpires: rec.daneExpires.unix(), DANEUsable: rec.daneUsable.unix(), DANEReason: rec.daneReason,
-		TXTID: rec.txtID, TXTChecked: rec.txtChecked.unix(), TXTExpires: rec.txtExpires.unix(),
+		TXTID: rec.txtID(), TXTChecked: rec.txtChecked.unix(), TXTExpires: rec.txtExpires.unix(),
 		STSError: rec.stsErr(), RetryAfter: rec.retryAfter(), FailedID: rec.failedID(),
 	}
 	if rec.dane != DANEOff {
 		fe.DANE = rec.dane.String()
 	}
-	if p := rec.pol; p != nil {
+	if p := rec.policy(); p != nil {
 		fe.Policy = &filePolicy{ID: p.id, Mode: p.policy.Mode.String(), MX: p.policy.MX, MaxAge: p.policy.MaxAge,
 			Fetched: p.fetched, Expires: p.expires, Refetch: p.refetch}
 	}
@@ -199,7 +199,7 @@ func (d *Discoverer) parseFile(r io.Reader) (map[string]*entry, int64, error) {
 		d.finish(rec, now)
 		// Drop what is worth nothing any more: nothing valid and not used
 		// recently.
-		polValid := rec.pol != nil && now < rec.pol.expires
+		polValid := rec.policy() != nil && now < rec.policy().expires
 		daneValid := rec.dane != DANEOff && now < rec.daneExpires.unix()
 		if !polValid && !daneValid && now >= rec.fresh.unix() && now-fe.Used > horizon {
 			continue
@@ -219,9 +219,9 @@ func (d *Discoverer) parseFile(r io.Reader) (map[string]*entry, int64, error) {
 func fromFile(fe fileEntry) (*record, error) {
 	rec := &record{
 		daneChecked: u32(fe.DANEChecked), daneExpires: u32(fe.DANEExpires), daneUsable: u32(fe.DANEUsable), daneReason: intern(fe.DANEReason),
-		txtID: fe.TXTID, txtChecked: u32(fe.TXTChecked), txtExpires: u32(fe.TXTExpires),
+		txtChecked: u32(fe.TXTChecked), txtExpires: u32(fe.TXTExpires),
 	}
-	rec.setFail(fe.STSError, fe.RetryAfter, fe.FailedID)
+	var pol *policyRec
 	switch fe.DANE {
 	case "":
 	case "none":
@@ -250,8 +250,12 @@ func fromFile(fe fileEntry) (*record, error) {
 		if len(parsed.Dropped) > 0 {
 			return nil, fmt.Errorf("policy: bad mx %v", parsed.Dropped)
 		}
-		rec.pol = &policyRec{id: fp.ID, policy: parsed, answer: parsed.Answer(),
+		pol = &policyRec{id: fp.ID, policy: parsed, answer: parsed.Answer(),
 			fetched: fp.Fetched, expires: fp.Expires, refetch: fp.Refetch}
+		if pol.id == fe.TXTID {
+			pol.id = fe.TXTID // one copy of the id
+		}
 	}
+	rec.setSTS(fe.TXTID, pol, fe.STSError, fe.RetryAfter, fe.FailedID)
 	return rec, nil
 }

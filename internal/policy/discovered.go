@@ -177,6 +177,9 @@ func (v View) PostfixWalkDiscovered(nexthop string, discover func(key string) Di
 // IsTemp reports whether err (of [View.PostfixDiscovered]) means the
 // discovered policy is undecided now.
 func IsTemp(err error) bool {
+	if err == nil {
+		return false
+	}
 	var te *TempError
 	return errors.As(err, &te)
 }
