@@ -1,8 +1,9 @@
 // Package metrics exposes tlsgate's Prometheus metrics on an opt-in
 // listener ([metrics] listen, loopback or unix socket): inbound decisions
 // by endpoint and result, outbound lookups by answer, latency histograms,
-// reloads by result, the configuration generation and the seconds until
-// each known certificate expires.
+// reloads by result, the configuration generation, the seconds until
+// each known certificate expires and, with [discovery], the MTA-STS/DANE
+// engine's counters (Metrics.AddDiscovery).
 package metrics
 
 import (
