@@ -12,7 +12,6 @@ import (
 
 	"github.com/tlsgate/tlsgate/internal/control"
 	"github.com/tlsgate/tlsgate/internal/policy"
-	"github.com/tlsgate/tlsgate/policyd"
 )
 
 // TestServeDiscovery runs serve with a [discovery] table in this process
@@ -74,21 +73,7 @@ hosts = ["sts.test"]
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("control socket: %v %v, want mode 0600", fi, err)
 	}
-	ask := func(key string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := policyd.DialSocketmap(ctx, "unix:"+sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		r, err := c.Lookup(ctx, "tlspolicy", key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.String()
-	}
+	ask := func(key string) string { return askSocketmap(t, sock, key) }
 	// DNS refuses: no discovered policy, the endpoints alone.
 	if got := ask("sts.test"); got != "OK encrypt" {
 		t.Errorf("sts.test: %q", got)

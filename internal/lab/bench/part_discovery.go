@@ -271,22 +271,7 @@ func (r *runner) discoveryTables(s *Section) {
 	var labels []string
 	for _, conc := range r.o.Concs {
 		k := key{section: "discovery", transport: "unix", conc: conc}
-		for _, subj := range subjects {
-			k.subject = subj
-			row := []string{strconv.Itoa(conc), subj}
-			for _, m := range []struct {
-				metric string
-				prec   int
-			}{{"rate_per_s", -1}, {"p50_us", 1}, {"p99_us", 1}, {"cpu_us_per_op", 2}} {
-				k.metric = m.metric
-				if m.prec < 0 {
-					row = append(row, fmtRate(d.spread(k)))
-				} else {
-					row = append(row, fmtSpread(d.spread(k), m.prec))
-				}
-			}
-			t.Rows = append(t.Rows, append(row, busyCell(d, k)))
-		}
+		t.Rows = append(t.Rows, loadRows(d, k, subjects)...)
 		kc, kp := k, k
 		kc.metric, kp.metric = "cpu_us_per_op", "p99_us"
 		cpu := d.ratios(kc, subjDisc100k, subjNoopRaw, r.o.Rounds)
