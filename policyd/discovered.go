@@ -189,14 +189,11 @@ func (m *TLSMap) explainDiscovered(ctx context.Context, p *policy.Policy, name, 
 			x.Reason = "monitor mode: the MTA default applies"
 		}
 	}
-	if !x.Reply.isAnswer() {
+	if x.Reply.Status != StatusOK {
 		x.Answer.Source = policy.SourceNone
 	}
 	return x, true
 }
-
-// isAnswer reports whether r is OK (a policy the MTA applies).
-func (r Reply) isAnswer() bool { return r.Status == StatusOK }
 
 // lookup asks the engine for domain, waiting up to the configured wait
 // (def by default). It reports false when the answer is TEMP: the wait
