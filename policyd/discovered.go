@@ -107,8 +107,8 @@ type Explanation struct {
 // map, or a bare-domain key of Postfix's map. ok is false for any other
 // lookup, which TLSMap answers as without discovery.
 func (m *TLSMap) discovered(ctx context.Context, p *policy.Policy, name, key string) (Reply, bool) {
-	x, ok := m.explainDiscovered(ctx, p, name, key)
-	if !ok {
+	var x Explanation
+	if !m.explainDiscovered(ctx, p, name, key, &x) {
 		return Reply{}, false
 	}
 	m.logDiscovered(ctx, name, key, &x)
@@ -122,7 +122,8 @@ func (m *TLSMap) Explain(ctx context.Context, name, key string) Explanation {
 	if p == nil {
 		return Explanation{Reply: Reply{Status: StatusTemp, Data: "tlsgate has no policy loaded"}}
 	}
-	if x, ok := m.explainDiscovered(ctx, p, name, key); ok {
+	var x Explanation
+	if m.explainDiscovered(ctx, p, name, key, &x) {
 		return x
 	}
 	want := p.Settings.MapName
@@ -133,34 +134,37 @@ func (m *TLSMap) Explain(ctx context.Context, name, key string) Explanation {
 		return Explanation{Reply: Reply{Status: StatusTemp, Data: "unknown map " + clip(name) + "; this tlsgate serves " + want}}
 	}
 	a, err := p.At(time.Now()).Outbound(key)
-	x := Explanation{Reply: AnswerReply(a, err), Answer: a}
+	x = Explanation{Reply: AnswerReply(a, err), Answer: a}
 	if a.Monitor() {
 		x.Reason = "monitor mode: the MTA default applies"
 	}
 	return x
 }
 
-func (m *TLSMap) explainDiscovered(ctx context.Context, p *policy.Policy, name, key string) (Explanation, bool) {
+// explainDiscovered fills x for a lookup that involves discovery and
+// reports whether it was one (see discovered).
+func (m *TLSMap) explainDiscovered(ctx context.Context, p *policy.Policy, name, key string, x *Explanation) bool {
 	dc := m.Discovery
 	if dc == nil || p.Settings.Discovery == nil {
-		return Explanation{}, false
+		return false
 	}
 	switch {
 	case p.MTA == policy.Sendmail && name == SendmailSTSMapName:
-		return m.sendmailSTS(ctx, key), true
+		m.sendmailSTS(ctx, key, x)
+		return true
 	case p.MTA == policy.Postfix && name == p.Settings.MapName:
 	default:
-		return Explanation{}, false
+		return false
 	}
 	domain, err := discovery.BareDomain(key)
 	if err != nil {
-		return Explanation{}, false
+		return false
 	}
 	a, err := p.At(time.Now()).PostfixPolicy(key)
 	if err != nil {
-		return Explanation{}, false // TLSMap answers TEMP for it
+		return false // TLSMap answers TEMP for it
 	}
-	x := Explanation{Answer: a, Discovered: true}
+	x.Answer, x.Discovered = a, true
 	if a.Authenticates() {
 		// The endpoint wins whatever is discovered: take a cached result
 		// for the log line's overrides=, never wait.
@@ -169,11 +173,11 @@ func (m *TLSMap) explainDiscovered(ctx context.Context, p *policy.Policy, name, 
 		} else {
 			x.Pending = true
 		}
-	} else if !m.lookup(ctx, dc, domain, DefaultPostfixWait, &x) {
+	} else if !m.lookup(ctx, dc, domain, DefaultPostfixWait, x) {
 		x.Reply = Reply{Status: StatusTemp, Data: "discovered policy of " + domain + " undecided: " + x.Reason}
-		return x, true
+		return true
 	}
-	d := m.toDiscovered(dc, &x)
+	d := m.toDiscovered(dc, x)
 	merged, err := policy.MergeDiscovered(a, d)
 	x.Answer = merged
 	switch {
@@ -192,7 +196,7 @@ func (m *TLSMap) explainDiscovered(ctx context.Context, p *policy.Policy, name, 
 	if x.Reply.Status != StatusOK {
 		x.Answer.Source = policy.SourceNone
 	}
-	return x, true
+	return true
 }
 
 // lookup asks the engine for domain, waiting up to the configured wait
@@ -294,29 +298,27 @@ func (m *TLSMap) toDiscovered(dc *Discovery, x *Explanation) policy.Discovered {
 // sendmailSTS answers Sendmail's "sts" map: the recipient domain's
 // MTA-STS policy in mode enforce, else NOTFOUND (a domain literal or any
 // other key that is not a bare domain included).
-func (m *TLSMap) sendmailSTS(ctx context.Context, key string) Explanation {
-	x := Explanation{Discovered: true}
+func (m *TLSMap) sendmailSTS(ctx context.Context, key string, x *Explanation) {
+	x.Discovered = true
 	domain, err := discovery.BareDomain(key)
 	if err != nil {
 		x.Reply = Reply{Status: StatusNotFound}
 		x.Reason = "not a domain: no MTA-STS policy"
-		return x
+		return
 	}
-	dc := m.Discovery
-	if !m.lookup(ctx, dc, domain, DefaultSendmailWait, &x) {
+	if !m.lookup(ctx, m.Discovery, domain, DefaultSendmailWait, x) {
 		x.Reply = Reply{Status: StatusTemp, Data: "MTA-STS policy of " + domain + " undecided: " + x.Reason}
-		return x
+		return
 	}
 	if a := x.Result.Sendmail; a.Kind == discovery.Found {
 		x.Reply = Reply{Status: StatusOK, Data: a.Text}
 		x.Answer = policy.Answer{Found: true, Text: a.Text, Source: policy.SourceMTASTS}
-		return x
+		return
 	}
 	x.Reply = Reply{Status: StatusNotFound}
 	if x.Reason == "" {
 		x.Reason = x.Result.Reason
 	}
-	return x
 }
 
 // overridesWord is the log word for the discovered source an
