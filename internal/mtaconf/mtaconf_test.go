@@ -216,13 +216,7 @@ hosts = ["a.example"]
 // try_tls consults first. Placed before MAILER(), the same lines make m4
 // warn, which is why the output splits them off.
 func TestSendmailTryTLSCompiles(t *testing.T) {
-	cfDir := filepath.Join(mtalab.CacheDir(), "sendmail-root/usr/share/sendmail/cf") + "/"
-	if _, err := os.Stat(filepath.Join(cfDir, "m4/cf.m4")); err != nil {
-		t.Skipf("Sendmail's cf files are not in the lab cache (%v); scripts/install-test-deps.sh puts them there", err)
-	}
-	if _, err := exec.LookPath("m4"); err != nil {
-		t.Skip("m4 is not installed")
-	}
+	cfDir := sendmailCFDir(t)
 	p := mustParse(t, `mta = "sendmail"
 [policyd]
 listen = "unix:/run/tlsgate/policy.sock"
@@ -237,21 +231,7 @@ hosts = ["a.example"]
 		t.Fatal(err)
 	}
 	before, after, _ := strings.Cut(text, SendmailAfterMailer+"\n")
-	m4 := func(mc string) (string, string) {
-		t.Helper()
-		path := filepath.Join(t.TempDir(), "t.mc")
-		if err := os.WriteFile(path, []byte(mc), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command("m4", "-D_CF_DIR_="+cfDir, filepath.Join(cfDir, "m4/cf.m4"), path)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("m4: %v\n%s", err, stderr.String())
-		}
-		return string(out), stderr.String()
-	}
+	m4 := func(mc string) (string, string) { t.Helper(); return runM4(t, cfDir, mc) }
 	const head = "divert(-1)\ndivert(0)dnl\nOSTYPE(`linux')dnl\n"
 	const mailers = "MAILER(`local')dnl\nMAILER(`smtp')dnl\n"
 	cf, warnings := m4(head + before + mailers + after)
@@ -367,10 +347,7 @@ mta_sts = true
 		t.Errorf("MTA-STS alone:\n%s", text)
 	}
 
-	cfDir := filepath.Join(mtalab.CacheDir(), "sendmail-root/usr/share/sendmail/cf") + "/"
-	if _, err := os.Stat(filepath.Join(cfDir, "feature/sts.m4")); err != nil {
-		t.Skipf("Sendmail's cf files are not in the lab cache (%v); scripts/install-test-deps.sh puts them there", err)
-	}
+	cfDir := sendmailCFDir(t)
 	p = mustParse(t, `mta = "sendmail"
 [policyd]
 listen = "unix:/run/tlsgate/policy.sock"
@@ -384,20 +361,46 @@ mta_sts = true
 	if !strings.Contains(mc, "FEATURE(`sts', `socket -d5 -T<TMPF> unix:/run/tlsgate/policy.sock')dnl\n") {
 		t.Fatalf("no FEATURE(`sts'):\n%s", mc)
 	}
+	cf, warnings := runM4(t, cfDir, "divert(-1)\ndivert(0)dnl\nOSTYPE(`linux')dnl\n"+mc+"MAILER(`local')dnl\nMAILER(`smtp')dnl\n")
+	if warnings != "" {
+		t.Fatalf("m4 warned:\n%s", warnings)
+	}
+	for _, want := range []string{"\nKsts socket -d5 -T<TMPF> unix:/run/tlsgate/policy.sock\n", "\nO StrictTransportSecurity=true\n", "\nO SetCertAltnames=true\n", "\nSSTS_Check\n"} {
+		if !strings.Contains(cf, want) {
+			t.Errorf("the .cf lacks %q", want)
+		}
+	}
+}
+
+// sendmailCFDir returns the directory of Sendmail's cf files in the lab
+// cache (internal/lab/mtalab fills it), or skips the test without them or
+// without m4.
+func sendmailCFDir(t *testing.T) string {
+	t.Helper()
+	cfDir := filepath.Join(mtalab.CacheDir(), "sendmail-root/usr/share/sendmail/cf") + "/"
+	if _, err := os.Stat(filepath.Join(cfDir, "m4/cf.m4")); err != nil {
+		t.Skipf("Sendmail's cf files are not in the lab cache (%v); scripts/install-test-deps.sh puts them there", err)
+	}
+	if _, err := exec.LookPath("m4"); err != nil {
+		t.Skip("m4 is not installed")
+	}
+	return cfDir
+}
+
+// runM4 turns .mc text into a .cf with Sendmail's cf files in cfDir and
+// returns it and what m4 said on standard error.
+func runM4(t *testing.T, cfDir, mc string) (string, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "t.mc")
-	if err := os.WriteFile(path, []byte("divert(-1)\ndivert(0)dnl\nOSTYPE(`linux')dnl\n"+mc+"MAILER(`local')dnl\nMAILER(`smtp')dnl\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(mc), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("m4", "-D_CF_DIR_="+cfDir, filepath.Join(cfDir, "m4/cf.m4"), path)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
-	cf, err := cmd.Output()
-	if err != nil || stderr.Len() > 0 {
+	out, err := cmd.Output()
+	if err != nil {
 		t.Fatalf("m4: %v\n%s", err, stderr.String())
 	}
-	for _, want := range []string{"\nKsts socket -d5 -T<TMPF> unix:/run/tlsgate/policy.sock\n", "\nO StrictTransportSecurity=true\n", "\nO SetCertAltnames=true\n", "\nSSTS_Check\n"} {
-		if !strings.Contains(string(cf), want) {
-			t.Errorf("the .cf lacks %q", want)
-		}
-	}
+	return string(out), stderr.String()
 }
