@@ -34,6 +34,7 @@ FUZZ_TARGETS = \
 	./internal/certid:FuzzPrintable \
 	./milter:FuzzStampHeaders \
 	./milter:FuzzMilterSession \
+	./milter:FuzzForgedAuthResults \
 	./internal/discovery/mtasts:FuzzParsePolicy \
 	./internal/discovery/mtasts:FuzzParseRecord \
 	./internal/maillog:FuzzParse \

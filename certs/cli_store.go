@@ -31,8 +31,11 @@ Options:
   --store DIR   the CA store directory (required)
   --out FILE    the bundle file to write (bundle only)
 
-After add or remove, rewrite the bundle and reload the MTA ("postfix reload")
-so that it sees the change.
+After add or remove, rewrite the bundle and reload the MTA so that it sees the
+change: for Postfix "systemctl reload tlsgate" (tlsgate writes [certs]
+ca_bundle) and "postfix reload"; for Sendmail, which uses a CA file only when
+root owns it, "tlsgate certs store bundle" as root (into [certs] ca_bundle,
+e.g. /etc/mail/tls/tlsgate-ca.pem) and a restart of Sendmail.
 `
 
 func runStore(e *env, args []string) int {

@@ -29,14 +29,22 @@
 //
 // # What it decides
 //
-// Every MAIL FROM is judged with [policy.Policy.Judge] on the model that
-// was current when the SMTP session connected. A refused message gets
+// Every MAIL FROM is judged with [policy.View.Judge] on the model that
+// was current when the SMTP session connected, at the instant of the MAIL
+// command (an exception applies until it expires, without a reload). The
+// verdict's [policy.Outcome] gives the reply, the log word and the metric
+// label, as it does for the policy-delegation server. A refused message
+// gets
 //
 //	451 4.7.1 TLS required by local policy for this peer   (action = "defer")
 //	550 5.7.1 TLS required by local policy for this peer   (action = "reject")
 //
 // and the precise reason goes to the log. Endpoints in monitor mode never
-// refuse; uncovered peers pass. Any internal error or panic answers
+// refuse; uncovered peers pass. On Postfix the milter cannot see client
+// certificate fingerprints: a message whose only open requirement is a
+// fingerprint pin goes on with result=unchecked, and the
+// policy-delegation server decides at RCPT TO. Any internal error or panic
+// answers
 //
 //	451 4.3.0 TLS policy check failed temporarily, try again later
 //
@@ -47,7 +55,10 @@
 // # What it writes
 //
 // At end of message forged copies are removed first: every
-// Authentication-Results header whose authserv-id is ours, and every
+// Authentication-Results header whose authserv-id some reader would take
+// for ours (any case, trailing dots, comments anywhere, Unicode spaces such
+// as VT, FF or NBSP around it, invisible format characters; see
+// forgedAuthResults), and every
 // Received header whose by-clause reads "by HOST (tlsgate)" with our host
 // name. Then a Received trace line and an Authentication-Results header are
 // inserted at the top, see receivedHeader and authResultsHeader.
@@ -62,7 +73,8 @@
 //
 // # What it logs
 //
-// One line per decision, see formatDecision. Warnings about MTA
+// One line per decision, see formatDecision: tlsgate's own fields (result,
+// endpoint, exception, unchecked) before anything the peer supplied. Warnings about MTA
 // connections (go-milter's own included) are rate-limited (logx.Limit).
 //
 // # Limits

@@ -114,3 +114,26 @@ func FuzzStampHeaders(f *testing.F) {
 		}
 	})
 }
+
+// FuzzForgedAuthResults: whatever a forged Authentication-Results value
+// holds, forgedAuthResults does not panic, and it removes every value
+// that RFC 8601's reading (authservIDOf) or go-msgauth's authres.Parse
+// takes for our authserv-id.
+func FuzzForgedAuthResults(f *testing.F) {
+	for _, v := range []string{
+		"mx.lab.test; x-tls=pass", "MX.Lab.Test.; none", "mx.lab.test\v; none", "\u00a0mx.lab.test 1; none",
+		"(c) mx.lab(c).test (c); none", "\"mx.lab.test\"; none", "mx.lab\u200b.test; none", "other.example; none", "(", "",
+	} {
+		f.Add(v)
+	}
+	const ours = "mx.lab.test"
+	f.Fuzz(func(t *testing.T, v string) {
+		got := forgedAuthResults(v, ours)
+		if id := authservIDOf(v); sameAuthservID(id, ours) && !got {
+			t.Errorf("%q: RFC 8601 reads %q, ours, but it is kept", v, id)
+		}
+		if id, _, err := authres.Parse(v); err == nil && sameAuthservID(id, ours) && !got {
+			t.Errorf("%q: authres.Parse reads %q, ours, but it is kept", v, id)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-msgauth/authres"
 )
@@ -268,35 +269,23 @@ func ForgedReceived(value, host string) bool {
 }
 
 // authservIDOf extracts the authserv-id of an Authentication-Results header
-// value textually: leading whitespace and (nested) comments are skipped,
-// a quoted-string is unquoted, a token ends at whitespace, ';' or '('. It
-// does not use authres.Parse, which comments defeat.
+// value as RFC 8601 reads it: leading whitespace and (nested) comments are
+// skipped, a quoted-string is unquoted, a token ends at whitespace, ';' or
+// '('. Whitespace is any Unicode space or control character (VT, FF, NBSP,
+// NEL, ...), as the readers that trim with unicode.IsSpace see it. It does
+// not use authres.Parse, which comments defeat.
 func authservIDOf(value string) string {
 	v := value
 	for {
-		v = strings.TrimLeft(v, " \t\r\n")
+		v = strings.TrimLeftFunc(v, isAuthSpace)
 		if !strings.HasPrefix(v, "(") {
 			break
 		}
-		depth := 0
-		i := 0
-		for ; i < len(v); i++ {
-			switch v[i] {
-			case '\\':
-				i++
-			case '(':
-				depth++
-			case ')':
-				depth--
-			}
-			if depth == 0 {
-				break
-			}
-		}
-		if i >= len(v) {
+		end := commentEnd(v)
+		if end < 0 {
 			return ""
 		}
-		v = v[i+1:]
+		v = v[end:]
 	}
 	if strings.HasPrefix(v, `"`) {
 		var b strings.Builder
@@ -315,19 +304,109 @@ func authservIDOf(value string) string {
 		}
 		return ""
 	}
-	end := strings.IndexAny(v, " \t\r\n;(")
+	end := strings.IndexFunc(v, func(r rune) bool { return r == ';' || r == '(' || isAuthSpace(r) })
 	if end < 0 {
 		end = len(v)
 	}
 	return v[:end]
 }
 
+// commentEnd returns the index just after the comment v starts with
+// (nested comments and quoted-pairs included), or -1 if it never ends.
+func commentEnd(v string) int {
+	depth := 0
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '\\':
+			i++
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return -1
+}
+
+// withoutComments returns v with every complete comment replaced by sep
+// (a space, or nothing), as readers that strip comments before parsing
+// see it.
+func withoutComments(v, sep string) string {
+	var b strings.Builder
+	for len(v) > 0 {
+		i := strings.IndexByte(v, '(')
+		if i < 0 {
+			b.WriteString(v)
+			break
+		}
+		b.WriteString(v[:i])
+		end := commentEnd(v[i:])
+		if end < 0 {
+			b.WriteString(v[i:])
+			break
+		}
+		b.WriteString(sep)
+		v = v[i+end:]
+	}
+	return b.String()
+}
+
+// msgauthID returns the authserv-id as go-msgauth's authres.Parse reads
+// it: the text before the first ';', trimmed of Unicode spaces, up to the
+// first Unicode space (without Parse's check of the version after it).
+func msgauthID(value string) string {
+	id, _, _ := strings.Cut(value, ";")
+	id = strings.TrimSpace(id)
+	if i := strings.IndexFunc(id, unicode.IsSpace); i > 0 {
+		id = id[:i]
+	}
+	return id
+}
+
+// isAuthSpace reports whether r separates tokens for some reader of
+// Authentication-Results: Unicode spaces (VT, FF, NBSP, NEL, ...) and
+// control characters.
+func isAuthSpace(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
+
+// sameAuthservID reports whether id would be taken for want: equal
+// ignoring case, trailing dots (an absolute domain name) and invisible
+// format characters (zero-width spaces, bidi marks, ...).
+func sameAuthservID(id, want string) bool {
+	norm := func(s string) string {
+		s = strings.Map(func(r rune) rune {
+			if unicode.Is(unicode.Cf, r) {
+				return -1
+			}
+			return r
+		}, s)
+		return strings.TrimRight(s, ".")
+	}
+	id = norm(id)
+	return id != "" && strings.EqualFold(id, norm(want))
+}
+
 // forgedAuthResults reports whether an Authentication-Results header value
-// carries our authserv-id (compared case-insensitively).
+// carries our authserv-id in any form a reader could take for ours: as
+// RFC 8601 reads it (comments skipped), as go-msgauth's authres.Parse
+// reads it, and with every comment removed (or replaced by a space); each
+// compared with
+// sameAuthservID, for the authserv-id as configured and as it is written
+// into our header (headerText).
 func forgedAuthResults(value, authservID string) bool {
 	if authservID == "" {
 		return false
 	}
-	id := authservIDOf(value)
-	return id != "" && (strings.EqualFold(id, authservID) || strings.EqualFold(id, headerText(authservID, maxNameText)))
+	ids := []string{authservIDOf(value), msgauthID(value),
+		authservIDOf(withoutComments(value, " ")), authservIDOf(withoutComments(value, ""))}
+	for _, want := range []string{authservID, headerText(authservID, maxNameText)} {
+		for _, id := range ids {
+			if sameAuthservID(id, want) {
+				return true
+			}
+		}
+	}
+	return false
 }

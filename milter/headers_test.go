@@ -191,3 +191,67 @@ func TestAuthservID(t *testing.T) {
 		t.Error("prefix must not match")
 	}
 }
+
+// TestForgedAuthResultsForms: every form of our authserv-id that some
+// reader takes for ours is a forgery to remove: a trailing dot, other
+// whitespace (VT, FF, NBSP, NEL) around or after it, comments anywhere,
+// case, invisible format characters. Where go-msgauth's own parser reads
+// the header, its reading agrees.
+func TestForgedAuthResultsForms(t *testing.T) {
+	const ours = "mx.lab.test"
+	forged := []string{
+		"mx.lab.test; x-tls=pass",
+		"MX.LAB.TEST; x-tls=pass",
+		"mx.lab.test.; x-tls=pass",
+		"mx.lab.test..; x-tls=pass",
+		"\"mx.lab.test.\"; x-tls=pass",
+		"mx.lab.test\v; x-tls=pass",
+		"mx.lab.test\f; x-tls=pass",
+		"\vmx.lab.test; x-tls=pass",
+		"\fmx.lab.test 1; x-tls=pass",
+		"\u00a0mx.lab.test; x-tls=pass",
+		"mx.lab.test\u00a0; x-tls=pass",
+		"mx.lab.test\u00a01; x-tls=pass",
+		"mx.lab.test\u0085; x-tls=pass",
+		"mx.lab.test\u2003; x-tls=pass",
+		"(c)mx.lab.test; x-tls=pass",
+		"( nested (c) )\tmx.lab.test (c) 1 (c); x-tls=pass",
+		"mx.lab(c).test; x-tls=pass",
+		"mx.lab.test(c); x-tls=pass",
+		"mx.lab.test (c; x-tls=pass",
+		"mx.lab\u200b.test; x-tls=pass",
+		"\u200emx.lab.test; x-tls=pass",
+		"mx.lab.test",
+		"mx.lab.test\r\n\t; x-tls=pass",
+	}
+	for _, v := range forged {
+		if !forgedAuthResults(v, ours) {
+			t.Errorf("%q is not seen as ours", v)
+		}
+	}
+	kept := []string{
+		"mx.lab.test.evil; x-tls=pass",
+		"evil.mx.lab.test; x-tls=pass",
+		"mx-lab.test; x-tls=pass",
+		"other.example; x-tls=pass (mx.lab.test)",
+		"other.example; x-tls=pass policy.endpoint=mx.lab.test",
+		"(mx.lab.test) other.example; x-tls=pass",
+		"\"mx.lab.test x\"; x-tls=pass",
+		"; x-tls=pass",
+		"",
+	}
+	for _, v := range kept {
+		if forgedAuthResults(v, ours) {
+			t.Errorf("%q is taken for ours", v)
+		}
+	}
+	for _, v := range append(forged, kept...) {
+		id, _, err := authres.Parse(v)
+		if err != nil {
+			continue
+		}
+		if sameAuthservID(id, ours) != forgedAuthResults(v, ours) && sameAuthservID(id, ours) {
+			t.Errorf("authres.Parse reads %q as %q (ours), forgedAuthResults does not", v, id)
+		}
+	}
+}

@@ -18,24 +18,6 @@ import (
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
 
-// SMTP replies. The text is deliberately generic; the precise reason is
-// logged.
-const (
-	// DeferCode and DeferText answer MAIL FROM when an enforced endpoint
-	// with action = "defer" fails: the client keeps the mail and retries.
-	DeferCode = 451
-	DeferText = "4.7.1 TLS required by local policy for this peer"
-	// RejectCode and RejectText answer MAIL FROM when an enforced
-	// endpoint with action = "reject" fails: the client bounces the mail.
-	RejectCode = 550
-	RejectText = "5.7.1 TLS required by local policy for this peer"
-	// TempFailCode and TempFailText answer any command whose processing
-	// failed inside tlsgate (an error or a panic), so nothing is accepted
-	// unjudged.
-	TempFailCode = 451
-	TempFailText = "4.3.0 TLS policy check failed temporarily, try again later"
-)
-
 // Options configure a Server.
 type Options struct {
 	// Policy returns the current model. It is called once per SMTP
@@ -52,7 +34,9 @@ type Options struct {
 	// Received line and used as the authserv-id when the policy sets none.
 	// Default: the MTA's "j" macro, else os.Hostname().
 	Hostname string
-	// Now is the clock for header dates. Default: time.Now.
+	// Now is the clock: the instant each MAIL FROM is judged at (an
+	// exception applies until it expires, policy.Policy.At) and the
+	// date of the trace headers. Default: time.Now.
 	Now func() time.Time
 	// OnDecision, if set, is called once per logged decision (for
 	// metrics). It must be fast and must not block.
@@ -185,11 +169,18 @@ func (s *Server) Close() error {
 
 // tempFail is the reply for internal failures.
 func tempFail() *gomilter.Response {
-	r, err := gomilter.RejectWithCodeAndReason(TempFailCode, TempFailText)
+	r, err := refusal(policy.OutcomeTempFail)
 	if err != nil {
 		return gomilter.RespTempFail
 	}
 	return r
+}
+
+// refusal is the milter reply of an outcome that refuses the mail: the
+// model's reply (policy.Outcome.Reply), code and enhanced status code.
+func refusal(o policy.Outcome) (*gomilter.Response, error) {
+	r := o.Reply()
+	return gomilter.RejectWithCodeAndReason(uint16(r.Code), r.Message())
 }
 
 // session is the state of one MTA milter connection (one SMTP session).
@@ -306,7 +297,7 @@ func (c *session) internalError(err error) {
 		d = c.msg.dec
 		c.msg.logged = true
 	}
-	d.Result = "tempfail"
+	d.Result = policy.OutcomeTempFail
 	d.Reason = err.Error()
 	c.srv.log.LogAttrs(context.Background(), slog.LevelError, decisionEvent, d.attrs()...)
 	c.srv.decided(d)
@@ -423,7 +414,7 @@ func (c *session) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (resp *g
 		return tempFail(), nil
 	}
 
-	v := c.pol.At(time.Now()).Judge(f)
+	v := c.pol.At(c.srv.opts.Now()).Judge(f)
 	if obs.FingerprintProblem != "" {
 		for i := range v.Failures {
 			if v.Failures[i].Check == policy.CheckFingerprint {
@@ -432,7 +423,9 @@ func (c *session) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (resp *g
 		}
 	}
 	msg.verdict = v
+	msg.dec.Result = v.Outcome()
 	msg.dec.Endpoints = v.Names()
+	msg.dec.Exceptions = v.ExceptionNames()
 	msg.dec.Reason = v.Reason()
 	if len(obs.Notes) > 0 && v.Result == policy.Fail {
 		msg.dec.Reason += "; note: " + strings.Join(obs.Notes, "; ")
@@ -444,28 +437,13 @@ func (c *session) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (resp *g
 		}
 		msg.dec.Unchecked = strings.Join(u, ",")
 	}
-	switch {
-	case v.Result == policy.NotCovered:
-		msg.dec.Result = "none"
-	case v.Result == policy.Pass:
-		msg.dec.Result = "pass"
-	case !v.Refuse:
-		msg.dec.Result = "monitor"
-	case v.Action == policy.Reject:
-		msg.dec.Result = "reject"
-	default:
-		msg.dec.Result = "defer"
-	}
 	msg.dec.Duration = time.Since(start)
-	if !v.Refuse {
+	if !msg.dec.Result.Refuses() {
 		return gomilter.RespContinue, nil
 	}
 	c.logDecision()
 	c.msg = nil
-	if v.Action == policy.Reject {
-		return gomilter.RejectWithCodeAndReason(RejectCode, RejectText)
-	}
-	return gomilter.RejectWithCodeAndReason(DeferCode, DeferText)
+	return refusal(msg.dec.Result)
 }
 
 // logDecision writes the current message's decision once.
@@ -502,7 +480,7 @@ func (c *session) Header(name, value string, m gomilter.Modifier) (resp *gomilte
 		if ForgedReceived(value, c.host) {
 			msg.forgedReceived = append(msg.forgedReceived, msg.nReceived)
 		}
-	case strings.EqualFold(name, "Authentication-Results"):
+	case strings.EqualFold(strings.TrimRightFunc(name, isAuthSpace), "Authentication-Results"):
 		msg.nAuthRes++
 		if forgedAuthResults(value, c.authID) {
 			msg.forgedAuthRes = append(msg.forgedAuthRes, msg.nAuthRes)

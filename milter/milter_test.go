@@ -466,9 +466,9 @@ func TestPostfixPlaintextCoveredIsDeferred(t *testing.T) {
 	c := h.session(mta, "unknown")
 	c.helo("client.example")
 	_, act := c.message("a@x.example", []string{"u@lab.test"}, "QID1")
-	wantReply(t, act, DeferCode, "451 4.7.1 TLS required by local policy for this peer")
+	wantReply(t, act, policy.DeferCode, "451 4.7.1 TLS required by local policy for this peer")
 	l := h.log.waitLines(t, 1)
-	wantContains(t, "log", l[0], "NOQUEUE: tlsgate: client=unknown[192.0.2.10] sender=<a@x.example> endpoint=company-b tls=none result=defer",
+	wantContains(t, "log", l[0], "NOQUEUE: tlsgate: result=defer endpoint=company-b client=unknown[192.0.2.10] sender=<a@x.example> tls=none",
 		`reason="endpoint=company-b check=encryption want=TLS got=plaintext"`)
 }
 
@@ -477,7 +477,7 @@ func TestPostfixCoveredBySenderDomainOnly(t *testing.T) {
 	c := h.session(newFakeMTA(policy.Postfix, "198.51.100.7", "mail.elsewhere.example"), "mail.elsewhere.example")
 	c.helo("mail.elsewhere.example")
 	_, act := c.message("alice@company-b.example", []string{"u@lab.test"}, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 	wantContains(t, "log", h.log.waitLines(t, 1)[0], "endpoint=company-b", "result=defer")
 }
 
@@ -486,7 +486,7 @@ func TestPostfixRejectAction(t *testing.T) {
 	c := h.session(newFakeMTA(policy.Postfix, "192.0.2.20", "unknown"), "unknown")
 	c.helo("r.example")
 	_, act := c.message("a@r.example", []string{"u@lab.test"}, "")
-	wantReply(t, act, RejectCode, "550 5.7.1 TLS required by local policy for this peer")
+	wantReply(t, act, policy.RejectCode, "550 5.7.1 TLS required by local policy for this peer")
 	wantContains(t, "log", h.log.waitLines(t, 1)[0], "result=reject")
 }
 
@@ -508,7 +508,7 @@ func TestPostfixTrustedPassIsStamped(t *testing.T) {
 		"mx.lab.test; x-tls=pass policy.endpoint=company-b smtp.bits=256 smtp.cipher=TLS_AES_256_GCM_SHA384 smtp.version=TLSv1.3")
 	c.abort()
 	l := h.log.waitLines(t, 1)
-	if l[0] != "87BBD98A818: tlsgate: client=client.lab.test[192.0.2.10] sender=<a@company-b.example> endpoint=company-b tls=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256 verify=OK result=pass" {
+	if l[0] != "87BBD98A818: tlsgate: result=pass endpoint=company-b client=client.lab.test[192.0.2.10] sender=<a@company-b.example> tls=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256 verify=OK" {
 		t.Errorf("log line %q", l[0])
 	}
 }
@@ -519,8 +519,8 @@ func TestPostfixUntrustedOrNoCertFails(t *testing.T) {
 	c.starttls(postfixTLS(false, "", ""))
 	c.helo("client.lab.test")
 	_, act := c.message("a@company-b.example", nil, "")
-	wantReply(t, act, DeferCode, "4.7.1")
-	wantContains(t, "log", h.log.waitLines(t, 1)[0], "verify=UNVERIFIED result=defer",
+	wantReply(t, act, policy.DeferCode, "4.7.1")
+	wantContains(t, "log", h.log.waitLines(t, 1)[0], "result=defer endpoint=company-b", "verify=UNVERIFIED",
 		"check=validate_cert want=trusted got=none-or-untrusted")
 }
 
@@ -530,7 +530,7 @@ func TestPostfixWrongCNAndIssuer(t *testing.T) {
 	c.starttls(postfixTLS(true, "other.lab.test", "Other CA"))
 	c.helo("client.lab.test")
 	_, act := c.message("a@company-b.example", nil, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 	wantContains(t, "log", h.log.waitLines(t, 1)[0], "check=cn want=client.lab.test got=other.lab.test",
 		`check=issuer_cn want=\"Lab Test CA\" got=\"Other CA\"`)
 }
@@ -549,7 +549,7 @@ func TestPostfixCNDefaultsToVerifiedHostName(t *testing.T) {
 	c2.starttls(postfixTLS(true, "client.lab.test", "Lab Test CA"))
 	c2.helo("client.lab.test")
 	_, act = c2.message("a@h.example", nil, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 	l := h.log.waitLines(t, 2)
 	wantContains(t, "log", l[0], "result=pass")
 	wantContains(t, "log", l[1], "check=cn", "client has no verified host name")
@@ -563,7 +563,7 @@ func TestPostfixMinBits(t *testing.T) {
 	c.starttls(tls)
 	c.helo("client.lab.test")
 	_, act := c.message("a@company-b.example", nil, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 	wantContains(t, "log", h.log.waitLines(t, 1)[0], "tls=TLSv1.2 cipher=ECDHE-RSA-AES128-GCM-SHA256 bits=128", `check=min_bits want=\">=256\" got=128`)
 }
 
@@ -623,13 +623,13 @@ func TestPipelinedMultiRecipient(t *testing.T) {
 	c2 := h.session(newFakeMTA(policy.Postfix, "192.0.2.10", "client.lab.test"), "client.lab.test")
 	c2.helo("client.lab.test")
 	_, act = c2.message("x@company-b.example", rcpts, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 	// The client may try again in the same session: judged again.
 	if err := c2.cs.Abort(nil); err != nil {
 		t.Fatal(err)
 	}
 	_, act = c2.message("y@company-b.example", rcpts, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 	l := h.log.waitLines(t, 3)
 	wantContains(t, "log", l[2], "sender=<y@company-b.example>", "result=defer")
 }
@@ -643,7 +643,7 @@ func TestMonitorModeAcceptsAndStampsFailure(t *testing.T) {
 	wantContains(t, "Received", s.received, "(no TLS: plaintext session)", "(endpoint=company-m policy=fail mode=monitor failed=encryption);")
 	wantContains(t, "Authentication-Results", unfold(s.authres), "mx.lab.test; x-tls=fail reason=encryption policy.endpoint=company-m")
 	c.abort()
-	wantContains(t, "log", h.log.waitLines(t, 1)[0], "Q1: tlsgate:", "endpoint=company-m tls=none result=monitor", "check=encryption")
+	wantContains(t, "log", h.log.waitLines(t, 1)[0], "Q1: tlsgate: result=monitor endpoint=company-m client=", "tls=none", "check=encryption")
 	if h.log.recs[0].Level != slog.LevelWarn {
 		t.Errorf("monitor failure logged at %v", h.log.recs[0].Level)
 	}
@@ -658,7 +658,7 @@ func TestUncoveredPeerPassesStamped(t *testing.T) {
 	wantContains(t, "Received", s.received, "from someone.example (unknown [IPv6:2001:db8::77])", "(no TLS: plaintext session)", "(endpoint=none policy=none);")
 	wantContains(t, "Authentication-Results", s.authres, "mx.lab.test; x-tls=none reason=plaintext")
 	c.abort()
-	wantContains(t, "log", h.log.waitLines(t, 1)[0], "Q9: tlsgate: client=unknown[2001:db8::77]", "endpoint=none tls=none result=none")
+	wantContains(t, "log", h.log.waitLines(t, 1)[0], "Q9: tlsgate: result=none endpoint=none client=unknown[2001:db8::77]", "tls=none")
 }
 
 func TestPostfixFingerprintsLeftToPolicyServer(t *testing.T) {
@@ -669,7 +669,9 @@ func TestPostfixFingerprintsLeftToPolicyServer(t *testing.T) {
 	mods, act := c.message("a@p.example", nil, "Q1")
 	wantStamped(t, mods, act)
 	c.abort()
-	wantContains(t, "log", h.log.waitLines(t, 1)[0], "result=pass", "unchecked=company-p:fingerprints")
+	// Not "pass": the milter cannot see the fingerprints, and says which
+	// part judges them.
+	wantContains(t, "log", h.log.waitLines(t, 1)[0], "Q1: tlsgate: result=unchecked endpoint=company-p unchecked=company-p:fingerprints judged_by=tls-policy-delegation client=")
 }
 
 func TestPanicInPolicyTempFails(t *testing.T) {
@@ -679,7 +681,7 @@ func TestPanicInPolicyTempFails(t *testing.T) {
 	c := h.session(newFakeMTA(policy.Postfix, "198.51.100.1", "unknown"), "unknown")
 	c.helo("x.example")
 	_, act := c.message("a@x.example", nil, "")
-	wantReply(t, act, TempFailCode, "451 4.3.0 TLS policy check failed temporarily")
+	wantReply(t, act, policy.TempFailCode, "451 4.3.0 TLS policy check failed temporarily")
 	l := h.log.waitLines(t, 1)
 	wantContains(t, "log", l[0], "result=tempfail", "panic in Options.Policy: model exploded")
 }
@@ -691,18 +693,26 @@ func TestNilPolicyTempFails(t *testing.T) {
 	c := h.session(newFakeMTA(policy.Postfix, "198.51.100.1", "unknown"), "unknown")
 	c.helo("x.example")
 	_, act := c.message("a@x.example", nil, "")
-	wantReply(t, act, TempFailCode, "4.3.0")
+	wantReply(t, act, policy.TempFailCode, "4.3.0")
 	wantContains(t, "log", h.log.waitLines(t, 1)[0], "result=tempfail", "no policy loaded")
 }
 
 func TestPanicAtEndOfMessageTempFails(t *testing.T) {
+	// The clock answers at MAIL FROM (the judgement) and breaks at EOM
+	// (the stamp's date).
+	var calls atomic.Int32
 	h := startHarness(t, postfixPolicy, func(o *Options) {
-		o.Now = func() time.Time { panic("clock broke") }
+		o.Now = func() time.Time {
+			if calls.Add(1) > 1 {
+				panic("clock broke")
+			}
+			return stampDate
+		}
 	})
 	c := h.session(newFakeMTA(policy.Postfix, "198.51.100.1", "unknown"), "unknown")
 	c.helo("x.example")
 	_, act := c.message("a@x.example", nil, "Q1")
-	wantReply(t, act, TempFailCode, "451 4.3.0")
+	wantReply(t, act, policy.TempFailCode, "451 4.3.0")
 	wantContains(t, "log", h.log.waitLines(t, 1)[0], "Q1: tlsgate:", "result=tempfail", "panic in end of message: clock broke")
 	// The session goes on: the next message is judged and stamped.
 	c.abort()
@@ -721,9 +731,12 @@ func TestForgedHeadersRemoved(t *testing.T) {
 		header{"Received", "from c by mx.partner.example (tlsgate) id Y; date"},
 		header{"Authentication-Results", `"mx.lab.test"; x-tls=pass`},
 		header{"RECEIVED", "from d by mx.lab.test ( TLSgate ) id Z; date"},
+		header{"Authentication-Results", "mx.lab.test.\v; x-tls=pass"},
+		header{"Authentication-Results", "mx.lab(c).test\u00a01; x-tls=pass"},
+		header{"Authentication-Results", "mx.lab.test.evil; x-tls=pass"},
 	)
 	s := wantStamped(t, mods, act)
-	want := []string{"Authentication-Results#3", "Authentication-Results#2", "Received#4", "Received#2"}
+	want := []string{"Authentication-Results#5", "Authentication-Results#4", "Authentication-Results#3", "Authentication-Results#2", "Received#4", "Received#2"}
 	if strings.Join(s.deleted, " ") != strings.Join(want, " ") {
 		t.Errorf("deleted %v, want %v", s.deleted, want)
 	}
@@ -794,19 +807,19 @@ func TestSendmailDNMatching(t *testing.T) {
 	c.starttls(sendmailTLS("OK", "/C=DE/O=Lab Test/CN=client.lab.test", "/C=DE/O=Other Org/CN=Lab Test CA", "", ""))
 	c.helo("client.lab.test")
 	_, act = c.message("a@x.example", nil, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 
 	// Self-signed: {verify}=FAIL.
 	c = h.session(newFakeMTA(policy.Sendmail, "192.0.2.10", "client.lab.test"), "client.lab.test")
 	c.starttls(sendmailTLS("FAIL", "/C=DE/O=Lab Test/CN=client.lab.test", "/C=DE/O=Lab Test/CN=client.lab.test", "", ""))
 	c.helo("client.lab.test")
 	_, act = c.message("a@x.example", nil, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 
 	l := h.log.waitLines(t, 3)
-	wantContains(t, "log", l[0], "6ASFvqYo016532: tlsgate:", "verify=OK result=pass")
+	wantContains(t, "log", l[0], "6ASFvqYo016532: tlsgate: result=pass ", "verify=OK")
 	wantContains(t, "log", l[1], "check=issuer_dn")
-	wantContains(t, "log", l[2], "verify=FAIL result=defer", "check=validate_cert want=trusted got=untrusted")
+	wantContains(t, "log", l[2], "tlsgate: result=defer ", "verify=FAIL", "check=validate_cert want=trusted got=untrusted")
 }
 
 func TestSendmailFingerprints(t *testing.T) {
@@ -824,13 +837,13 @@ func TestSendmailFingerprints(t *testing.T) {
 	c.starttls(sendmailTLS("FAIL", "/CN=p.example", "/CN=p.example", "{cert_md5}", "D1:8A:D0:34:DD:CD:0B:D9:D7:F4:CE:8A:62:96:14:9C"))
 	c.helo("p.example")
 	_, act = c.message("a@p.example", nil, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 	// Another certificate.
 	c = h.session(newFakeMTA(policy.Sendmail, "192.0.2.40", "unknown"), "unknown")
 	c.starttls(sendmailTLS("FAIL", "/CN=p.example", "/CN=p.example", "{cert_fp}", strings.Repeat("AB:", 31)+"AB"))
 	c.helo("p.example")
 	_, act = c.message("a@p.example", nil, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 	l := h.log.waitLines(t, 3)
 	wantContains(t, "log", l[0], "result=pass")
 	wantContains(t, "log", l[1], "check=fingerprints", "only an MD5 fingerprint", "CertFingerprintAlgorithm=sha256")
@@ -858,7 +871,7 @@ hosts = ["198.51.100.5"]
 	c2 := h.session(newFakeMTA(policy.Postfix, "198.51.100.5", "unknown"), "unknown")
 	c2.helo("x.example")
 	_, act = c2.message("a@x.example", nil, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 	l := h.log.waitLines(t, 3)
 	wantContains(t, "log", l[1], "Q2:", "result=none")
 	wantContains(t, "log", l[2], "endpoint=new", "result=defer")
@@ -894,14 +907,14 @@ func TestMTAMismatchTempFails(t *testing.T) {
 	c.starttls(sendmailTLS("NO", "", "", "{cert_md5}", ""))
 	c.helo("client.lab.test")
 	_, act := c.message("a@company-b.example", nil, "")
-	wantReply(t, act, TempFailCode, "4.3.0")
+	wantReply(t, act, policy.TempFailCode, "4.3.0")
 	wantContains(t, "log", h.log.waitLines(t, 1)[0], "result=tempfail", `mta = \"postfix\"`, "{verify}")
 
 	h2 := startHarness(t, sendmailPolicy, nil)
 	c = h2.session(newFakeMTA(policy.Postfix, "192.0.2.10", "client.lab.test"), "client.lab.test")
 	c.helo("client.lab.test")
 	_, act = c.message("a@company-b.example", nil, "")
-	wantReply(t, act, TempFailCode, "4.3.0")
+	wantReply(t, act, policy.TempFailCode, "4.3.0")
 	wantContains(t, "log", h2.log.waitLines(t, 1)[0], "result=tempfail", "Postfix 3.7.11")
 }
 
@@ -928,7 +941,52 @@ func TestMilterConnectionReuse(t *testing.T) {
 	}
 	c.helo("client.lab.test")
 	_, act = c.message("a@company-b.example", nil, "")
-	wantReply(t, act, DeferCode, "4.7.1")
+	wantReply(t, act, policy.DeferCode, "4.7.1")
 	l := h.log.waitLines(t, 2)
-	wantContains(t, "log", l[1], "tls=none result=defer")
+	wantContains(t, "log", l[1], "tlsgate: result=defer ", "tls=none")
+}
+
+// TestExceptionDecisions: while an exception runs, the decisions it makes
+// say exception=NAME (result=exception when the endpoint it relaxes would
+// have refused the session); from its expiry on, the same session is
+// judged by that endpoint, on the milter's clock, without a reload.
+func TestExceptionDecisions(t *testing.T) {
+	const pol = `mta = "sendmail"
+[[endpoint]]
+name  = "company-b"
+hosts = [".company-b.example"]
+  [endpoint.inbound]
+  validate_cert = true
+[[endpoint]]
+name         = "company-b-labs"
+hosts        = ["labs.company-b.example", ".labs.company-b.example"]
+exception_to = "company-b"
+reason       = "CHG-4711"
+expires      = 2027-01-31T12:00:00Z
+  [endpoint.inbound]
+  encryption = true
+`
+	var now atomic.Pointer[time.Time]
+	set := func(t time.Time) { now.Store(&t) }
+	set(time.Date(2027, 1, 31, 11, 59, 59, 0, time.UTC))
+	h := startHarness(t, pol, func(o *Options) { o.Now = func() time.Time { return *now.Load() } })
+	send := func(qid string) *gomilter.Action {
+		c := h.session(newFakeMTA(policy.Sendmail, "192.0.2.10", "mx.labs.company-b.example"), "mx.labs.company-b.example")
+		c.starttls(sendmailTLS("NO", "", "", "", ""))
+		c.helo("mx.labs.company-b.example")
+		_, act := c.message("a@labs.company-b.example", []string{"u@lab.test"}, qid)
+		c.abort()
+		return act
+	}
+	if act := send("Q1"); act.Type != gomilter.ActionAccept {
+		t.Fatalf("before expiry: %+v, want accepted", act)
+	}
+	wantContains(t, "log", h.log.waitLines(t, 1)[0], "Q1: tlsgate: result=exception endpoint=company-b-labs exception=company-b-labs client=")
+	set(time.Date(2027, 1, 31, 12, 0, 0, 0, time.UTC))
+	wantReply(t, send("Q2"), policy.DeferCode, "4.7.1")
+	l := h.log.waitLines(t, 2)[1]
+	wantContains(t, "log", l, "NOQUEUE: tlsgate: result=defer endpoint=company-b client=", "check=validate_cert")
+	if strings.Contains(l, "exception=") {
+		t.Errorf("an expired exception is named: %s", l)
+	}
 }

@@ -53,6 +53,7 @@ func TestInboundPolicyDecide(t *testing.T) {
 	const pin = "9D:A6:66:00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:56:B3"
 	other := strings.Replace(pin, "9D", "48", 1)
 	tls := []string{"encryption_protocol", "TLSv1.3", "encryption_cipher", "TLS_AES_256_GCM_SHA384", "encryption_keysize", "256"}
+	const md5 = "D1:8A:D0:34:DD:CD:0B:D9:D7:F4:CE:8A:62:96:14:9C"
 	tests := []struct {
 		name string
 		r    Request
@@ -69,7 +70,13 @@ func TestInboundPolicyDecide(t *testing.T) {
 		{"untrusted", req(append(tls, "client_address", "127.0.0.1", "ccert_fingerprint", pin)...), "451 4.7.1 TLS required by local policy for this peer"},
 		{"monitor", req("sender", "x@watch.example"), "DUNNO"},
 		{"bad address", req("client_address", "not-an-ip", "sender", "a@pin.example"), "451 4.3.0 TLS policy check failed temporarily, try again later"},
-		{"md5 fingerprint", req(append(tls, "sender", "a@pin.example", "ccert_fingerprint", "D1:8A:D0:34:DD:CD:0B:D9:D7:F4:CE:8A:62:96:14:9C")...), "451 4.3.0 TLS policy check failed temporarily, try again later"},
+		{"md5 fingerprint", req(append(tls, "sender", "a@pin.example", "ccert_fingerprint", md5)...), "451 4.3.0 TLS policy check failed temporarily, try again later"},
+		// Clients no endpoint covers, and endpoints without pins, do not
+		// need the fingerprint.
+		{"md5 fingerprint uncovered", req(append(tls, "sender", "a@other.example", "ccert_fingerprint", md5)...), "DUNNO"},
+		{"md5 fingerprint unpinned", req(append(tls, "client_address", "127.0.0.1", "ccert_subject", "client.lab.test", "ccert_issuer", "Lab+20Test+20CA", "ccert_fingerprint", md5)...), "DUNNO"},
+		{"md5 fingerprint unpinned untrusted", req(append(tls, "client_address", "127.0.0.1", "ccert_fingerprint", md5)...), "451 4.7.1 TLS required by local policy for this peer"},
+		{"md5 fingerprint monitor", req(append(tls, "sender", "x@watch.example", "ccert_fingerprint", md5)...), "DUNNO"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,27 +92,36 @@ func TestInboundPolicyDecide(t *testing.T) {
 }
 
 func TestTLSMapLookup(t *testing.T) {
-	p, err := policy.Parse("t.toml", []byte(`mta = "postfix"
+	maps := map[string]*TLSMap{}
+	for _, mta := range []string{"postfix", "sendmail"} {
+		p, err := policy.Parse("t.toml", []byte(`mta = "`+mta+`"
 [[endpoint]]
 name = "b"
 hosts = ["b.example"]
   [endpoint.outbound]
   encryption = true
 `))
-	if err != nil {
-		t.Fatal(err)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maps[mta] = &TLSMap{Policy: func() *policy.Policy { return p }}
 	}
-	m := &TLSMap{Policy: func() *policy.Policy { return p }}
 	ctx := context.Background()
-	for _, tc := range []struct{ name, key, want string }{
-		{"tlspolicy", "B.example", "OK encrypt"},
-		{"tlspolicy", "[b.example]:25", "OK encrypt"},
-		{"tlspolicy", "c.example", "NOTFOUND "},
-		{"tlspolicy", "[b.example", `TEMP cannot decide key: policy: next hop "[b.example": missing ']'`},
-		{"access", "tls_rcpt:u@b.example", "TEMP unknown map access; this tlsgate serves tlspolicy"},
+	for _, tc := range []struct{ mta, name, key, want string }{
+		{"postfix", "tlspolicy", "B.example", "OK encrypt"},
+		{"postfix", "tlspolicy", "[b.example]:25", "OK encrypt"},
+		{"postfix", "tlspolicy", "c.example", "NOTFOUND "},
+		{"postfix", "tlspolicy", "[b.example", `TEMP cannot decide key: policy: next hop "[b.example": missing ']'`},
+		{"postfix", "access", "tls_rcpt:u@b.example", "TEMP unknown map access; this tlsgate serves tlspolicy"},
+		// Sendmail asks on the map name of its K line: map_name (tlsgate's
+		// own socket map) or "access" (an access map served by tlsgate).
+		{"sendmail", "tlspolicy", "tls_rcpt:u@b.example", "OK TEMP+ENCR:40"},
+		{"sendmail", "access", "tls_rcpt:u@b.example", "OK TEMP+ENCR:40"},
+		{"sendmail", "tlspolicy", "connect:127.0.0.1", "NOTFOUND "},
+		{"sendmail", "other", "tls_rcpt:u@b.example", "TEMP unknown map other; this tlsgate serves tlspolicy"},
 	} {
-		if got := m.Lookup(ctx, tc.name, tc.key).String(); got != tc.want {
-			t.Errorf("Lookup(%s, %s) = %q, want %q", tc.name, tc.key, got, tc.want)
+		if got := maps[tc.mta].Lookup(ctx, tc.name, tc.key).String(); got != tc.want {
+			t.Errorf("%s: Lookup(%s, %s) = %q, want %q", tc.mta, tc.name, tc.key, got, tc.want)
 		}
 	}
 	none := &TLSMap{Policy: func() *policy.Policy { return nil }}

@@ -7,10 +7,16 @@
 # with it) with apt, nsd, unbound and ldnsutils for the
 # DNSSEC lab (internal/lab/dnslab; their system services are not started),
 # Debian's chromium with a font (the posture report's HTML page is checked
-# in headless Chromium), then downloads Sendmail's .debs into
-# the cache directory that internal/lab/mtalab uses and extracts them there.
-# Sendmail is NOT installed as a package: the tests run the extracted
-# binary (see internal/lab/mtalab/sendmail.go).
+# in headless Chromium), Debian's opendkim (the second milter of the
+# coexistence test in internal/lab/e2e; its service is not started), then
+# downloads Sendmail's .debs into the cache directory that
+# internal/lab/mtalab uses and extracts them there. Sendmail is NOT
+# installed as a package: the tests run the extracted binary (see
+# internal/lab/mtalab/sendmail.go). It also downloads, without installing
+# anything, every .deb that "apt-get install sendmail" needs on this host
+# (as internal/lab/debsys FetchDebs does), so that the Sendmail install
+# test installs Debian's sendmail package into its throwaway system
+# without the network.
 #
 # Environment:
 #   TLSGATE_LAB_CACHE  cache directory (default /var/cache/tlsgate-lab);
@@ -21,7 +27,7 @@ cache="${TLSGATE_LAB_CACHE:-/var/cache/tlsgate-lab}"
 debs="$cache/debs"
 root="$cache/sendmail-root"
 sm_pkgs=(sendmail-bin sendmail-cf sendmail-base libwrap0)
-apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make nsd unbound ldnsutils chromium fonts-dejavu-core lintian)
+apt_pkgs=(postfix swaks libnet-ssleay-perl openssl m4 ca-certificates make nsd unbound ldnsutils chromium fonts-dejavu-core lintian opendkim)
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-test-deps.sh: must run as root (apt-get, dpkg -x into $cache)" >&2
@@ -82,7 +88,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	trap - EXIT
 	# Nor at the next boot.
 	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-		systemctl disable nsd.service unbound.service 2>/dev/null || true
+		systemctl disable nsd.service unbound.service opendkim.service 2>/dev/null || true
 	fi
 else
 	echo "install-test-deps.sh: apt packages already installed: ${apt_pkgs[*]}"
@@ -98,11 +104,24 @@ else
 	echo "install-test-deps.sh: Sendmail .debs already in $debs"
 fi
 
+# What "apt-get install sendmail" needs here (it would replace Postfix:
+# download only). The install test installs it inside a throwaway system.
+if ! compgen -G "$debs/sendmail_*_all.deb" >/dev/null || ! compgen -G "$debs/sensible-mda_*.deb" >/dev/null; then
+	mkdir -p "$debs/partial"
+	if id _apt >/dev/null 2>&1; then chown -R _apt "$debs"; fi
+	apt_update_once
+	apt-get -y -o Dir::Cache::archives="$debs" --download-only install sendmail
+else
+	echo "install-test-deps.sh: the .debs of apt-get install sendmail are already in $debs"
+fi
+
 if [ ! -x "$root/usr/libexec/sendmail/sendmail" ] || [ ! -f "$root/.complete" ]; then
 	rm -rf "$root.tmp"
 	mkdir -p "$root.tmp"
-	for d in "$debs"/*.deb; do
-		dpkg -x "$d" "$root.tmp"
+	for p in "${sm_pkgs[@]}"; do
+		for d in "$debs/${p}"_*.deb; do
+			dpkg -x "$d" "$root.tmp"
+		done
 	done
 	rm -rf "$root"
 	mv "$root.tmp" "$root"

@@ -4,13 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tlsgate/tlsgate/certs"
 	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/internal/sendmailfile"
 	"github.com/tlsgate/tlsgate/internal/trust"
 )
 
@@ -32,6 +35,15 @@ check refuses one that demands less unless it is a temporary exception
 gives way to the endpoint it relaxes, without a reload. check warns, as
 FILE:LINE: warning: ..., about an exception that ends within 14 days or
 has ended, and about outbound addresses Postfix never asks for.
+
+With mta = "sendmail", check also judges the files Sendmail reads as root
+by Sendmail's own rules (it offers no STARTTLS when one breaks them): the CA
+bundle must be root's, below no directory others may write to, and hold
+exactly the CAs of the store (root writes it with "tlsgate certs store
+bundle"; tlsgate does not, for Sendmail); its directory, Sendmail's
+CACertPath, must hold no OpenSSL hash links; the server certificate must be
+root's too; the server key may be readable by its group (Debian's 0640
+sendmail-common.key), not by others.
 
 With mta = "postfix", check also asks the installed Postfix for its version
 (postconf -h mail_version) and refuses a postfix_version newer than it, so
@@ -92,6 +104,15 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if n := len(plan.Known); n > 0 {
 		notes = append(notes, fmt.Sprintf("%d certificate(s) checked for expiry", n))
 	}
+	if p.MTA == policy.Sendmail {
+		if problems := sendmailFiles(p, plan); len(problems) > 0 {
+			printLoadError(stderr, &policy.LoadError{Problems: problems})
+			return exitUsage
+		}
+		if p.Settings.CABundle != "" || p.Settings.ServerCert != "" {
+			notes = append(notes, "Sendmail accepts its TLS files")
+		}
+	}
 	if p.MTA == policy.Postfix && !*noDetect {
 		if installed, err := postfixVersion(*pcDir); err == nil {
 			if versionLess(installed, p.PostfixVersion) {
@@ -114,6 +135,78 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, summary(p, notes))
 	return exitOK
+}
+
+// sendmailFiles checks the files Sendmail reads as root by its rules
+// (sendmailfile): the CA bundle, which root writes from the CA store
+// (trust.WritesBundle) and which must hold exactly the store's CAs, its
+// directory (CACertPath), which must hold no OpenSSL hash links that
+// Sendmail would trust besides, and the server certificate. The key was
+// checked by trust.Prepare.
+func sendmailFiles(p *policy.Policy, plan *trust.Plan) []*policy.Problem {
+	s := p.Settings
+	var out []*policy.Problem
+	bad := func(key string, err error) { out = append(out, p.SettingProblem(key, err)) }
+	if b := s.CABundle; b != "" {
+		write := ""
+		if s.CAStore != "" {
+			write = fmt.Sprintf("write it as root: tlsgate certs store bundle --store %s --out %s", s.CAStore, b)
+		}
+		err := sendmailfile.Check(b, sendmailfile.Cert, sendmailfile.Debian)
+		var se *sendmailfile.Error
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && write != "":
+			bad("certs.ca_bundle", fmt.Errorf("%s does not exist; Sendmail reads it as CACertFile and tlsgate does not write it for Sendmail (Sendmail uses only files root owns): %s", b, write))
+		case errors.As(err, &se) && write != "" && se.Path == b && !strings.HasPrefix(se.Reason, "directory"):
+			se.Fix = write
+			bad("certs.ca_bundle", se)
+		case err != nil:
+			bad("certs.ca_bundle", err)
+		case plan.Store != nil:
+			if diff := bundleDiff(b, plan.Store); diff != "" {
+				bad("certs.ca_bundle", fmt.Errorf("%s %s; Sendmail trusts the bundle, not the store: %s, then restart Sendmail", b, diff, write))
+			}
+		}
+		if links, err := sendmailfile.HashLinks(filepath.Dir(b)); err != nil {
+			bad("certs.ca_bundle", err)
+		} else if len(links) > 0 {
+			bad("certs.ca_bundle", fmt.Errorf("%s, the directory of the bundle and so Sendmail's CACertPath, holds OpenSSL hash links (%s): Sendmail would trust those CAs too; keep the bundle in a directory without them", filepath.Dir(b), strings.Join(links, ", ")))
+		}
+	}
+	if c := s.ServerCert; c != "" {
+		if err := sendmailfile.Check(c, sendmailfile.Cert, sendmailfile.Debian); err != nil {
+			bad("certs.server_cert", err)
+		}
+	}
+	return out
+}
+
+// bundleDiff says how the CA bundle at path differs from the store, or
+// "" when it holds the same CAs.
+func bundleDiff(path string, st *certs.Store) string {
+	b, err := certs.LoadBundle(path)
+	if err != nil {
+		return "cannot be read (" + err.Error() + ")"
+	}
+	var extra, missing []string
+	for _, e := range b.List() {
+		if !st.Contains(e.Cert) {
+			extra = append(extra, e.Subject)
+		}
+	}
+	for _, e := range st.List() {
+		if !b.Contains(e.Cert) {
+			missing = append(missing, e.Subject)
+		}
+	}
+	var parts []string
+	if len(extra) > 0 {
+		parts = append(parts, fmt.Sprintf("holds %d CA(s) the store does not (%s)", len(extra), strings.Join(extra, "; ")))
+	}
+	if len(missing) > 0 {
+		parts = append(parts, fmt.Sprintf("lacks %d CA(s) of the store (%s)", len(missing), strings.Join(missing, "; ")))
+	}
+	return strings.Join(parts, " and ")
 }
 
 func printLoadError(w io.Writer, err error) {

@@ -45,3 +45,33 @@ expires      = ` + end + `
 		}
 	}
 }
+
+// TestCheckExceptionWarningWindow: check warns about an exception 14 days
+// ahead and not before, and says so when one has ended (the date is local
+// midnight), each at the line of expires.
+func TestCheckExceptionWarningWindow(t *testing.T) {
+	day := func(n int) string { return time.Now().AddDate(0, 0, n).Format(time.DateOnly) }
+	for _, tc := range []struct {
+		expires, want string
+	}{
+		{day(15), ""},
+		{day(13), ":11: warning: the exception of endpoint \"labs\" to \"company-b\" ends on " + day(13) + " (in 1"},
+		{day(0), ":11: warning: the exception of endpoint \"labs\" to \"company-b\" ended on " + day(0) + ": inbound, \"company-b\"'s rules apply to its hosts again (CHG-4711)"},
+	} {
+		conf := filepath.Join(t.TempDir(), "tlsgate.toml")
+		if err := os.WriteFile(conf, []byte(labsException("sendmail", tc.expires)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, errs, code := runCLI(t, "check", "-c", conf)
+		if code != exitOK {
+			t.Fatalf("expires %s: exit %d\n%s", tc.expires, code, errs)
+		}
+		if tc.want == "" {
+			if strings.Contains(errs, "exception") {
+				t.Errorf("expires %s: warned:\n%s", tc.expires, errs)
+			}
+		} else if !strings.Contains(errs, conf+tc.want) {
+			t.Errorf("expires %s: stderr lacks %q:\n%s", tc.expires, conf+tc.want, errs)
+		}
+	}
+}

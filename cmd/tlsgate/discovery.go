@@ -388,6 +388,9 @@ func explainLines(x policyd.Explanation) []string {
 		}
 		l = append(l, "endpoint: "+e)
 	}
+	if e := x.Answer.Exception; e != nil {
+		l = append(l, fmt.Sprintf("exception: an exception to %s until %s (%s)", e.To.Name, e.Expires(), e.Reason))
+	}
 	if x.Answer.Overrides != policy.SourceNone {
 		l = append(l, "overrides: "+x.Answer.Overrides.String())
 	}
@@ -575,5 +578,19 @@ func queryDiscovered(p *policy.Policy, key string, offline bool, stdout, stderr 
 	if err != nil {
 		return exitRuntime
 	}
-	return replyExit(r)
+	if p.MTA != policy.Postfix {
+		// FEATURE(`sts')'s map has no walk: one key, the domain.
+		return replyExit(r)
+	}
+	// Postfix goes on with the parent domains, which get no discovered
+	// policy: the file answers them as the daemon does.
+	v := p.At(time.Now())
+	steps := queryWalk(policy.PostfixKeys(key), func(k string) queryStep {
+		if k == key {
+			return queryStep{key: k, reply: r}
+		}
+		a, err := v.Outbound(k)
+		return queryStep{key: k, reply: policyd.AnswerReply(a, err), answer: a, known: true}
+	})
+	return printRest(steps, false, stderr)
 }

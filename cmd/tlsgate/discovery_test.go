@@ -92,6 +92,10 @@ hosts = ["sts.test"]
 	if code != exitFail || out != "NOTFOUND \n" || !strings.Contains(errs, "# source: none\n") || !regexp.MustCompile(`# cache: (hit|miss|refreshed|stale)\n`).MatchString(errs) || strings.Contains(errs, "discovered here") {
 		t.Errorf("query open.test through the daemon: %d %q %q", code, out, errs)
 	}
+	// Postfix goes on with the parent domain, which gets no discovery.
+	if !strings.Contains(errs, "# NOTFOUND; Postfix then asks .test -> NOTFOUND; in effect: Postfix's default (smtp_tls_security_level)\n") {
+		t.Errorf("query open.test does not show the rest of Postfix's walk: %q", errs)
+	}
 	out, errs, code = runCLI(t, "query", "-c", conf, "outbound", "sts.test")
 	if code != exitOK || out != "OK encrypt\n" || !strings.Contains(errs, "# source: endpoint\n# endpoint: enc\n") {
 		t.Errorf("query sts.test through the daemon: %d %q %q", code, out, errs)

@@ -70,8 +70,8 @@ hosts = ["192.0.2.10"]
 	if err != nil {
 		t.Fatalf("mail: %v", err)
 	}
-	if act.Type != gomilter.ActionRejectWithCode || act.SMTPCode != milter.DeferCode {
-		t.Fatalf("plaintext MAIL from a covered peer: %+v, want %d", act, milter.DeferCode)
+	if act.Type != gomilter.ActionRejectWithCode || act.SMTPCode != policy.DeferCode {
+		t.Fatalf("plaintext MAIL from a covered peer: %+v, want %d", act, policy.DeferCode)
 	}
 	if got := testutil.ToFloat64(m.Decisions.WithLabelValues("milter", "company-b", "defer")); got != 1 {
 		t.Errorf(`decisions{part="milter",endpoint="company-b",result="defer"} = %v, want 1`, got)

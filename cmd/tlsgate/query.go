@@ -17,8 +17,9 @@ import (
 const queryHelp = `
 Outbound: print the socketmap reply the policy daemon sends for KEY, as
 Postfix or Sendmail would receive it ("OK secure match=...", "NOTFOUND ",
-"TEMP ..."). KEY is a next hop as the MTA sends it: example.com,
-.example.com, [mx.example.com]:587, [192.0.2.1], [IPv6:2001:db8::1]; for
+"TEMP ..."), on the first line of standard output. KEY is a next hop as the
+MTA sends it: example.com, .example.com, [mx.example.com]:587,
+[mail.isp.example]:submission, [192.0.2.1], [IPv6:2001:db8::1]; for
 Sendmail an access-map key. The Sendmail keys answered are:
   tls_rcpt:USER@DOMAIN   the recipient address, which Sendmail asks first,
                          by its domain; tls_rcpt:USER@ is NOTFOUND;
@@ -30,8 +31,21 @@ Sendmail an access-map key. The Sendmail keys answered are:
                          srv_features: key
 Any other tag is NOTFOUND. The tag is recognised in any case (TLS_Rcpt:)
 and a tagged key is lower-cased, as Sendmail does before asking.
+
+Then, on standard error, lines starting with "# " say what the MTA will
+actually do: the endpoint that answered (an exception, with the endpoint it
+relaxes and its end; "monitor mode" for an endpoint in monitor mode, whose
+rules the MTA does not get), and, for a NOTFOUND key, the rest of the
+MTA's lookup walk and what is in effect:
+  # NOTFOUND; Postfix then asks .company-b.example -> OK verify ... (endpoint
+  #   company-b); in effect: verify ...
+Postfix walks the parent domains of a plain next-hop name; Sendmail walks a
+recipient's address, domain and parent domains (tls_rcpt:), a server's or
+client's name, parent domains and networks (tls_srv:, srv_features:).
+
 With --socket the running daemon is asked instead of the file, on map
-"access" for a tagged key and "tlspolicy" otherwise (--map overrides);
+"access" for a tagged key and "tlspolicy" otherwise (--map overrides), one
+key of the walk at a time; only the replies are known then, not the endpoints.
 postmap -q KEY socketmap:unix:PATH:tlspolicy asks it the Postfix way.
 
 With a [discovery] table the answer for a bare domain (example.com) merges
@@ -40,15 +54,22 @@ running daemon knows from its cache: query then asks the daemon through its
 control socket ([discovery] control_socket) and prints, after the reply,
 where the answer comes from (source: endpoint, mta-sts, dane or none), the
 endpoint, what it overrides, and the cache state (hit, miss, refreshed,
-stale). When the daemon cannot be reached, or with --offline, query
-discovers the domain itself (DNS and HTTPS, nothing cached, nothing written)
-and says so. For Sendmail a bare domain is asked on the map "sts" of
-FEATURE(` + "`sts')" + `, the MTA-STS policy Sendmail applies besides the access map.
-Exit status: 0 found, 1 not found, 2 usage or configuration error, 3 the
-daemon answered TEMP/PERM or could not be reached.
+stale); for Postfix a NOTFOUND is followed by the rest of the walk, asked
+of the file (parent domains get no discovered policy). When the daemon
+cannot be reached, or with --offline, query discovers the domain itself
+(DNS and HTTPS, nothing cached, nothing written) and says so. For Sendmail
+a bare domain is asked on the map "sts" of FEATURE(` + "`sts')" + `, the MTA-STS
+policy Sendmail applies besides tlsgate's own map.
+
+Exit status: 0 the MTA gets a policy from tlsgate (for KEY or a later
+key of its walk), 1 it applies its own default, 2 usage or configuration
+error, 3 the daemon answered TEMP/PERM (the MTA defers) or could not be
+reached.
 
 Inbound: print the verdict for a session with the given facts, exactly as
-the milter would judge it. --client-addr is required (the milter always
+the milter would judge it: its result (none, pass, monitor, exception,
+defer, reject, as the log says result=), the reply the client gets, and
+each failed requirement. --client-addr is required (the milter always
 knows it); the other facts default to a plaintext session from a client
 without a verified name or sender. Exit status: 0 pass or not covered,
 1 the session fails, 2 usage or configuration error.
@@ -107,17 +128,12 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 		if _, err := discovery.BareDomain(key); err == nil && p.Settings.Discovery != nil && !tagged {
 			return queryDiscovered(p, key, *offline, stdout, stderr)
 		}
-		a, err := p.At(time.Now()).Outbound(key)
-		r := policyd.AnswerReply(a, err)
-		fmt.Fprintln(stdout, r.String())
-		if a.Endpoint != nil {
-			note := "endpoint " + a.Endpoint.Name
-			if !a.Found {
-				note += " is in monitor mode: the MTA default applies"
-			}
-			fmt.Fprintln(stderr, "# "+note)
-		}
-		return replyExit(r)
+		v := p.At(time.Now())
+		steps := queryWalk(walkKeys(key, p.MTA == policy.Sendmail), func(k string) queryStep {
+			a, err := v.Outbound(k)
+			return queryStep{key: k, reply: policyd.AnswerReply(a, err), answer: a, known: true}
+		})
+		return printWalk(steps, p.MTA == policy.Sendmail, stdout, stderr)
 	case "inbound":
 		if len(pos) != 1 {
 			fmt.Fprintf(stderr, "tlsgate query inbound: unexpected argument %q (facts are given as options)\n", pos[1])
@@ -137,8 +153,9 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tlsgate query inbound: %v\n", err)
 			return exitUsage
 		}
-		v := p.At(time.Now()).Judge(&facts)
-		printVerdict(stdout, &v)
+		now := time.Now()
+		v := p.At(now).Judge(&facts)
+		printVerdict(stdout, p, &facts, now, &v)
 		if v.Result == policy.Fail {
 			return exitFail
 		}
@@ -175,7 +192,8 @@ func sendmailKey(key string) (string, bool) {
 }
 
 // queryDaemon asks the daemon at spec for key on map name, by default
-// the access map for a Sendmail key and tlspolicy for any other.
+// the access map for a Sendmail key and tlspolicy for any other, and for
+// the rest of the MTA's walk while the answers are NOTFOUND.
 func queryDaemon(spec, name, key string, tagged bool, stdout, stderr io.Writer) int {
 	if name == "" {
 		name = "tlspolicy"
@@ -191,13 +209,168 @@ func queryDaemon(spec, name, key string, tagged bool, stdout, stderr io.Writer) 
 		return exitRuntime
 	}
 	defer c.Close()
-	r, err := c.Lookup(ctx, name, key)
-	if err != nil {
-		fmt.Fprintf(stderr, "tlsgate query: %v\n", err)
+	var lookupErr error
+	steps := queryWalk(walkKeys(key, tagged), func(k string) queryStep {
+		if lookupErr != nil {
+			return queryStep{key: k, reply: policyd.Reply{Status: policyd.StatusTemp}}
+		}
+		r, err := c.Lookup(ctx, name, k)
+		lookupErr = err
+		return queryStep{key: k, reply: r}
+	})
+	if lookupErr != nil {
+		fmt.Fprintf(stderr, "tlsgate query: %v\n", lookupErr)
 		return exitRuntime
 	}
-	fmt.Fprintln(stdout, r.String())
-	return replyExit(r)
+	return printWalk(steps, tagged, stdout, stderr)
+}
+
+// queryStep is one key of a lookup walk and its reply; answer and known
+// only when the file was asked.
+type queryStep struct {
+	key    string
+	reply  policyd.Reply
+	answer policy.Answer
+	known  bool
+}
+
+// queryWalk asks keys in order until one is found or TEMP, as the MTA
+// does.
+func queryWalk(keys []string, ask func(string) queryStep) []queryStep {
+	var out []queryStep
+	for _, k := range keys {
+		st := ask(k)
+		out = append(out, st)
+		if st.reply.Status != policyd.StatusNotFound {
+			break
+		}
+	}
+	return out
+}
+
+// walkKeys returns key and the keys the MTA asks after it when it is not
+// found: Postfix's parent domains of a plain next-hop name; Sendmail's
+// tls_rcpt: walk from an address or a domain, its tls_srv: and
+// srv_features: walks from a name or an address. Keys whose walk tlsgate
+// cannot know (tls_rcpt:USER@, the domain being unknown) stand alone.
+func walkKeys(key string, sendmail bool) []string {
+	if !sendmail {
+		return policy.PostfixKeys(key)
+	}
+	tag, val, _ := strings.Cut(key, ":")
+	var keys []string
+	switch tag {
+	case "tls_rcpt":
+		switch at := strings.LastIndexByte(val, '@'); {
+		case at >= 0 && at < len(val)-1:
+			keys = policy.SendmailRcptKeys(val)
+		case at < 0 && val != "" && !strings.HasPrefix(val, "."):
+			keys = policy.SendmailRcptKeys("postmaster@" + val)
+		}
+	case "tls_srv", "srv_features":
+		// A name, a literal [192.0.2.1] as {server_name} has it (Sendmail
+		// walks it, then the address), or an address as {server_addr}
+		// and {client_addr} have it.
+		name, addr := val, netip.Addr{}
+		if a, err := netip.ParseAddr(strings.TrimPrefix(strings.Trim(val, "[]"), "ipv6:")); err == nil {
+			addr = a
+			if !strings.HasPrefix(val, "[") {
+				name = ""
+			}
+		}
+		if tag == "tls_srv" {
+			keys = policy.SendmailServerKeys(name, addr)
+		} else {
+			keys = policy.SrvFeaturesKeys(name, addr)
+		}
+	}
+	for i, k := range keys {
+		if k == key {
+			return keys[i:]
+		}
+	}
+	return []string{key}
+}
+
+// printWalk prints the reply for the first key on stdout and, on stderr,
+// what the MTA will do: the answering endpoint, and for a NOTFOUND key
+// the rest of the walk and what is in effect. It returns the exit status
+// of what is in effect.
+func printWalk(steps []queryStep, sendmail bool, stdout, stderr io.Writer) int {
+	first := steps[0]
+	fmt.Fprintln(stdout, first.reply.String())
+	if first.known {
+		if n := endpointNote(first.answer); n != "" {
+			fmt.Fprintln(stderr, "# "+n)
+		}
+	}
+	return printRest(steps, sendmail, stderr)
+}
+
+// printRest prints, on stderr, for a walk whose first key is NOTFOUND,
+// the rest of the walk and what is in effect, and returns the exit status
+// of what is in effect; for a walk whose first key is found or TEMP it
+// prints nothing and returns that key's status.
+func printRest(steps []queryStep, sendmail bool, stderr io.Writer) int {
+	first, last := steps[0], steps[len(steps)-1]
+	if first.reply.Status != policyd.StatusNotFound {
+		return replyExit(first.reply)
+	}
+	mta := "Postfix"
+	if sendmail {
+		mta = "Sendmail"
+	}
+	var b strings.Builder
+	b.WriteString("# NOTFOUND")
+	if len(steps) > 1 {
+		b.WriteString("; " + mta + " then asks ")
+		for i, st := range steps[1:] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(st.key + " -> " + strings.TrimSpace(st.reply.String()))
+			if st.known && st.answer.Endpoint != nil {
+				b.WriteString(" (" + endpointNote(st.answer) + ")")
+			}
+		}
+	}
+	b.WriteString("; in effect: " + inEffect(last, sendmail))
+	fmt.Fprintln(stderr, b.String())
+	return replyExit(last.reply)
+}
+
+// inEffect says what the MTA applies after the walk that ended at last.
+func inEffect(last queryStep, sendmail bool) string {
+	switch last.reply.Status {
+	case policyd.StatusOK:
+		return last.reply.Data
+	case policyd.StatusNotFound:
+		switch {
+		case !sendmail:
+			return "Postfix's default (smtp_tls_security_level)"
+		case strings.HasPrefix(last.key, "srv_features:"):
+			return "Sendmail's default (it asks the client for a certificate)"
+		}
+		return "Sendmail's default (no TLS requirement)"
+	}
+	return "TEMP: the MTA defers the mail and retries"
+}
+
+// endpointNote names the endpoint of an answer: its exception (the
+// endpoint it relaxes, until when, why), monitor mode (only for an
+// endpoint in monitor mode), a key Sendmail may have cut.
+func endpointNote(a policy.Answer) string {
+	if a.Endpoint == nil {
+		return policyd.AnswerNote(a)
+	}
+	n := "endpoint " + a.Endpoint.Name
+	if x := a.Exception; x != nil {
+		n += fmt.Sprintf(", an exception to %s until %s (%s)", x.To.Name, x.Expires(), x.Reason)
+	}
+	if note := policyd.AnswerNote(a); note != "" {
+		n += ": " + note
+	}
+	return n
 }
 
 type inboundFlags struct {
@@ -252,21 +425,33 @@ func (f *inboundFlags) facts() (policy.Facts, error) {
 	return out, nil
 }
 
-func printVerdict(w io.Writer, v *policy.Verdict) {
-	if v.Result == policy.NotCovered {
+// printVerdict prints the verdict as the milter would act on it: the
+// covering endpoints and exceptions, the outcome (the log's result= word)
+// with the reply the client gets, and each failure.
+func printVerdict(w io.Writer, p *policy.Policy, f *policy.Facts, now time.Time, v *policy.Verdict) {
+	o := v.Outcome()
+	if o == policy.OutcomeNone {
 		fmt.Fprintln(w, "result: none (no endpoint covers this session; mail is accepted by policy)")
 		return
 	}
 	fmt.Fprintf(w, "endpoints: %s\n", v.Names())
-	switch {
-	case v.Result == policy.Pass:
+	for _, ep := range v.Exceptions {
+		x := ep.Exception
+		fmt.Fprintf(w, "exception: %s, an exception to %s until %s (%s)\n", ep.Name, x.To.Name, x.Expires(), x.Reason)
+	}
+	switch o {
+	case policy.OutcomePass:
 		fmt.Fprintln(w, "result: pass (mail is accepted)")
-	case v.Refuse && v.Action == policy.Reject:
-		fmt.Fprintln(w, "result: fail: mail is rejected (5.7.x)")
-	case v.Refuse:
-		fmt.Fprintln(w, "result: fail: mail is deferred (4.7.x); the sender retries")
-	default:
-		fmt.Fprintln(w, "result: fail, but every failing endpoint is in monitor mode: mail is accepted and stamped")
+	case policy.OutcomeUnchecked:
+		fmt.Fprintln(w, "result: unchecked (nothing seen fails; the policy-delegation server judges the rest)")
+	case policy.OutcomeMonitor:
+		fmt.Fprintln(w, "result: monitor (a requirement failed, but every failing endpoint is in monitor mode: mail is accepted and stamped)")
+	case policy.OutcomeException:
+		fmt.Fprintf(w, "result: exception (mail is accepted only because of the exception; %s)\n", afterExceptions(p, f, now, v))
+	case policy.OutcomeDefer:
+		fmt.Fprintf(w, "result: defer (mail is deferred: %s; the sender retries)\n", o.Reply())
+	case policy.OutcomeReject:
+		fmt.Fprintf(w, "result: reject (mail is rejected: %s)\n", o.Reply())
 	}
 	for _, f := range v.Failures {
 		fmt.Fprintf(w, "failed: %s\n", f.String())
@@ -274,4 +459,25 @@ func printVerdict(w io.Writer, v *policy.Verdict) {
 	for _, f := range v.Unchecked {
 		fmt.Fprintf(w, "not checked here: endpoint=%s check=%s (judged by the policy-delegation server)\n", f.Endpoint.Name, f.Check)
 	}
+}
+
+// afterExceptions says what the same session gets once the exceptions of
+// v have ended: judged at the latest of their ends.
+func afterExceptions(p *policy.Policy, f *policy.Facts, now time.Time, v *policy.Verdict) string {
+	var end time.Time
+	var dates []string
+	for _, ep := range v.Exceptions {
+		x := ep.Exception
+		if at := x.ExpiresAt(now.Location()); at.After(end) {
+			end = at
+		}
+		dates = append(dates, x.Expires())
+	}
+	after := p.At(end).Judge(f)
+	o := after.Outcome()
+	s := "from " + strings.Join(dates, ", ") + " on: " + o.String()
+	if r := o.Reply(); r.Code != 0 {
+		s += " (" + r.String() + ")"
+	}
+	return s
 }

@@ -244,9 +244,9 @@ func newParts(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, dr *discov
 		parts = append(parts, &part{name: "socketmap", l: s.Socketmap, srv: sm})
 	}
 	if s.Delegation.Addr != "" {
-		var dc policyd.Decider = &policyd.InboundPolicy{Policy: h.Policy, Logger: log}
+		dc := &policyd.InboundPolicy{Policy: h.Policy, Logger: log}
 		if m != nil {
-			dc = m.Decider(dc)
+			dc.OnDecision = m.DelegationDecision
 		}
 		ds, err := policyd.NewDelegationServer(policyd.DelegationOptions{Decider: dc, Logger: limitedLogger(log, "delegation"), MaxConns: listen.ConnCap(policyd.DefaultMaxConns, n)})
 		if err != nil {
@@ -296,8 +296,9 @@ func serveMetrics(ctx context.Context, m *metrics.Metrics, addr string, errc cha
 
 // waitForStop tells systemd the daemon is ready and handles signals until
 // SIGTERM or SIGINT, or until a part fails (errc): SIGHUP reloads the
-// configuration, and once a day the certificates' expiry is checked. It
-// returns the exit status.
+// configuration, once a day the certificates' expiry is checked, and when
+// an exception ends the log says so once (exceptionWatch). It returns the
+// exit status.
 func waitForStop(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, errc <-chan error) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -307,8 +308,12 @@ func waitForStop(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, errc <-
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 	daily := time.NewTicker(expiryEvery)
 	defer daily.Stop()
+	exc := newExceptionWatch(log, m)
+	defer exc.stop()
 	for {
 		select {
+		case <-exc.C():
+			exc.tick(h.Policy(), time.Now())
 		case sig := <-sigs:
 			if sig != syscall.SIGHUP {
 				log.Info("stop", "signal", sig.String())
@@ -316,6 +321,7 @@ func waitForStop(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, errc <-
 			}
 			daemon.SdNotify(false, "RELOADING=1\nMONOTONIC_USEC="+strconv.FormatInt(monotonicUsec(), 10))
 			h.Reload() // logs its outcome; a failure keeps the old policy
+			exc.tick(h.Policy(), time.Now())
 			daemon.SdNotify(false, daemon.SdNotifyReady)
 		case <-daily.C:
 			checkExpiry(h.Policy(), time.Now(), log, m)

@@ -1,9 +1,10 @@
 // Package metrics exposes tlsgate's Prometheus metrics on an opt-in
 // listener ([metrics] listen, loopback or unix socket): inbound decisions
-// by endpoint and result, outbound lookups by answer, latency histograms,
-// reloads by result, the configuration generation, the seconds until
-// each known certificate expires and, with [discovery], the MTA-STS/DANE
-// engine's counters (Metrics.AddDiscovery).
+// by part, endpoint and result (the model's outcome word, the same the log
+// lines say), outbound lookups by answer, latency histograms, reloads by
+// result, the configuration generation, the seconds until each known
+// certificate expires, the instant each exception ends and, with
+// [discovery], the MTA-STS/DANE engine's counters (Metrics.AddDiscovery).
 package metrics
 
 import (
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/milter"
 	"github.com/tlsgate/tlsgate/policyd"
 )
@@ -27,8 +29,10 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	// Decisions counts inbound decisions by part (milter, delegation),
-	// endpoint (the covering endpoints; "" from the delegation server) and
-	// result (pass, none, defer, reject, monitor, tempfail).
+	// endpoint (the covering endpoints, comma-separated; "" when none)
+	// and result: the word of policy.Outcome (none, pass, unchecked,
+	// monitor, exception, defer, reject, tempfail), which the decision's
+	// log line says as result=.
 	Decisions *prometheus.CounterVec
 	// Lookups counts outbound socketmap lookups by answer (ok, notfound,
 	// temp, timeout, perm).
@@ -45,6 +49,10 @@ type Metrics struct {
 	Generation prometheus.Gauge
 	// CertExpiry is the seconds until each known certificate expires.
 	CertExpiry *prometheus.GaugeVec
+	// ExceptionExpiry is the instant (Unix seconds) each exception of the
+	// policy in force ends, by endpoint and exception_to; an ended one
+	// stays until the next reload (its value is then in the past).
+	ExceptionExpiry *prometheus.GaugeVec
 }
 
 // New registers tlsgate's collectors plus the Go and process collectors.
@@ -54,7 +62,7 @@ func New() *Metrics {
 	m := &Metrics{
 		Registry: r,
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsgate_inbound_decisions_total",
-			Help: "Inbound TLS policy decisions by part (milter, delegation), endpoint and result (pass, none, defer, reject, monitor, tempfail)."}, []string{"part", "endpoint", "result"}),
+			Help: "Inbound TLS policy decisions by part (milter, delegation), endpoint and result (none, pass, unchecked, monitor, exception, defer, reject, tempfail: the log's result=)."}, []string{"part", "endpoint", "result"}),
 		Lookups: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsgate_outbound_lookups_total",
 			Help: "Outbound TLS policy lookups (socketmap) by answer."}, []string{"answer"}),
 		LookupSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tlsgate_outbound_lookup_duration_seconds",
@@ -67,8 +75,10 @@ func New() *Metrics {
 			Help: "Generation of the configuration in force (1 at start, +1 per successful reload)."}),
 		CertExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsgate_cert_expiry_seconds",
 			Help: "Seconds until a certificate tlsgate knows expires (negative: expired)."}, []string{"cert"}),
+		ExceptionExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsgate_exception_expiry_timestamp_seconds",
+			Help: "When an exception (exception_to) of the policy in force ends, in Unix seconds; from then on the endpoint it relaxes applies to its hosts."}, []string{"endpoint", "exception_to"}),
 	}
-	r.MustRegister(m.Decisions, m.Lookups, m.LookupSeconds, m.DecisionSeconds, m.Reloads, m.Generation, m.CertExpiry,
+	r.MustRegister(m.Decisions, m.Lookups, m.LookupSeconds, m.DecisionSeconds, m.Reloads, m.Generation, m.CertExpiry, m.ExceptionExpiry,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -88,31 +98,28 @@ func (m *Metrics) Lookuper(inner policyd.Lookuper) policyd.Lookuper {
 // the milter judged a MAIL command (d.Duration > 0), records the time it
 // took under part="milter". It fits milter.Options.OnDecision.
 func (m *Metrics) MilterDecision(d milter.Decision) {
-	m.Decisions.WithLabelValues("milter", d.Endpoints, d.Result).Inc()
+	m.Decisions.WithLabelValues("milter", d.Endpoints, d.Result.String()).Inc()
 	if d.Duration > 0 {
 		m.DecisionSeconds.WithLabelValues("milter").Observe(d.Duration.Seconds())
 	}
 }
 
-// Decider wraps a policy-delegation Decider and counts and times its
-// answers (result pass for DUNNO, defer for 4xx, reject for 5xx).
-func (m *Metrics) Decider(inner policyd.Decider) policyd.Decider {
-	return policyd.DecideFunc(func(ctx context.Context, req policyd.Request) string {
-		start := time.Now()
-		a := inner.Decide(ctx, req)
-		m.DecisionSeconds.WithLabelValues("delegation").Observe(time.Since(start).Seconds())
-		result := "pass"
-		switch {
-		case strings.HasPrefix(a, "451 4.3"):
-			result = "tempfail"
-		case strings.HasPrefix(a, "4"):
-			result = "defer"
-		case strings.HasPrefix(a, "5"):
-			result = "reject"
-		}
-		m.Decisions.WithLabelValues("delegation", "", result).Inc()
-		return a
-	})
+// DelegationDecision counts a policy-delegation decision by endpoint and
+// result, as MilterDecision does for the milter, and records its time
+// under part="delegation". It fits policyd.InboundPolicy.OnDecision.
+func (m *Metrics) DelegationDecision(d policyd.InboundDecision) {
+	m.Decisions.WithLabelValues("delegation", d.Endpoints, d.Result.String()).Inc()
+	m.DecisionSeconds.WithLabelValues("delegation").Observe(d.Duration.Seconds())
+}
+
+// SetExceptions sets tlsgate_exception_expiry_timestamp_seconds to exactly
+// the exceptions of p, each ending at its instant in loc (a date ends at
+// midnight there; policy.Exception.ExpiresAt).
+func (m *Metrics) SetExceptions(p *policy.Policy, loc *time.Location) {
+	m.ExceptionExpiry.Reset()
+	for _, x := range p.Exceptions() {
+		m.ExceptionExpiry.WithLabelValues(x.Endpoint.Name, x.To.Name).Set(float64(x.ExpiresAt(loc).Unix()))
+	}
 }
 
 // Serve answers /metrics on ln until ctx ends.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tlsgate/tlsgate/internal/discovery"
 	"github.com/tlsgate/tlsgate/internal/discovery/mtasts"
+	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/milter"
 	"github.com/tlsgate/tlsgate/policyd"
 )
@@ -31,12 +32,11 @@ func TestWrappersAndEndpoint(t *testing.T) {
 	if got := testutil.ToFloat64(m.Lookups.WithLabelValues("notfound")); got != 2 {
 		t.Errorf("notfound = %v", got)
 	}
-	dc := m.Decider(policyd.DecideFunc(func(ctx context.Context, r policyd.Request) string { return r["a"] }))
-	for _, a := range []string{"DUNNO", "451 4.7.1 x", "550 5.7.1 x", "451 4.3.0 x"} {
-		dc.Decide(context.Background(), policyd.Request{"a": a})
+	for _, o := range []policy.Outcome{policy.OutcomeNone, policy.OutcomePass, policy.OutcomeDefer, policy.OutcomeReject, policy.OutcomeTempFail} {
+		m.DelegationDecision(policyd.InboundDecision{Result: o, Endpoints: "b", Duration: time.Millisecond})
 	}
-	for _, r := range []string{"pass", "defer", "reject", "tempfail"} {
-		if got := testutil.ToFloat64(m.Decisions.WithLabelValues("delegation", "", r)); got != 1 {
+	for _, r := range []string{"none", "pass", "defer", "reject", "tempfail"} {
+		if got := testutil.ToFloat64(m.Decisions.WithLabelValues("delegation", "b", r)); got != 1 {
 			t.Errorf("%s = %v", r, got)
 		}
 	}
@@ -65,10 +65,10 @@ func TestWrappersAndEndpoint(t *testing.T) {
 func TestMilterDecision(t *testing.T) {
 	m := New()
 	for _, d := range []milter.Decision{
-		{Endpoints: "company-b", Result: "defer", Duration: 3 * time.Millisecond},
-		{Endpoints: "company-b", Result: "defer", Duration: time.Millisecond},
-		{Endpoints: "", Result: "none", Duration: 20 * time.Microsecond},
-		{Result: "tempfail"}, // no MAIL judged: counted, not timed
+		{Endpoints: "company-b", Result: policy.OutcomeDefer, Duration: 3 * time.Millisecond},
+		{Endpoints: "company-b", Result: policy.OutcomeDefer, Duration: time.Millisecond},
+		{Endpoints: "", Result: policy.OutcomeNone, Duration: 20 * time.Microsecond},
+		{Result: policy.OutcomeTempFail}, // no MAIL judged: counted, not timed
 	} {
 		m.MilterDecision(d)
 	}
@@ -188,4 +188,58 @@ func gathered(t *testing.T, m *Metrics, series string) float64 {
 	}
 	t.Fatalf("no series %s", series)
 	return 0
+}
+
+// TestSetExceptions: one series per exception of the policy, valued at
+// its end in Unix seconds (a date ends at midnight where the daemon is);
+// a new policy replaces the series.
+func TestSetExceptions(t *testing.T) {
+	p, err := policy.Parse("x.toml", []byte(`mta = "postfix"
+[[endpoint]]
+name = "company-b"
+hosts = [".company-b.example"]
+  [endpoint.inbound]
+  validate_cert = true
+[[endpoint]]
+name = "labs"
+hosts = ["labs.company-b.example"]
+exception_to = "company-b"
+reason = "CHG-4711"
+expires = 2027-01-31
+  [endpoint.inbound]
+  encryption = true
+[[endpoint]]
+name = "sales"
+hosts = ["sales.company-b.example"]
+exception_to = "company-b"
+reason = "CHG-4712"
+expires = 2027-02-01T12:00:00+01:00
+  [endpoint.inbound]
+  encryption = true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New()
+	berlin := time.FixedZone("CET", 3600)
+	m.SetExceptions(p, berlin)
+	for _, tc := range []struct {
+		endpoint string
+		want     time.Time
+	}{
+		{"labs", time.Date(2027, 1, 31, 0, 0, 0, 0, berlin)},
+		{"sales", time.Date(2027, 2, 1, 11, 0, 0, 0, time.UTC)},
+	} {
+		if got := testutil.ToFloat64(m.ExceptionExpiry.WithLabelValues(tc.endpoint, "company-b")); got != float64(tc.want.Unix()) {
+			t.Errorf("%s: %v, want %v", tc.endpoint, got, tc.want.Unix())
+		}
+	}
+	none, err := policy.Parse("y.toml", []byte("mta = \"postfix\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetExceptions(none, berlin)
+	if n := testutil.CollectAndCount(m.ExceptionExpiry); n != 0 {
+		t.Errorf("%d series after a policy without exceptions", n)
+	}
 }

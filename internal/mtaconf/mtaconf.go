@@ -2,7 +2,16 @@
 // Sendmail to tlsgate from the same policy file the daemons read, so that
 // the two cannot disagree: the milter socket with fail-closed defaults, the
 // outbound TLS policy socketmap, client-certificate requests, CA files and
-// (Postfix) the policy-delegation check that enforces fingerprint pins.
+// (Postfix) the policy-delegation check that enforces fingerprint pins;
+// with [discovery], what MTA-STS and DANE need (Postfix's DNSSEC
+// settings, Sendmail's FEATURE(`sts') on tlsgate's socket).
+//
+// It merges them into what the MTA already has rather than replacing it:
+// for Postfix each main.cf parameter is a [Setting] with a [Rule]
+// (tlsgate's milter joins the administrator's smtpd_milters, its policy
+// service goes behind the relay check, a stronger TLS level is kept); for
+// Sendmail the .mc lines leave the administrator's access map, milters
+// and rulesets in place ([ForSendmail]).
 package mtaconf
 
 import (
@@ -22,15 +31,16 @@ type Options struct {
 	PostfixQueueDir string
 }
 
-// Postfix holds the generated Postfix settings.
+// Postfix is what tlsgate needs in main.cf, as settings with a merge rule
+// each; [Postfix.Merge] merges them into the current main.cf.
 type Postfix struct {
-	// Main lists main.cf parameters in order as name, value pairs.
-	Main [][2]string
+	// Settings in the order they are merged.
+	Settings []Setting
 	// Notes are comments that explain choices (printed with "# ").
 	Notes []string
 }
 
-// ForPostfix derives main.cf settings from p.
+// ForPostfix derives the main.cf settings p needs.
 func ForPostfix(p *policy.Policy, o Options) (*Postfix, error) {
 	if p.MTA != policy.Postfix {
 		return nil, fmt.Errorf("mtaconf: %s is written for mta = %q, not postfix", p.File, p.MTA)
@@ -41,8 +51,9 @@ func ForPostfix(p *policy.Policy, o Options) (*Postfix, error) {
 	}
 	s := p.Settings
 	out := &Postfix{}
-	set := func(k, v string) { out.Main = append(out.Main, [2]string{k, v}) }
-	note := func(f string, a ...any) { out.Notes = append(out.Notes, fmt.Sprintf(f, a...)) }
+	add := func(name, want string, rule Rule, note string) {
+		out.Settings = append(out.Settings, Setting{Name: name, Want: want, Rule: rule, Note: note})
+	}
 
 	askCert, pins, outbound := false, false, false
 	for _, ep := range p.Endpoints {
@@ -50,56 +61,72 @@ func ForPostfix(p *policy.Policy, o Options) (*Postfix, error) {
 		pins = pins || len(ep.Inbound.Fingerprints) > 0
 		outbound = outbound || ep.Outbound.Active()
 	}
-	set("smtpd_tls_security_level", "may")
+	add("smtpd_tls_security_level", "may", AtLeast("none"), "STARTTLS for every client (a stronger level set in main.cf is kept)")
 	if s.ServerCert != "" {
-		set("smtpd_tls_cert_file", s.ServerCert)
-		set("smtpd_tls_key_file", s.ServerKey)
+		add("smtpd_tls_cert_file", s.ServerCert, Replace, "our certificate and key ([certs] server_cert, server_key)")
+		add("smtpd_tls_key_file", s.ServerKey, Replace, "")
 	}
 	if s.CABundle != "" {
-		set("smtpd_tls_CAfile", s.CABundle)
-		set("smtp_tls_CAfile", s.CABundle)
+		add("smtpd_tls_CAfile", s.CABundle, Replace, "the CA bundle tlsgate writes from its CA store: client certificates are verified against it")
+		add("smtp_tls_CAfile", s.CABundle, Replace, "the same bundle for the servers we deliver to")
 	}
 	if askCert {
-		set("smtpd_tls_ask_ccert", "yes")
-		note("smtpd_tls_ask_ccert is global in Postfix 3.7: every TLS client is asked for a certificate, not only the endpoints with request_cert (a client may decline; only covered peers are judged)")
+		add("smtpd_tls_ask_ccert", "yes", Replace, "smtpd_tls_ask_ccert is global in Postfix 3.7: every TLS client is asked for a certificate, not only the endpoints with request_cert (a client may decline; only covered peers are judged)")
 	}
-	set("smtpd_tls_received_header", "yes")
-	set("smtpd_tls_fingerprint_digest", "sha256")
-	set("smtp_tls_fingerprint_digest", "sha256")
-	note("fingerprints are SHA-256; Postfix defaults to md5 below compatibility_level 3.6, so the digest is set explicitly")
+	add("smtpd_tls_received_header", "yes", Replace, "the TLS facts in Postfix's own Received: header")
+	const digest = "fingerprints are SHA-256; Postfix defaults to md5 below compatibility_level 3.6, so the digest is set explicitly"
+	add("smtpd_tls_fingerprint_digest", "sha256", Replace, digest)
+	add("smtp_tls_fingerprint_digest", "sha256", Replace, digest)
 	if s.Milter.Addr != "" {
-		set("smtpd_milters", socketSpec(s.Milter.Addr, q))
-		set("milter_default_action", "tempfail")
-		set("milter_protocol", "6")
-		note("milter_default_action = tempfail: while tlsgate's milter is down, SMTP clients get 4xx and retry; nothing is accepted unjudged")
+		spec := socketSpec(s.Milter.Addr, q)
+		// Per-milter settings (Postfix >= 3.0) are name=value pairs without
+		// blanks, as attr_override(3) reads them.
+		add("smtpd_milters", "{ "+spec+", default_action=tempfail }", ListFirst(sameSocket(spec, s.Milter.Addr)),
+			"tlsgate's milter first, with its own default_action=tempfail: while it is down, SMTP clients get 4xx and retry, and nothing is accepted unjudged; other milters keep their place and milter_default_action")
 	}
 	disc := s.Discovery
 	if s.Socketmap.Addr != "" && (outbound || disc != nil) {
-		set("smtp_tls_security_level", "may")
-		set("smtp_tls_policy_maps", "socketmap:"+socketSpec(s.Socketmap.Addr, q)+":"+s.MapName)
-		note("a policy lookup that fails (daemon down, TEMP) defers the mail with 4.7.5; Postfix never falls back to plaintext for it")
+		spec := "socketmap:" + socketSpec(s.Socketmap.Addr, q) + ":" + s.MapName
+		abs := "socketmap:" + s.Socketmap.Addr + ":" + s.MapName
+		add("smtp_tls_security_level", "may", AtLeast("none"), "opportunistic TLS for destinations tlsgate does not cover (a stronger level set in main.cf is kept)")
+		add("smtp_tls_policy_maps", spec, ListFirst(func(e string) bool { return e == spec || e == abs }),
+			"tlsgate's TLS policy table first; destinations it does not cover go on to the tables after it. A lookup that fails (tlsgate down, TEMP) defers the mail with 4.7.5: Postfix never falls back to plaintext for it")
 	}
 	if disc != nil && disc.MTASTS {
-		note("MTA-STS answers \"secure\": the MX certificate must chain to a public CA, so keep smtp_tls_CApath = /etc/ssl/certs (Debian's default main.cf) besides smtp_tls_CAfile")
+		out.Notes = append(out.Notes, "MTA-STS answers \"secure\": the MX certificate must chain to a public CA, so keep smtp_tls_CApath = /etc/ssl/certs (Debian's default main.cf) besides smtp_tls_CAfile")
 	}
 	if disc != nil && disc.DANE {
-		set("smtp_dns_support_level", "dnssec")
-		set("smtp_host_lookup", "dns")
-		set("smtp_tls_dane_insecure_mx_policy", "dane")
-		note("DANE: without smtp_dns_support_level = dnssec and smtp_host_lookup = dns Postfix turns every \"dane\" answer into \"may\" (tlsgate then withholds them); smtp_tls_dane_insecure_mx_policy = dane replaces Debian 12's unsafe default (may for an MX found by an insecure lookup), the default only from Postfix 3.7.13")
-		note("DANE needs a local validating resolver, for Postfix (it asks the nameserver of /etc/resolv.conf and trusts its AD bit) and tlsgate alike. Debian's unbound validates with the root trust anchor and listens on 127.0.0.1:")
-		note("  apt install unbound")
-		note("  echo 'nameserver 127.0.0.1' >/etc/resolv.conf")
-		note("  resolver = \"127.0.0.1:53\" in tlsgate's [discovery] (its default: the first nameserver of /etc/resolv.conf)")
+		add("smtp_dns_support_level", "dnssec", AtLeast("disabled", "enabled"),
+			"DANE: without smtp_dns_support_level = dnssec Postfix turns every \"dane\" answer into \"may\" (tlsgate then withholds them)")
+		add("smtp_host_lookup", "dns", AtLeast("native"),
+			"DANE needs the DNSSEC status of DNS lookups: without dns in smtp_host_lookup Postfix turns every \"dane\" answer into \"may\" (a list with dns, such as \"dns, native\", is kept)")
+		add("smtp_tls_dane_insecure_mx_policy", "dane", AtLeast("may"), "DANE: replaces Debian 12's unsafe default (may for an MX found by an insecure lookup), the default only from Postfix 3.7.13")
+		out.Notes = append(out.Notes,
+			"DANE needs a local validating resolver, for Postfix (it asks the nameserver of /etc/resolv.conf and trusts its AD bit) and tlsgate alike. Debian's unbound validates with the root trust anchor and listens on 127.0.0.1:",
+			"  apt install unbound",
+			"  echo 'nameserver 127.0.0.1' >/etc/resolv.conf",
+			"  resolver = \"127.0.0.1:53\" in tlsgate's [discovery] (its default: the first nameserver of /etc/resolv.conf)")
 	}
 	if s.Delegation.Addr != "" && pins {
+		spec := socketSpec(s.Delegation.Addr, q)
 		// Inside check_policy_service { ... } Postfix splits attributes at
 		// commas and whitespace; a value with blanks needs its own
 		// "{ name = value }" (attr_override(3)).
-		set("smtpd_recipient_restrictions", "check_policy_service { "+socketSpec(s.Delegation.Addr, q)+", { default_action = "+policyDefaultAction+" } }")
-		note("if main.cf already sets smtpd_recipient_restrictions, put the check_policy_service entry first in your list instead")
+		want := "check_policy_service { " + spec + ", { default_action = " + policyDefaultAction + " } }"
+		add("smtpd_recipient_restrictions", want, AfterRelayCheck(sameSocket(spec, s.Delegation.Addr)),
+			"tlsgate's policy service (fingerprint pins) where no answer of it could open a relay: right after the relay check (reject_unauth_destination, defer_unauth_destination) of smtpd_recipient_restrictions, or first there when smtpd_relay_restrictions, which Postfix evaluates before, holds the relay check")
 	}
 	return out, nil
+}
+
+// sameSocket reports whether a list element (an address, or a "{ address,
+// ... }" group) names the socket spec, written relative to the queue
+// directory or as the absolute address abs.
+func sameSocket(spec, abs string) func(string) bool {
+	return func(e string) bool {
+		f := braceFirst(e)
+		return f == spec || f == abs
+	}
 }
 
 // policyDefaultAction is what Postfix answers while tlsgate's policy
@@ -117,108 +144,4 @@ func socketSpec(addr, queueDir string) string {
 		return "unix:" + path
 	}
 	return addr // inet:HOST:PORT is Postfix's own syntax
-}
-
-// Text renders the settings as lines to paste into main.cf, each
-// preceded by the notes.
-func (pf *Postfix) Text(source string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# main.cf settings generated by tlsgate mta-config from %s\n", source)
-	for _, n := range pf.Notes {
-		fmt.Fprintf(&b, "# %s\n", n)
-	}
-	for _, kv := range pf.Main {
-		fmt.Fprintf(&b, "%s = %s\n", kv[0], kv[1])
-	}
-	return b.String()
-}
-
-// Sendmail derives the .mc lines from p.
-func Sendmail(p *policy.Policy) (string, error) {
-	if p.MTA != policy.Sendmail {
-		return "", fmt.Errorf("mtaconf: %s is written for mta = %q, not sendmail", p.File, p.MTA)
-	}
-	s := p.Settings
-	askCert, outbound := false, false
-	for _, ep := range p.Endpoints {
-		askCert = askCert || ep.Inbound.RequestCert
-		outbound = outbound || ep.Outbound.Active()
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "dnl sendmail.mc lines generated by tlsgate mta-config from %s\n", p.File)
-	if s.CABundle != "" {
-		fmt.Fprintf(&b, "define(`confCACERT_PATH', `%s')dnl\n", filepath.Dir(s.CABundle))
-		fmt.Fprintf(&b, "define(`confCACERT', `%s')dnl\n", s.CABundle)
-	}
-	if s.ServerCert != "" {
-		fmt.Fprintf(&b, "define(`confSERVER_CERT', `%s')dnl\ndefine(`confSERVER_KEY', `%s')dnl\n", s.ServerCert, s.ServerKey)
-		fmt.Fprintf(&b, "define(`confCLIENT_CERT', `%s')dnl\ndefine(`confCLIENT_KEY', `%s')dnl\n", s.ServerCert, s.ServerKey)
-	}
-	b.WriteString("dnl {cert_fp} carries the SHA-256 digest fingerprints are compared with\n")
-	b.WriteString("define(`confCERT_FINGERPRINT_ALGORITHM', `sha256')dnl\n")
-	accessMap := s.Socketmap.Addr != "" && (outbound || askCert)
-	sts := s.Socketmap.Addr != "" && s.Discovery != nil && s.Discovery.MTASTS
-	if accessMap {
-		b.WriteString("dnl every access-map lookup goes to tlsgate; it answers only TLS_Srv, TLS_Rcpt and Srv_Features\n")
-		fmt.Fprintf(&b, "FEATURE(`access_db', `socket -T<TMPF> -d5 %s')dnl\n", sendmailSocket(s.Socketmap.Addr))
-		b.WriteString("dnl Sendmail asks every TLS client for a certificate unless Srv_Features says V;\n")
-		b.WriteString("dnl tlsgate answers Srv_Features with v (ask) for a client name or address whose\n")
-		b.WriteString("dnl endpoint needs the client's certificate, and\n")
-		if !p.AsksEveryClient() {
-			b.WriteString("dnl with V for the bare Srv_Features: default, so no other client is asked\n")
-		} else {
-			b.WriteString("dnl leaves the bare Srv_Features: default to Sendmail, which asks every client:\n")
-			b.WriteString("dnl an endpoint that needs a certificate lists a name or .domain pattern, which may\n")
-			b.WriteString("dnl match only the sender domain, known only after STARTTLS. List client hosts as\n")
-			b.WriteString("dnl addresses and ranges in such endpoints to ask their clients alone\n")
-		}
-	}
-	if sts {
-		b.WriteString("dnl MTA-STS (RFC 8461): tlsgate answers the map sts with the recipient domain's policy;\n")
-		b.WriteString("dnl Sendmail then requires a certificate verified by confCACERT (which must hold the\n")
-		b.WriteString("dnl public CAs MX hosts use), an MX name in the policy's list and a matching subjectAltName.\n")
-		b.WriteString("dnl Endpoints stay in the access map: Sendmail applies both.\n")
-		fmt.Fprintf(&b, "FEATURE(`sts', `socket -d5 -T<TMPF> %s')dnl\n", sendmailSocket(s.Socketmap.Addr))
-	}
-	if s.Milter.Addr != "" {
-		b.WriteString("dnl F=T: while the milter is down, SMTP clients get 4xx and retry\n")
-		fmt.Fprintf(&b, "INPUT_MAIL_FILTER(`tlsgate', `S=%s, F=T, T=C:30s;S:10s;R:10s;E:30s')dnl\n", sendmailSocket(s.Milter.Addr))
-	}
-	if accessMap {
-		b.WriteString(SendmailAfterMailer + "\n")
-		b.WriteString("dnl Always try STARTTLS. Sendmail's try_tls ruleset looks up Try_TLS: in the access map;\n")
-		b.WriteString("dnl while tlsgate is unreachable that lookup fails, try_tls answers \"do not use STARTTLS\"\n")
-		b.WriteString("dnl and Sendmail would send MAIL FROM in clear before tls_rcpt defers the recipients.\n")
-		b.WriteString("dnl A $# result other than error or discard from Local_try_tls ends try_tls with\n")
-		b.WriteString("dnl success, so STARTTLS is used whenever the server offers it, whatever the map says.\n")
-		b.WriteString("dnl LOCAL_TRY_TLS must come after MAILER() (cf/m4/cfhead.m4 warns otherwise).\n")
-		b.WriteString(sendmailTryTLS)
-	}
-	return b.String(), nil
-}
-
-// SendmailAfterMailer is the line of Sendmail's output after which the
-// lines belong after the MAILER() lines of the .mc file; the lines before
-// it belong before them (FEATURE() must precede MAILER()).
-const SendmailAfterMailer = "dnl ---- the lines below go after the MAILER() lines of the .mc ----"
-
-// sendmailTryTLS makes Sendmail's try_tls ruleset succeed without asking
-// the access map: its Local_try_tls hook is consulted first, and any
-// "$#" result it returns becomes try_tls's result (cf/m4/proto.m4). Only
-// "$#error" and "$#discard" make rscheck() fail, and deliver.c skips
-// STARTTLS only when rscheck("try_tls") fails.
-const sendmailTryTLS = "LOCAL_TRY_TLS\nR$*\t\t$# OK\n"
-
-// sendmailSocket renders unix:/path or inet:PORT@HOST.
-func sendmailSocket(addr string) string {
-	if strings.HasPrefix(addr, "unix:") {
-		return addr
-	}
-	hp := strings.TrimPrefix(addr, "inet:")
-	i := strings.LastIndexByte(hp, ':')
-	host := strings.Trim(hp[:i], "[]")
-	if strings.Contains(host, ":") {
-		return "inet6:" + hp[i+1:] + "@" + host
-	}
-	return "inet:" + hp[i+1:] + "@" + host
 }

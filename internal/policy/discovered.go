@@ -171,7 +171,7 @@ func (v View) PostfixDiscovered(key string, d Discovered) (Answer, error) {
 // returns what discovery found for each key Postfix asks (the zero
 // Discovered for keys that get none).
 func (v View) PostfixWalkDiscovered(nexthop string, discover func(key string) Discovered) Walk {
-	return walk(postfixKeys(nexthop), func(k string) (Answer, error) { return v.PostfixDiscovered(k, discover(k)) })
+	return walk(PostfixKeys(nexthop), func(k string) (Answer, error) { return v.PostfixDiscovered(k, discover(k)) })
 }
 
 // IsTemp reports whether err (of [View.PostfixDiscovered]) means the

@@ -16,6 +16,12 @@ const (
 	OutcomeNone Outcome = iota
 	// OutcomePass: every covering endpoint is satisfied.
 	OutcomePass
+	// OutcomeUnchecked: nothing the judging part can see fails, but a
+	// covering endpoint has a requirement it cannot see (Verdict.Unchecked:
+	// on Postfix the milter sees no fingerprints). The part that sees it
+	// (the policy-delegation server, at RCPT TO) decides; its decision is
+	// the final word. The mail goes on here.
+	OutcomeUnchecked
 	// OutcomeMonitor: a covering endpoint in monitor mode failed and no
 	// enforcing one did; the mail is accepted (and stamped as failed).
 	OutcomeMonitor
@@ -39,6 +45,7 @@ const (
 var outcomeWords = [...]string{
 	OutcomeNone:      "none",
 	OutcomePass:      "pass",
+	OutcomeUnchecked: "unchecked",
 	OutcomeMonitor:   "monitor",
 	OutcomeException: "exception",
 	OutcomeDefer:     "defer",
@@ -47,8 +54,8 @@ var outcomeWords = [...]string{
 }
 
 // String returns the outcome's word, which is both its log word (result=)
-// and its metric label: none, pass, monitor, exception, defer, reject or
-// tempfail.
+// and its metric label: none, pass, unchecked, monitor, exception, defer,
+// reject or tempfail.
 func (o Outcome) String() string {
 	if o < 0 || int(o) >= len(outcomeWords) {
 		return "tempfail"
@@ -110,7 +117,7 @@ const (
 )
 
 // Reply returns the SMTP reply of an outcome that refuses mail; for the
-// others (none, pass, monitor, exception) the zero Reply: the MTA goes on
+// others (none, pass, unchecked, monitor, exception) the zero Reply: the MTA goes on
 // (a milter continues, the delegation server answers DUNNO).
 func (o Outcome) Reply() Reply {
 	switch o {
@@ -127,7 +134,9 @@ func (o Outcome) Reply() Reply {
 // Outcome returns what the verdict means for the mail: defer or reject
 // when an enforcing endpoint failed, exception when only an unexpired
 // exception let it through, monitor when only monitor-mode endpoints
-// failed, pass, or none when no endpoint covers the session.
+// failed, unchecked when nothing failed but a requirement was left to
+// another part (Unchecked), pass, or none when no endpoint covers the
+// session.
 func (v *Verdict) Outcome() Outcome {
 	switch {
 	case len(v.Endpoints) == 0:
@@ -140,6 +149,8 @@ func (v *Verdict) Outcome() Outcome {
 		return OutcomeException
 	case len(v.Failures) > 0:
 		return OutcomeMonitor
+	case len(v.Unchecked) > 0:
+		return OutcomeUnchecked
 	}
 	return OutcomePass
 }

@@ -28,6 +28,12 @@ mode = "monitor"
   [endpoint.inbound]
   encryption = true
 [[endpoint]]
+name = "pinned"
+hosts = ["192.0.2.4"]
+  [endpoint.inbound]
+  validate_cert = false
+  fingerprints = ["sha256:9D:A6:66:00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:56:B3"]
+[[endpoint]]
 name = "partner"
 hosts = ["198.51.100.0/24"]
   [endpoint.inbound]
@@ -46,6 +52,9 @@ expires = 2027-01-31
 		return &Facts{ClientAddr: netip.MustParseAddr(a), TLSVersion: "TLSv1.3", Bits: 256, Verify: VerifyNone}
 	}
 	plain := func(a string) *Facts { return &Facts{ClientAddr: netip.MustParseAddr(a)} }
+	// blind is what Postfix's milter sees: no fingerprints.
+	blind := func(f *Facts) *Facts { f.FingerprintsKnown = false; return f }
+	seeing := func(f *Facts) *Facts { f.FingerprintsKnown = true; return f }
 	for _, tc := range []struct {
 		name  string
 		f     *Facts
@@ -57,6 +66,9 @@ expires = 2027-01-31
 		{"uncovered", plain("203.0.113.1"), at, OutcomeNone, "none", ""},
 		{"pass", tls("192.0.2.1"), at, OutcomePass, "pass", ""},
 		{"monitor", plain("192.0.2.3"), at, OutcomeMonitor, "monitor", ""},
+		{"fingerprints left to another part", blind(tls("192.0.2.4")), at, OutcomeUnchecked, "unchecked", ""},
+		{"fingerprints seen and missing", seeing(tls("192.0.2.4")), at, OutcomeDefer, "defer", "451 4.7.1 TLS required by local policy for this peer"},
+		{"fingerprints unseen but plaintext", blind(plain("192.0.2.4")), at, OutcomeDefer, "defer", "451 4.7.1 TLS required by local policy for this peer"},
 		{"exception", tls("198.51.100.70"), at, OutcomeException, "exception", ""},
 		{"exception, and its own rules fail", plain("198.51.100.70"), at, OutcomeDefer, "defer", "451 4.7.1 TLS required by local policy for this peer"},
 		{"exception ended", tls("198.51.100.70"), time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC), OutcomeDefer, "defer", "451 4.7.1 TLS required by local policy for this peer"},

@@ -58,11 +58,14 @@ func walk(keys []string, ask func(string) (Answer, error)) Walk {
 // .example), up to the first key found or TEMP (src/smtp/smtp_tls_policy.c,
 // tls_policy_lookup()).
 func (v View) PostfixWalk(nexthop string) Walk {
-	return walk(postfixKeys(nexthop), v.PostfixPolicy)
+	return walk(PostfixKeys(nexthop), v.PostfixPolicy)
 }
 
-// postfixKeys lists the keys Postfix asks for nexthop, in order.
-func postfixKeys(nexthop string) []string {
+// PostfixKeys returns the keys Postfix asks smtp_tls_policy_maps for the
+// next hop nexthop, in order, whatever the answers: the walk PostfixWalk
+// makes when no key is found. A client of the running daemon (tlsgate
+// query --socket) asks them one by one.
+func PostfixKeys(nexthop string) []string {
 	keys := []string{nexthop}
 	if postfixWalksParents(nexthop) {
 		for rest := nexthop; ; {
@@ -96,6 +99,12 @@ func postfixKeys(nexthop string) []string {
 // socket map does. The +detail variants appear only for an address with
 // a '+' after a non-empty user part.
 func (v View) SendmailRcptWalk(rcpt string) Walk {
+	return walk(SendmailRcptKeys(rcpt), v.SendmailAccess)
+}
+
+// SendmailRcptKeys returns the tls_rcpt: keys Sendmail asks for rcpt, in
+// order, whatever the answers (see SendmailRcptWalk).
+func SendmailRcptKeys(rcpt string) []string {
 	rcpt = strings.Trim(strings.TrimSpace(rcpt), "<>")
 	var vals []string
 	local, dom, full := rcpt, "", false
@@ -120,7 +129,7 @@ func (v View) SendmailRcptWalk(rcpt string) Walk {
 		vals = append(vals, domainWalk(dom)...)
 	}
 	vals = append(vals, "")
-	return walk(sendmailKeys("tls_rcpt", vals), v.SendmailAccess)
+	return sendmailKeys("tls_rcpt", vals)
 }
 
 // SendmailServerWalk returns the tls_srv: keys Sendmail's tls_server
@@ -131,7 +140,13 @@ func (v View) SendmailRcptWalk(rcpt string) Walk {
 // in Sendmail's "IPv6:" uncompressed form, shortened a group at a time),
 // then the bare tls_srv: key.
 func (v View) SendmailServerWalk(serverName string, serverAddr netip.Addr) Walk {
-	return walk(sendmailKeys("tls_srv", hostWalk(serverName, serverAddr)), v.SendmailAccess)
+	return walk(SendmailServerKeys(serverName, serverAddr), v.SendmailAccess)
+}
+
+// SendmailServerKeys returns the tls_srv: keys Sendmail asks for a server,
+// in order, whatever the answers (see SendmailServerWalk).
+func SendmailServerKeys(serverName string, serverAddr netip.Addr) []string {
+	return sendmailKeys("tls_srv", hostWalk(serverName, serverAddr))
 }
 
 // hostWalk lists the values Sendmail looks up for a peer by name and
@@ -154,7 +169,13 @@ func hostWalk(name string, addr netip.Addr) []string {
 // answers: whether Sendmail asks the client for a certificate ("v") or
 // not ("V"); when no key is found Sendmail asks, its default.
 func (v View) SrvFeaturesWalk(clientName string, clientAddr netip.Addr) Walk {
-	return walk(sendmailKeys("srv_features", hostWalk(clientName, clientAddr)), v.SendmailAccess)
+	return walk(SrvFeaturesKeys(clientName, clientAddr), v.SendmailAccess)
+}
+
+// SrvFeaturesKeys returns the srv_features: keys Sendmail asks for a
+// client, in order, whatever the answers (see SrvFeaturesWalk).
+func SrvFeaturesKeys(clientName string, clientAddr netip.Addr) []string {
+	return sendmailKeys("srv_features", hostWalk(clientName, clientAddr))
 }
 
 // SendmailAddr writes an address as Sendmail's {client_addr} and

@@ -17,6 +17,7 @@ import (
 	"github.com/tlsgate/tlsgate/certs"
 	"github.com/tlsgate/tlsgate/internal/certid"
 	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/internal/sendmailfile"
 )
 
 // Plan is what the policy asks of the CA store.
@@ -57,7 +58,7 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 			plan.Known = append(plan.Known, certs.NamedCert{Name: "server cert " + s.ServerCert, Cert: cs[0]})
 		}
 		if s.ServerKey != "" {
-			if err := certs.CheckKeyFile(s.ServerKey); err != nil {
+			if err := checkKey(p); err != nil {
 				return nil, p.SettingError("certs.server_key", err)
 			}
 		}
@@ -96,6 +97,30 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 	return plan, nil
 }
 
+// checkKey judges the server key by who reads it. Postfix's smtpd reads
+// it as root, but tlsgate reads it too (probe), so it must be exposed to
+// no one but tlsgate's user and its key groups (certs.CheckKeyFile).
+// Sendmail reads it as root by its own rules (sendmailfile), which allow a
+// group-readable key with DontBlameSendmail=GroupReadableKeyFile: Debian's
+// 0640 root:smmsp sendmail-common.key, which "tlsgate mta-config" wires
+// with that option.
+func checkKey(p *policy.Policy) error {
+	if p.MTA == policy.Sendmail {
+		return sendmailfile.Check(p.Settings.ServerKey, sendmailfile.Key, sendmailfile.Debian)
+	}
+	return certs.CheckKeyFile(p.Settings.ServerKey)
+}
+
+// WritesBundle reports whether tlsgate itself writes [certs] ca_bundle
+// from the CA store. It does for Postfix. Sendmail, which runs as root,
+// reads a CA file only if root owns it (sendmailfile), which tlsgate's
+// user cannot make: with mta = "sendmail" root writes the bundle with
+// "tlsgate certs store bundle" and "tlsgate check" makes sure it is safe
+// and holds the CA store.
+func WritesBundle(p *policy.Policy) bool {
+	return p.MTA != policy.Sendmail && p.Settings.CABundle != ""
+}
+
 // IssuerMatches reports whether CA certificate c is the issuer an
 // endpoint's outbound requirements pin (by DN, else by CN).
 func IssuerMatches(o *policy.Requirements, c *x509.Certificate) bool {
@@ -105,12 +130,12 @@ func IssuerMatches(o *policy.Requirements, c *x509.Certificate) bool {
 	return o.IssuerCN != "" && strings.EqualFold(strings.TrimSpace(c.Subject.CommonName), o.IssuerCN)
 }
 
-// Write writes the CA bundle ([certs] ca_bundle) and the trust-anchor
-// files, each atomically. The directory of each file is created (mode 0755
+// Write writes the CA bundle ([certs] ca_bundle; not for Sendmail, see
+// WritesBundle) and the trust-anchor files, each atomically. The directory of each file is created (mode 0755
 // less the umask) when it is missing, but not its parents: a mistyped path
 // fails rather than growing a tree.
 func (plan *Plan) Write(p *policy.Policy) error {
-	if plan.Store != nil && p.Settings.CABundle != "" {
+	if plan.Store != nil && WritesBundle(p) {
 		if err := makeDir(filepath.Dir(p.Settings.CABundle)); err != nil {
 			return fmt.Errorf("[certs] ca_bundle: %w", err)
 		}

@@ -149,3 +149,81 @@ func TestExpiry(t *testing.T) {
 		t.Errorf("readable key accepted: %v", err)
 	}
 }
+
+// TestSendmail: for Sendmail tlsgate does not write the CA bundle (root
+// does: Sendmail uses only files root owns), and the server key is judged
+// by Sendmail's rules, so that Debian's 0640 key of a group tlsgate is not
+// in passes, and one others may read does not.
+func TestSendmail(t *testing.T) {
+	pki := testpki.NewT(t)
+	// Sendmail judges every directory above a file: not below /tmp.
+	dir, err := os.MkdirTemp(".", ".test-sendmail-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if dir, err = filepath.Abs(dir); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	store := filepath.Join(dir, "ca")
+	os.MkdirAll(store, 0o755)
+	data, _ := os.ReadFile(pki.CA.CertFile)
+	if err := os.WriteFile(filepath.Join(store, "ca.pem"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(dir, "tls")
+	os.Mkdir(base, 0o755)
+	key := filepath.Join(base, "key.pem")
+	kb, _ := os.ReadFile(pki.Server.KeyFile)
+	if err := os.WriteFile(key, kb, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	conf := func(mta string) *policy.Policy {
+		p, err := policy.Parse("t.toml", []byte(`mta = "`+mta+`"
+[certs]
+ca_store = "`+store+`"
+ca_bundle = "`+filepath.Join(dir, "bundle.pem")+`"
+server_cert = "`+pki.Server.CertFile+`"
+server_key = "`+key+`"
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	p := conf("sendmail")
+	if WritesBundle(p) || !WritesBundle(conf("postfix")) {
+		t.Error("WritesBundle: want false for Sendmail, true for Postfix")
+	}
+	if os.Geteuid() == 0 {
+		// A group the key's reader is not in (tlsgate's user or root).
+		if err := os.Chown(key, 0, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan, err := Prepare(p)
+	if err != nil {
+		// Prepare judges the key's directories too: the checkout may
+		// sit below a directory others may write to.
+		if !strings.Contains(err.Error(), "is writable by") {
+			t.Fatalf("Prepare refused the 0640 key for Sendmail: %v", err)
+		}
+	} else {
+		if err := plan.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "bundle.pem")); err == nil {
+			t.Error("tlsgate wrote the CA bundle for Sendmail")
+		}
+	}
+	if os.Geteuid() == 0 {
+		if _, err := Prepare(conf("postfix")); err == nil || !strings.Contains(err.Error(), "readable by its group") {
+			t.Errorf("Postfix: a 0640 key of a group tlsgate is not in: %v", err)
+		}
+	}
+	os.Chmod(key, 0o644)
+	if _, err := Prepare(p); err == nil || !strings.Contains(err.Error(), "Sendmail refuses") {
+		t.Errorf("Sendmail: a key others may read: %v", err)
+	}
+}

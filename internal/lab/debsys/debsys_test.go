@@ -191,6 +191,39 @@ WantedBy=multi-user.target
 	}
 }
 
+// TestSystemctlShimSysV: a service with only an init script (Debian's
+// sendmail) is started, stopped and asked through its script, with
+// SYSTEMCTL_SKIP_REDIRECT set so that the script does not hand the call
+// back to systemctl.
+func TestSystemctlShimSysV(t *testing.T) {
+	need(t)
+	s := New(t, Options{})
+	if err := s.InstallSystemctl(); err != nil {
+		t.Fatal(err)
+	}
+	script := `#!/bin/sh
+echo "$1 redirect=${SYSTEMCTL_SKIP_REDIRECT:-no}" >>/tmp/sysvprobe.calls
+case "$1" in
+start) (setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! >/run/sysvprobe.pid) ;;
+stop) kill "$(cat /run/sysvprobe.pid)"; rm -f /run/sysvprobe.pid ;;
+restart) "$0" stop; "$0" start ;;
+status) [ -f /run/sysvprobe.pid ] && kill -0 "$(cat /run/sysvprobe.pid)" ;;
+*) exit 3 ;;
+esac
+`
+	if err := s.WriteFile("/etc/init.d/sysvprobe", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := s.Sh("systemctl is-active sysvprobe || true; systemctl start sysvprobe; systemctl is-active sysvprobe; systemctl try-restart sysvprobe.service; systemctl stop sysvprobe; systemctl is-active sysvprobe || echo rc=$?")
+	if out != "inactive\nactive\ninactive\nrc=3\n" {
+		t.Errorf("systemctl on an init script: %q", out)
+	}
+	calls := s.Run(t, "cat /tmp/sysvprobe.calls")
+	if !strings.Contains(calls, "start redirect=1") || !strings.Contains(calls, "restart redirect=1") || strings.Contains(calls, "redirect=no") {
+		t.Errorf("init script calls:\n%s", calls)
+	}
+}
+
 // TestAptInstall: FetchDebs downloads on the host what the system lacks,
 // and AptInstall installs it in the system, where installing Sendmail
 // replaces Postfix; the host keeps its Postfix. The first run needs the

@@ -8,7 +8,10 @@ package debsys
 //
 // Verbs it carries out itself: start, stop, restart, try-restart, reload,
 // reload-or-restart, try-reload-or-restart, is-active, status and
-// daemon-reload (a no-op: the unit file is read at every call). Every
+// daemon-reload (a no-op: the unit file is read at every call). A service
+// with no unit file but an init script in /etc/init.d (Debian's sendmail)
+// is run through its script, as systemd-sysv-generator's unit would
+// (forking daemons included). Every
 // other verb (enable, disable, is-enabled, preset, mask, unmask, cat, ...)
 // and every call with --root, --user or --global goes to the real
 // systemctl, which does those without a running systemd (with --root=/
@@ -111,6 +114,13 @@ func systemctlMain(args []string) int {
 			fmt.Printf(format, a...)
 		}
 	}
+	if len(units) == 1 {
+		if script, ok := sysvScript(units[0]); ok {
+			if rc, handled := runSysV(script, verb, quiet); handled {
+				return rc
+			}
+		}
+	}
 	var do func(u *unitFile) error
 	switch verb {
 	case "daemon-reload":
@@ -185,6 +195,64 @@ func systemctlMain(args []string) int {
 		}
 	}
 	return 0
+}
+
+// sysvScript returns the init script of a service that has no unit file,
+// as systemd-sysv-generator would wrap it (Debian's sendmail has only
+// /etc/init.d/sendmail).
+func sysvScript(name string) (string, bool) {
+	if _, err := loadUnit(name); err == nil {
+		return "", false
+	}
+	script := "/etc/init.d/" + strings.TrimSuffix(name, ".service")
+	fi, err := os.Stat(script)
+	return script, err == nil && fi.Mode()&0o111 != 0
+}
+
+// runSysV carries out verb with an init script, as systemd does for a
+// generated unit: the script's own verbs, try-restart only when it is
+// running, is-active from its status. SYSTEMCTL_SKIP_REDIRECT keeps
+// Debian's init-functions from handing the call back to systemctl. It
+// reports false for the verbs it does not carry out.
+func runSysV(script, verb string, quiet bool) (int, bool) {
+	run := func(arg string, out bool) int {
+		cmd := exec.Command(script, arg)
+		cmd.Env = append(os.Environ(), "SYSTEMCTL_SKIP_REDIRECT=1")
+		if out {
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		}
+		if err := cmd.Run(); err != nil {
+			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+				return ee.ExitCode()
+			}
+			fmt.Fprintln(os.Stderr, "systemctl (debsys shim):", err)
+			return 1
+		}
+		return 0
+	}
+	switch verb {
+	case "start", "stop", "restart", "reload", "force-reload", "status":
+		return run(verb, true), true
+	case "reload-or-restart":
+		return run("reload", true), true
+	case "try-restart", "try-reload-or-restart":
+		if run("status", false) != 0 {
+			return 0, true
+		}
+		return run("restart", true), true
+	case "is-active":
+		if run("status", false) == 0 {
+			if !quiet {
+				fmt.Println("active")
+			}
+			return 0, true
+		}
+		if !quiet {
+			fmt.Println("inactive")
+		}
+		return 3, true
+	}
+	return 0, false
 }
 
 // delegate runs the real systemctl, offline (--root=/ unless the caller

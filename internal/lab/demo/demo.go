@@ -406,7 +406,7 @@ func (d *demo) transcript(res *smtpOutcome) {
 
 // tlsgateDecision prints tlsgate's log line about the message from sender.
 func (d *demo) tlsgateDecision(sender string) string {
-	l, err := d.gate.waitLogLine(10*time.Second, "tlsgate: client=", "sender=<"+sender+">")
+	l, err := d.gate.waitLogLine(10*time.Second, "tlsgate: result=", "sender=<"+sender+">")
 	if err != nil {
 		d.problem("tlsgate logged no decision for <%s>", sender)
 		return ""

@@ -53,8 +53,8 @@ func TestDemo(t *testing.T) {
 		"S: 451 4.7.1 TLS required by local policy for this peer",
 		"S: 550 5.7.1 TLS required by local policy for this peer",
 		"milter-reject: MAIL from out.company-b.example[127.0.0.2]: 451 4.7.1",
-		"endpoint=company-b tls=none result=defer reason=",
-		"endpoint=company-c tls=none result=reject reason=",
+		"tlsgate: result=defer endpoint=company-b client=",
+		"tlsgate: result=reject endpoint=company-c client=",
 		// 2a and 2b.
 		"answer=\"OK secure match=mx1.company-b.example",
 		"Verified TLS connection established to mx1.company-b.example[127.0.0.1]",

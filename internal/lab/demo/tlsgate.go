@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -102,10 +103,17 @@ func endpointText(cfg string) string {
 	return strings.TrimRight(s, "\n")
 }
 
-// mtaConfig runs "tlsgate mta-config -c cfg" and returns its output and
-// the main.cf lines in it ("name = value", comments dropped).
+// mtaConfig runs "tlsgate mta-config -c cfg --main-cf FILE" and returns
+// its output and the main.cf lines in it ("name = value", comments
+// dropped). The private Postfix does not exist yet: FILE is the main.cf
+// it starts from (mtalab's base sets compatibility_level = 3.6, which
+// decides Postfix's defaults), so the lines are what tlsgate needs on top.
 func mtaConfig(tlsgate, cfg string) (text string, mainCF []string, err error) {
-	out, err := exec.Command(tlsgate, "mta-config", "-c", cfg).CombinedOutput()
+	base := filepath.Join(filepath.Dir(cfg), "main.cf.base")
+	if err := os.WriteFile(base, []byte("compatibility_level = 3.6\n"), 0o644); err != nil {
+		return "", nil, err
+	}
+	out, err := exec.Command(tlsgate, "mta-config", "-c", cfg, "--main-cf", base).CombinedOutput()
 	if err != nil {
 		return string(out), nil, fmt.Errorf("%s mta-config -c %s: %v\n%s", tlsgate, cfg, err, out)
 	}

@@ -485,7 +485,7 @@ func TestDiscoverySendmail(t *testing.T) {
 			t.Errorf("tlsgate's lookups of sts.test: %q", lines)
 		}
 		if lines := g.lookups("tls_rcpt:user@sts.test"); len(lines) == 0 || !strings.Contains(lines[0], `answer="OK TEMP+ENCR:40"`) {
-			t.Errorf("the endpoint is not asked in the access map: %q", lines)
+			t.Errorf("the endpoint is not asked in tlsgate's own map: %q", lines)
 		}
 		out, _ := exec.Command(tlsgateBin, "query", "--socket", "unix:"+sock, "--map", "sts", "outbound", "sts.test").Output()
 		if string(out) != "OK secure match=mx.sts.test servername=hostname\n" {

@@ -105,6 +105,8 @@ type gateConfig struct {
 	MapName string
 	// Milter is [milter] listen ("" = no milter).
 	Milter string
+	// Metrics is [metrics] listen ("" = no metrics).
+	Metrics string
 	// ServerCert is the MTA's own certificate ([certs] server_cert/key).
 	ServerCert *testpki.Cert
 	// Endpoints are [[endpoint]] tables, see endpoint.
@@ -138,6 +140,9 @@ func (c gateConfig) render(l *lab) string {
 	fmt.Fprintf(&b, "\n[certs]\nca_store = %q\nca_bundle = %q\ntrust_anchor_dir = %q\n", l.caStore, l.caBundle, l.taDir)
 	if c.ServerCert != nil {
 		fmt.Fprintf(&b, "server_cert = %q\nserver_key = %q\n", c.ServerCert.CertFile, c.ServerCert.KeyFile)
+	}
+	if c.Metrics != "" {
+		fmt.Fprintf(&b, "\n[metrics]\nlisten = %q\n", c.Metrics)
 	}
 	b.WriteString("\n[log]\nlevel = \"debug\"\nsyslog = \"no\"\n")
 	if c.Discovery != "" {

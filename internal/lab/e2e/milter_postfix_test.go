@@ -131,7 +131,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	t.Run("plaintext from covered peer is deferred", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@tls.test", to: to})
 		wantRefused(t, r[0], 451, "4.7.1 TLS required by local policy for this peer")
-		wantContains(t, "log", lm.lineFor(t, "a@tls.test"), "NOQUEUE: tlsgate: client=localhost[127.0.0.1]", "endpoint=needs-tls tls=none result=defer", "check=encryption")
+		wantContains(t, "log", lm.lineFor(t, "a@tls.test"), "NOQUEUE: tlsgate: result=", " client=localhost[127.0.0.1]", "result=defer endpoint=needs-tls", "tls=none", "check=encryption")
 	})
 	t.Run("action reject answers 5.7.1", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@reject.test", to: to})
@@ -141,7 +141,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	t.Run("TLS without a certificate where one is required", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, nil), mail{from: "nocert@cert.test", to: to})
 		wantRefused(t, r[0], 451, "4.7.1")
-		wantContains(t, "log", lm.lineFor(t, "nocert@cert.test"), "tls=TLSv1.3", "verify=UNVERIFIED result=defer", "check=validate_cert want=trusted got=none-or-untrusted")
+		wantContains(t, "log", lm.lineFor(t, "nocert@cert.test"), "tls=TLSv1.3", "verify=UNVERIFIED", "tlsgate: result=defer ", "check=validate_cert want=trusted got=none-or-untrusted")
 	})
 	t.Run("self-signed certificate where validation is required", func(t *testing.T) {
 		mark := pf.LogMark()
@@ -151,7 +151,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 		if _, err := pf.WaitLogAfter(mark, regexp.MustCompile(`Untrusted TLS connection established from localhost`), 10*time.Second); err != nil {
 			t.Error(err)
 		}
-		wantContains(t, "log", lm.lineFor(t, "self@cert.test"), "verify=UNVERIFIED result=defer", "check=validate_cert")
+		wantContains(t, "log", lm.lineFor(t, "self@cert.test"), "verify=UNVERIFIED", "tlsgate: result=defer ", "check=validate_cert")
 	})
 	t.Run("good certificate is delivered with both headers", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "good@cert.test", to: to})
@@ -164,7 +164,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 		wantContains(t, "Received", rcv, "Received: from client.lab.test (localhost [127.0.0.1]) by mx.lab.test (tlsgate) with ESMTPS id "+qid+" (version=TLSv1.3 cipher=TLS_",
 			"verify=OK) (subject-cn=client.lab.test issuer-cn=Lab+20Test+20CA) (endpoint=needs-cert policy=pass);")
 		wantContains(t, "Authentication-Results", ar, "Authentication-Results: mx.lab.test; x-tls=pass policy.endpoint=needs-cert smtp.bits=", "smtp.version=TLSv1.3")
-		wantContains(t, "log", line, "tlsgate: client=localhost[127.0.0.1] sender=<good@cert.test> endpoint=needs-cert tls=TLSv1.3", "verify=OK result=pass")
+		wantContains(t, "log", line, "tlsgate: result=pass endpoint=needs-cert client=localhost[127.0.0.1] sender=<good@cert.test> tls=TLSv1.3", "verify=OK", "tlsgate: result=pass ")
 		// The queue ID joins our line with Postfix's own.
 		if _, err := pf.WaitLog(regexp.MustCompile(regexp.QuoteMeta(qid)+`: from=<good@cert.test>`), 10*time.Second); err != nil {
 			t.Errorf("queue ID %q not in Postfix's log: %v", qid, err)
@@ -208,14 +208,14 @@ func TestPostfixEndToEnd(t *testing.T) {
 			t.Fatalf("swaks: %v\n%s", err, out)
 		}
 		// OpenSSL on both ends negotiates TLS_AES_256_GCM_SHA384: 256 bits.
-		wantContains(t, "log", lm.lineFor(t, "swaks@strong.test"), "tls=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256 verify=OK result=pass")
+		wantContains(t, "log", lm.lineFor(t, "swaks@strong.test"), "tls=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256 verify=OK", "tlsgate: result=pass ")
 		rcv, ar := ours(t, delivered(t, "swaks@strong.test"))
 		wantContains(t, "Received", rcv, "(version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256 verify=OK)", "(endpoint=strong policy=pass)")
 		wantContains(t, "Authentication-Results", ar, "x-tls=pass policy.endpoint=strong smtp.bits=256")
 	})
 	t.Run("client skips the EHLO after STARTTLS", func(t *testing.T) {
 		rawSkipEHLO(t, addr, clientTLS(t, pki, pki.Client), "skip@cert.test", "user@partner.test")
-		wantContains(t, "log", lm.lineFor(t, "skip@cert.test"), "tls=TLSv1.3", "verify=OK result=pass")
+		wantContains(t, "log", lm.lineFor(t, "skip@cert.test"), "tls=TLSv1.3", "verify=OK", "tlsgate: result=pass ")
 		rcv, _ := ours(t, delivered(t, "skip@cert.test"))
 		wantContains(t, "Received", rcv, "verify=OK", "(endpoint=needs-cert policy=pass)")
 	})
@@ -231,7 +231,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 		wantContains(t, "log", lm.lineFor(t, "one@cert.test"), "result=pass")
 		wantContains(t, "log", lm.lineFor(t, "two@wrongcn.test"), "tls=TLSv1.3", "result=defer", "check=cn")
 		// Third message, after Postfix's ABORTs: still judged on the session's TLS.
-		wantContains(t, "log", lm.lineFor(t, "three@tls.test"), "tls=TLSv1.3", "verify=OK result=pass")
+		wantContains(t, "log", lm.lineFor(t, "three@tls.test"), "tls=TLSv1.3", "verify=OK", "tlsgate: result=pass ")
 		rcv, _ := ours(t, delivered(t, "three@tls.test"))
 		wantContains(t, "Received", rcv, "verify=OK", "(endpoint=needs-tls policy=pass)")
 	})
@@ -249,12 +249,12 @@ func TestPostfixEndToEnd(t *testing.T) {
 		r := sendSessionFrom(t, postfixByIPClient, addr, nil, mail{from: "ip-plain@free.test", to: to})
 		wantRefused(t, r[0], 451, "4.7.1 TLS required by local policy for this peer")
 		wantContains(t, "log", lm.lineFor(t, "ip-plain@free.test"),
-			"NOQUEUE: tlsgate: client=unknown["+postfixByIPClient+"]", "endpoint=by-ip tls=none result=defer", "check=encryption")
+			"NOQUEUE: tlsgate: result=", " client=unknown["+postfixByIPClient+"]", "result=defer endpoint=by-ip", "tls=none", "check=encryption")
 
 		r = sendSessionFrom(t, postfixByIPClient, addr, clientTLS(t, pki, nil), mail{from: "ip-tls@free.test", to: to})
 		wantAccepted(t, r[0])
 		line := lm.lineFor(t, "ip-tls@free.test")
-		wantContains(t, "log", line, "client=unknown["+postfixByIPClient+"]", "endpoint=by-ip tls=TLSv1.3", "result=pass")
+		wantContains(t, "log", line, "client=unknown["+postfixByIPClient+"]", "endpoint=by-ip ", "tls=TLSv1.3", "result=pass")
 		hdrs := delivered(t, "ip-tls@free.test")
 		t.Logf("sink copy:\n%s", strings.Join(hdrs, "\n"))
 		rcv, ar := ours(t, hdrs)
@@ -272,7 +272,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 		rcv, ar := ours(t, delivered(t, "a@free.test"))
 		wantContains(t, "Received", rcv, "(no TLS: plaintext session) (endpoint=none policy=none);")
 		wantContains(t, "Authentication-Results", ar, "mx.lab.test; x-tls=none reason=plaintext")
-		wantContains(t, "log", lm.lineFor(t, "a@free.test"), "endpoint=none tls=none result=none")
+		wantContains(t, "log", lm.lineFor(t, "a@free.test"), "result=none endpoint=none", "tls=none")
 	})
 	t.Run("forged headers are stripped", func(t *testing.T) {
 		forged := "Received: from evil (evil [192.0.2.66])\r\n\tby mx.lab.test (tlsgate) with ESMTPS id FAKE\r\n\t(version=TLSv1.3 cipher=X bits=256 verify=OK)\r\n\t(endpoint=needs-cert policy=pass); Sat, 28 Nov 2026 00:00:00 +0000\r\n" +

@@ -156,7 +156,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 	t.Run("plaintext from covered peer is deferred", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@tls.test", to: to})
 		wantRefused(t, r[0], 451, "4.7.1 TLS required by local policy for this peer")
-		wantContains(t, "log", lm.lineFor(t, "a@tls.test"), "tlsgate: client=localhost[127.0.0.1]", "endpoint=needs-tls tls=none result=defer", "check=encryption")
+		wantContains(t, "log", lm.lineFor(t, "a@tls.test"), "tlsgate: result=", " client=localhost[127.0.0.1]", "result=defer endpoint=needs-tls", "tls=none", "check=encryption")
 	})
 	t.Run("action reject answers 5.7.1", func(t *testing.T) {
 		r := sendSession(t, addr, nil, mail{from: "a@reject.test", to: to})
@@ -174,7 +174,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 		wantContains(t, "Received", rcv, "from client.lab.test (localhost [127.0.0.1]) by sm.lab.test (tlsgate) with ESMTPS id "+qid,
 			"verify=OK) (subject-cn=client.lab.test issuer-cn=Lab+20Test+20CA) (endpoint=dn policy=pass);")
 		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=pass policy.endpoint=dn")
-		wantContains(t, "log", line, "endpoint=dn tls=TLSv1.3", "verify=OK result=pass")
+		wantContains(t, "log", line, "endpoint=dn ", "tls=TLSv1.3", "verify=OK", "tlsgate: result=pass ")
 		if _, err := sm.WaitLog(regexp.MustCompile(regexp.QuoteMeta(qid)+`: from=<good@dn.test>`), 10*time.Second); err != nil {
 			t.Errorf("queue ID %q not in Sendmail's log: %v", qid, err)
 		}
@@ -182,12 +182,12 @@ func TestSendmailEndToEnd(t *testing.T) {
 	t.Run("self-signed: verify=FAIL is refused", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.SelfSigned), mail{from: "self@dn.test", to: to})
 		wantRefused(t, r[0], 451, "4.7.1")
-		wantContains(t, "log", lm.lineFor(t, "self@dn.test"), "verify=FAIL result=defer", "check=validate_cert want=trusted got=untrusted")
+		wantContains(t, "log", lm.lineFor(t, "self@dn.test"), "verify=FAIL", "tlsgate: result=defer ", "check=validate_cert want=trusted got=untrusted")
 	})
 	t.Run("no certificate: verify=NO is refused", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, nil), mail{from: "nocert@dn.test", to: to})
 		wantRefused(t, r[0], 451, "4.7.1")
-		wantContains(t, "log", lm.lineFor(t, "nocert@dn.test"), "verify=NO result=defer", "check=validate_cert want=trusted got=none")
+		wantContains(t, "log", lm.lineFor(t, "nocert@dn.test"), "verify=NO", "tlsgate: result=defer ", "check=validate_cert want=trusted got=none")
 	})
 	t.Run("wrong subject DN", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@wrongsubject.test", to: to})
@@ -214,14 +214,14 @@ func TestSendmailEndToEnd(t *testing.T) {
 		localhostCert := issueClient(t, pki, "sm-localhost-client", pkix.Name{Country: []string{"DE"}, Organization: []string{"Lab Test"}, CommonName: "localhost"})
 		r := sendSession(t, addr, clientTLS(t, pki, localhostCert), mail{from: "ok@hostcn.test", to: to})
 		wantAccepted(t, r[0])
-		wantContains(t, "log", lm.lineFor(t, "ok@hostcn.test"), "client=localhost[127.0.0.1]", "endpoint=host-cn tls=TLSv1.3", "verify=OK result=pass")
+		wantContains(t, "log", lm.lineFor(t, "ok@hostcn.test"), "client=localhost[127.0.0.1]", "endpoint=host-cn ", "tls=TLSv1.3", "verify=OK", "tlsgate: result=pass ")
 		rcv, ar := ours(t, delivered(t, "ok@hostcn.test"))
 		wantContains(t, "Received", rcv, "(subject-cn=localhost issuer-cn=Lab+20Test+20CA) (endpoint=host-cn policy=pass);")
 		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=pass policy.endpoint=host-cn")
 
 		r = sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "bad@hostcn.test", to: to})
 		wantRefused(t, r[0], 451, "4.7.1")
-		wantContains(t, "log", lm.lineFor(t, "bad@hostcn.test"), "endpoint=host-cn", "verify=OK result=defer", "check=cn want=localhost got=client.lab.test")
+		wantContains(t, "log", lm.lineFor(t, "bad@hostcn.test"), "endpoint=host-cn", "verify=OK", "tlsgate: result=defer ", "check=cn want=localhost got=client.lab.test")
 	})
 	t.Run("issuer CN mismatch", func(t *testing.T) {
 		r := sendSession(t, addr, clientTLS(t, pki, pki.Client), mail{from: "a@wrongissuercn.test", to: to})
@@ -234,7 +234,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 		cfg.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}
 		r := sendSession(t, addr, cfg, mail{from: "weak@strong.test", to: to})
 		wantRefused(t, r[0], 451, "4.7.1")
-		wantContains(t, "log", lm.lineFor(t, "weak@strong.test"), "endpoint=strong tls=TLSv1.2 cipher=ECDHE-RSA-AES128-GCM-SHA256 bits=128 verify=NO result=defer",
+		wantContains(t, "log", lm.lineFor(t, "weak@strong.test"), "result=defer endpoint=strong", "tls=TLSv1.2 cipher=ECDHE-RSA-AES128-GCM-SHA256 bits=128 verify=NO",
 			`check=min_bits want=\">=256\" got=128`)
 		cfg.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}
 		r = sendSession(t, addr, cfg, mail{from: "strong@strong.test", to: to})
@@ -250,7 +250,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 		rcv, ar := ours(t, delivered(t, "a@monitor.test"))
 		wantContains(t, "Received", rcv, "(no TLS: plaintext session) (endpoint=watching policy=fail mode=monitor failed=encryption);")
 		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=fail reason=encryption policy.endpoint=watching")
-		wantContains(t, "log", lm.lineFor(t, "a@monitor.test"), "endpoint=watching tls=none result=monitor", "check=encryption")
+		wantContains(t, "log", lm.lineFor(t, "a@monitor.test"), "result=monitor endpoint=watching", "tls=none", "check=encryption")
 
 		// Over TLS with a certificate Sendmail could not verify.
 		r = sendSession(t, addr, clientTLS(t, pki, pki.SelfSigned), mail{from: "self@monitor.test", to: to})
@@ -258,7 +258,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 		rcv, ar = ours(t, delivered(t, "self@monitor.test"))
 		wantContains(t, "Received", rcv, "verify=FAIL)", "(endpoint=watching policy=fail mode=monitor failed=validate_cert);")
 		wantContains(t, "Authentication-Results", ar, "sm.lab.test; x-tls=fail reason=validate_cert policy.endpoint=watching")
-		wantContains(t, "log", lm.lineFor(t, "self@monitor.test"), "endpoint=watching tls=TLSv1.3", "verify=FAIL result=monitor", "check=validate_cert want=trusted got=untrusted")
+		wantContains(t, "log", lm.lineFor(t, "self@monitor.test"), "endpoint=watching ", "tls=TLSv1.3", "verify=FAIL", "tlsgate: result=monitor ", "check=validate_cert want=trusted got=untrusted")
 	})
 	t.Run("peer covered only by its IP address", func(t *testing.T) {
 		// The sender domain is covered by no endpoint, and the address has
@@ -266,11 +266,11 @@ func TestSendmailEndToEnd(t *testing.T) {
 		r := sendSessionFrom(t, sendmailByIPClient, addr, nil, mail{from: "ip-plain@free.test", to: to})
 		wantRefused(t, r[0], 451, "4.7.1")
 		wantContains(t, "log", lm.lineFor(t, "ip-plain@free.test"),
-			"tlsgate: client=unknown["+sendmailByIPClient+"]", "endpoint=by-ip tls=none result=defer", "check=encryption")
+			"tlsgate: result=", " client=unknown["+sendmailByIPClient+"]", "result=defer endpoint=by-ip", "tls=none", "check=encryption")
 
 		r = sendSessionFrom(t, sendmailByIPClient, addr, clientTLS(t, pki, nil), mail{from: "ip-tls@free.test", to: to})
 		wantAccepted(t, r[0])
-		wantContains(t, "log", lm.lineFor(t, "ip-tls@free.test"), "client=unknown["+sendmailByIPClient+"]", "endpoint=by-ip tls=TLSv1.3", "verify=NO result=pass")
+		wantContains(t, "log", lm.lineFor(t, "ip-tls@free.test"), "client=unknown["+sendmailByIPClient+"]", "endpoint=by-ip ", "tls=TLSv1.3", "verify=NO", "tlsgate: result=pass ")
 		hdrs := delivered(t, "ip-tls@free.test")
 		t.Logf("sink copy:\n%s", strings.Join(hdrs, "\n"))
 		rcv, ar := ours(t, hdrs)
@@ -295,8 +295,8 @@ func TestSendmailEndToEnd(t *testing.T) {
 		wantRefused(t, r[1], 451, "4.7.1")
 		wantAccepted(t, r[2])
 		wantContains(t, "log", lm.lineFor(t, "one@dn.test"), "result=pass")
-		wantContains(t, "log", lm.lineFor(t, "two@wrongsubject.test"), "verify=OK result=defer")
-		wantContains(t, "log", lm.lineFor(t, "three@tls.test"), "verify=OK result=pass")
+		wantContains(t, "log", lm.lineFor(t, "two@wrongsubject.test"), "verify=OK", "tlsgate: result=defer ")
+		wantContains(t, "log", lm.lineFor(t, "three@tls.test"), "verify=OK", "tlsgate: result=pass ")
 		rcv, _ := ours(t, delivered(t, "three@tls.test"))
 		wantContains(t, "Received", rcv, "verify=OK", "(endpoint=needs-tls policy=pass)")
 	})
@@ -343,7 +343,7 @@ func TestSendmailEndToEnd(t *testing.T) {
 				t.Errorf("injected header:\n%s", strings.Join(hdrs, "\n"))
 			}
 			line := lm.lineFor(t, sender)
-			wantContains(t, "log", line, "verify=OK result=none")
+			wantContains(t, "log", line, "verify=OK", "tlsgate: result=none ")
 		}
 	})
 	t.Run("milter stopped: F=T defers, nothing is accepted unjudged", func(t *testing.T) {
@@ -390,7 +390,7 @@ func TestSendmailSHA256Fingerprints(t *testing.T) {
 	if r[0].err != nil {
 		t.Fatalf("pinned self-signed certificate refused: %v\n%s", r[0].err, strings.Join(lm.lines(), "\n"))
 	}
-	wantContains(t, "log", lm.lineFor(t, "pinned@pin.test"), "verify=FAIL result=pass")
+	wantContains(t, "log", lm.lineFor(t, "pinned@pin.test"), "verify=FAIL", "tlsgate: result=pass ")
 	r = sendSession(t, sm.Addr(), clientTLS(t, pki, pki.Client), mail{from: "other@pin.test", to: to})
 	if r[0].err == nil || r[0].code() != 451 {
 		t.Fatalf("other certificate: %v", r[0].err)

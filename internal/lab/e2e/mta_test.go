@@ -27,33 +27,37 @@ var postfixRetry = []string{
 	"queue_run_delay = 1s",
 }
 
-// applyMTAConfig runs "tlsgate mta-config -c CONFIG --queue-dir QUEUE",
-// applies every main.cf line it prints with postconf -e, as an
-// administrator pasting them would, and reloads Postfix. It returns the
-// applied "name = value" lines. extra are more "name=value" settings
-// applied the same way (postconf -e edits in place: a setting given to
-// StartPostfix through MainCF would be a duplicate that makes every
-// Postfix command warn).
+// applyMTAConfig runs "tlsgate mta-config -c CONFIG --queue-dir QUEUE
+// --postconf-dir DIR" against pf's main.cf, which prints the merged
+// settings, then the same with --apply, as an administrator following
+// README would, and reloads Postfix. It returns the printed "name =
+// value" lines. extra are more "name=value" settings applied with
+// postconf -e before the reload (postconf -e edits in place: a setting
+// given to StartPostfix through MainCF would be a duplicate that makes
+// every Postfix command warn).
 func applyMTAConfig(t *testing.T, l *lab, pf *mtalab.Postfix, extra ...string) []string {
 	t.Helper()
-	text := l.tlsgate("mta-config", "-c", l.config, "--queue-dir", pf.QueueDir())
-	var lines, args []string
+	args := []string{"mta-config", "-c", l.config, "--queue-dir", pf.QueueDir(), "--postconf-dir", pf.ConfigDir()}
+	text := l.tlsgate(args...)
+	var lines []string
 	for _, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		name, value, ok := strings.Cut(line, "=")
-		if !ok {
+		if _, _, ok := strings.Cut(line, "="); !ok {
 			t.Fatalf("mta-config printed a line that is not name = value: %q\n%s", line, text)
 		}
 		lines = append(lines, line)
-		args = append(args, strings.TrimSpace(name)+"="+strings.TrimSpace(value))
 	}
-	if len(args) == 0 {
+	if len(lines) == 0 {
 		t.Fatalf("mta-config printed no main.cf lines:\n%s", text)
 	}
-	postconfReload(t, pf, append(args, extra...)...)
+	applied := l.tlsgate(append(args, "--apply")...)
+	if !strings.Contains(applied, "postfix check passed") {
+		t.Fatalf("mta-config --apply:\n%s", applied)
+	}
+	postconfReload(t, pf, extra...)
 	t.Logf("applied tlsgate mta-config to %s/main.cf:\n  %s", pf.ConfigDir(), strings.Join(lines, "\n  "))
 	return lines
 }
@@ -62,9 +66,11 @@ func applyMTAConfig(t *testing.T, l *lab, pf *mtalab.Postfix, extra ...string) [
 // waits until the master has reloaded.
 func postconfReload(t *testing.T, pf *mtalab.Postfix, args ...string) {
 	t.Helper()
-	out, err := exec.Command("/usr/sbin/postconf", append([]string{"-c", pf.ConfigDir(), "-e"}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("postconf -e %q: %v\n%s", args, err, out)
+	if len(args) > 0 {
+		out, err := exec.Command("/usr/sbin/postconf", append([]string{"-c", pf.ConfigDir(), "-e"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("postconf -e %q: %v\n%s", args, err, out)
+		}
 	}
 	mark := pf.LogMark()
 	if err := pf.Reload(); err != nil {

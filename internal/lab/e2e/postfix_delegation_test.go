@@ -113,7 +113,7 @@ func TestPostfixDelegationPins(t *testing.T) {
 				if _, err := pf.WaitLogAfter(mark, regexp.MustCompile(`postfix/smtpd\[\d+\]: Untrusted TLS connection established from \S+\[`+regexp.QuoteMeta(c.local)+`\]`), 5*time.Second); err != nil {
 					t.Error(err)
 				}
-				if _, err := g.waitLogAfter(gmark, regexp.MustCompile(`tls-policy-delegation .*result=pass`), 5*time.Second); err != nil {
+				if _, err := g.waitLogAfter(gmark, regexp.MustCompile(`tls-policy-delegation result=pass endpoint=pinned-`), 5*time.Second); err != nil {
 					t.Error(err)
 				}
 				return
@@ -134,7 +134,7 @@ func TestPostfixDelegationPins(t *testing.T) {
 			if c.code >= 500 {
 				action = "reject"
 			}
-			if _, err := g.waitLogAfter(gmark, regexp.MustCompile(`tls-policy-delegation .*result=fail action=`+action+` `), 5*time.Second); err != nil {
+			if _, err := g.waitLogAfter(gmark, regexp.MustCompile(`tls-policy-delegation result=`+action+` endpoint=pinned-`+action+` action="`+fmt.Sprint(c.code)+` `), 5*time.Second); err != nil {
 				t.Error(err)
 			}
 			if n := countTo(sink.Messages())[rcpt]; n != 0 {

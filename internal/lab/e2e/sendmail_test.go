@@ -39,24 +39,25 @@ func (r *rcptLog) count(rcpt string) int {
 	return n
 }
 
-// TestSendmailAccessMap runs a real Sendmail 8.17 whose access map is a
-// socket map answered by tlsgate (mta = "sendmail"), wired by the .mc
-// lines of "tlsgate mta-config". Sendmail asks tls_rcpt:ADDRESS before
-// each RCPT TO; tlsgate answers TEMP+ENCR/TEMP+VERIFY with CN:, CS: and
-// CI: (xtext DNs). It proves:
+// TestSendmailAccessMap runs a real Sendmail 8.17 wired by the .mc lines of
+// "tlsgate mta-config" (mta = "sendmail"): tlsgate's socket map of its
+// own, asked by the Local_tls_server and Local_tls_rcpt rulesets that
+// Sendmail's tls_server and tls_rcpt run first. tlsgate answers
+// TEMP+ENCR/TEMP+VERIFY with CN:, CS: and CI: (xtext DNs). It proves:
 //   - a covered peer without STARTTLS is deferred and never offered the
 //     recipient, while an uncovered one gets its mail in clear;
 //   - a subject DN (CS:) or issuer DN (CI:) mismatch is deferred;
 //   - the peer matching CN, CS and CI gets the mail over verified TLS;
-//   - while tlsgate is down, even that peer's mail stays queued (the
-//     socket map fails with a temporary error), and once it is back the
-//     mail goes out exactly once;
-//   - while tlsgate is down, Sendmail still uses STARTTLS with that peer
-//     (the Local_try_tls ruleset mta-config prints after MAILER()), so the
-//     peer never sees MAIL FROM in clear. A control Sendmail built from
-//     the same lines without that ruleset shows the fail-open it closes:
-//     its try_tls lookup tempfails, it skips STARTTLS and sends MAIL FROM
-//     in clear before tls_rcpt defers the recipient;
+//   - while tlsgate is down, even that peer's mail stays queued: the
+//     lookup fails with <TMPF> and tlsgate's tls_server ruleset refuses
+//     the server right after the STARTTLS step, so the peer never sees
+//     MAIL FROM; once tlsgate is back the mail goes out exactly once;
+//   - the design it replaces fails open: a control Sendmail whose access
+//     map is a "sequence" of tlsgate's socket map and a hash db (the usual
+//     way to chain maps) loses the temporary failure (a sequence map has
+//     no -T<TMPF>), takes "not covered" for an answer and, with tlsgate
+//     down, delivers a covered peer's mail in clear to a server without
+//     STARTTLS;
 //   - an uncovered peer still gets TLS when it offers STARTTLS and clear
 //     text when it does not.
 func TestSendmailAccessMap(t *testing.T) {
@@ -86,12 +87,14 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 		},
 	}.render(l))
 	mc, afterMailer := sendmailMC(t, l)
-	wantMC := "FEATURE(`access_db', `socket -T<TMPF> -d5 unix:" + filepath.Join(l.dir, "policy.sock") + "')dnl"
-	if !contains(mc, wantMC) {
-		t.Fatalf("mta-config did not print %q:\n%s", wantMC, strings.Join(mc, "\n"))
+	wantK := "Ktlspolicy socket -T<TMPF> -d5 unix:" + filepath.Join(l.dir, "policy.sock")
+	if !contains(afterMailer, wantK) || !contains(afterMailer, "LOCAL_TLS_SERVER") || !contains(afterMailer, "LOCAL_TLS_RCPT") {
+		t.Fatalf("mta-config did not print %q and the LOCAL_TLS_SERVER and LOCAL_TLS_RCPT hooks after %q:\n%s", wantK, mtaconf.SendmailAfterMailer, strings.Join(afterMailer, "\n"))
 	}
-	if !contains(afterMailer, "LOCAL_TRY_TLS") {
-		t.Fatalf("mta-config did not print LOCAL_TRY_TLS after %q:\n%s", mtaconf.SendmailAfterMailer, strings.Join(afterMailer, "\n"))
+	for _, l := range append(mc, afterMailer...) {
+		if strings.Contains(l, "socket -T<TMPF>") && strings.Contains(l, "access_db") {
+			t.Fatalf("mta-config made tlsgate the access map: %s", l)
+		}
 	}
 	g := newGate(l)
 	g.Start()
@@ -114,15 +117,18 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 	}})
 	smA := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: plain.Port(), MC: mc, MCAfterMailer: afterMailer})
 	smB := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: tlsSink.Port(), MC: mc, MCAfterMailer: afterMailer, LogLevel: 14})
-	// The control: the same lines without those after MAILER(), and its
-	// own sink, refusing like tlsSink until the daemon-down step.
-	ctlSink := mtalab.StartSink(t, mtalab.SinkOptions{TLS: p.Sink, Reply: func(stage, arg string) string {
-		if stage == "RCPT" && refuse.Load() {
-			return "451 4.7.1 lab says try later"
-		}
-		return ""
-	}})
-	smC := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: ctlSink.Port(), MC: mc, LogLevel: 14})
+	// The control: the access map as a sequence of tlsgate's socket map
+	// (map name tlspolicy, which tlsgate answers) and an (empty) hash db,
+	// with Sendmail's stock rulesets, relaying to a server without
+	// STARTTLS.
+	ctlSink := mtalab.StartSink(t, mtalab.SinkOptions{})
+	ctlMC := []string{
+		"LOCAL_CONFIG",
+		"Ktlspolicy socket -T<TMPF> -d5 unix:" + filepath.Join(l.dir, "policy.sock"),
+		"Kaccess_hash hash -o " + filepath.Join(l.dir, "no-access"),
+		"FEATURE(`access_db', `sequence tlspolicy access_hash')dnl",
+	}
+	smC := mtalab.StartSendmail(t, mtalab.SendmailOptions{SmartHostPort: ctlSink.Port(), MC: ctlMC, LogLevel: 14})
 
 	send := func(sm *mtalab.Sendmail, rcpt string) {
 		t.Helper()
@@ -166,8 +172,15 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 	send(smB, "user@good.sm.test")
 	send(smB, "user@csbad.sm.test")
 	send(smB, "user@cibad.sm.test")
-	send(smC, "user@good.sm.test")
+	send(smC, "user@plain.sm.test")
 
+	t.Run("control-sequence-map-while-up", func(t *testing.T) {
+		// While tlsgate is up the sequence map answers as tlsgate does.
+		deferred(smC, markC, "user@plain.sm.test", `403 4\.7\.0 encryption too weak 0 less than 40`)
+		if env := envelopesTo(ctlSink, "user@plain.sm.test"); len(env) != 0 {
+			t.Errorf("the control's sink was offered the covered recipient: %+v", env)
+		}
+	})
 	t.Run("no-starttls-deferred", func(t *testing.T) {
 		deferred(smA, markA, "user@plain.sm.test", `403 4\.7\.0 encryption too weak 0 less than 40`)
 		stillQueued(smA, "user@plain.sm.test")
@@ -214,9 +227,6 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 		if _, err := smB.WaitLogAfter(markB, regexp.MustCompile(`to=<user@good\.sm\.test>, .*stat=Deferred: 451 4\.7\.1 lab says try later`), 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := smC.WaitLogAfter(markC, regexp.MustCompile(`to=<user@good\.sm\.test>, .*stat=Deferred: 451 4\.7\.1 lab says try later`), 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
 		if _, err := smB.WaitLogAfter(markB, regexp.MustCompile(`STARTTLS=client, relay=\[127\.0\.0\.1\], version=TLSv1\.[23], verify=OK`), 5*time.Second); err != nil {
 			t.Error(err)
 		}
@@ -236,18 +246,22 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 		time.Sleep(time.Second)
 		refuse.Store(false)
 		before := offered.count("user@good.sm.test")
-		envBefore, ctlBefore := len(tlsSink.Envelopes()), len(ctlSink.Envelopes())
-		sessBefore, ctlSessBefore := len(tlsSink.Sessions()), len(ctlSink.Sessions())
+		envBefore, sessBefore := len(tlsSink.Envelopes()), len(tlsSink.Sessions())
 		mark, markC := smB.LogMark(), smC.LogMark()
 		if err := smB.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		if err := smC.Flush(); err != nil {
+		// Sendmail cannot open the socket map: the lookup returns <TMPF>,
+		// and tlsgate's tls_server ruleset refuses the server after the
+		// STARTTLS step, before MAIL FROM.
+		line, err := smB.WaitLogAfter(mark, regexp.MustCompile(`ruleset=tls_server, arg1=OK, relay=\S+, reject=451 4\.3\.0 Temporary system failure: tlsgate TLS policy lookup failed\. Please try again later\.`), 30*time.Second)
+		if err != nil {
 			t.Fatal(err)
 		}
-		// Sendmail cannot open the socket map: every access lookup is a
-		// temporary failure (-T<TMPF>), tls_rcpt included.
-		deferred(smB, mark, "user@good.sm.test", `451 4\.3\.0 Temporary system failure`)
+		t.Logf("Sendmail (tlsgate down): %s", line[strings.Index(line, "ruleset="):])
+		if _, err := smB.WaitLogAfter(mark, regexp.MustCompile(`to=<user@good\.sm\.test>, .*dsn=4\.3\.0, stat=Deferred: 451 4\.3\.0 Temporary system failure`), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
 		stillQueued(smB, "user@good.sm.test", "user@csbad.sm.test", "user@cibad.sm.test")
 		if n := offered.count("user@good.sm.test") - before; n != 0 {
 			t.Errorf("with tlsgate down, the sink was offered the recipient %d more time(s)", n)
@@ -255,59 +269,35 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 		if n := len(tlsSink.Messages()); n != 0 {
 			t.Errorf("with tlsgate down, the sink received %d message(s)", n)
 		}
-		// The Try_TLS: lookup fails too, but Local_try_tls answers
-		// first: Sendmail uses STARTTLS, then tls_rcpt keeps every
-		// recipient back. The peer sees at most a MAIL FROM over TLS,
-		// never one in clear, a recipient or data.
-		for _, m := range tlsSink.Envelopes()[envBefore:] {
-			if len(m.To) != 0 || m.Completed {
-				t.Errorf("with tlsgate down, the sink got an envelope with recipients or data: %+v", m)
-			}
-			if m.TLS == nil {
-				t.Errorf("with tlsgate down, the covered peer got MAIL FROM:<%s> in clear", m.From)
-			}
+		if env := tlsSink.Envelopes()[envBefore:]; len(env) != 0 {
+			t.Errorf("with tlsgate down, the covered peer saw MAIL FROM: %+v", env)
 		}
 		sess := tlsSink.Sessions()[sessBefore:]
 		if len(sess) == 0 {
 			t.Fatal("Sendmail did not connect to the covered peer while tlsgate was down: the check above saw nothing")
 		}
 		for _, s := range sess {
-			t.Logf("tlsgate down, with Local_try_tls: session %d TLS=%v commands %q", s.ID, s.TLS != nil, s.Commands)
-			if s.TLS == nil {
-				t.Errorf("with tlsgate down, Sendmail did not use STARTTLS with the covered peer: %q", s.Commands)
-			}
+			t.Logf("tlsgate down: session %d TLS=%v commands %q", s.ID, s.TLS != nil, s.Commands)
 		}
 
-		tryTLS := regexp.MustCompile(`ruleset=try_tls, arg1=\S+, relay=\S+, reject=451 4\.3\.0`)
-		if lines := logLines(smB.Log()[mark:], tryTLS); len(lines) != 0 {
-			t.Errorf("try_tls refused STARTTLS despite Local_try_tls: %s", lines[0])
-		}
-
-		// The control shows what Local_try_tls prevents: the failed
-		// Try_TLS: lookup turns STARTTLS off.
-		if _, err := smC.WaitLogAfter(markC, tryTLS, 30*time.Second); err != nil {
-			t.Error(err)
-		}
-		if _, err := smC.WaitLogAfter(markC, regexp.MustCompile(`ruleset=tls_rcpt, arg1=user@good\.sm\.test, relay=\S+, reject=451 4\.3\.0 Temporary system failure`), 30*time.Second); err != nil {
+		// The control fails open: the sequence map's lookup fails, which
+		// Sendmail's rulesets take for "not covered", and the covered
+		// recipient goes out in clear.
+		if err := smC.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		stillQueued(smC, "user@good.sm.test")
-		clear := 0
-		for _, m := range ctlSink.Envelopes()[ctlBefore:] {
-			if len(m.To) != 0 || m.Completed {
-				t.Errorf("control: the sink got an envelope with recipients or data: %+v", m)
-			}
-			if m.TLS == nil {
-				clear++
-			}
+		if _, err := smC.WaitLogAfter(markC, regexp.MustCompile(`to=<user@plain\.sm\.test>, .*stat=Sent`), 30*time.Second); err != nil {
+			t.Errorf("control: %v", err)
 		}
-		for _, s := range ctlSink.Sessions()[ctlSessBefore:] {
-			t.Logf("tlsgate down, without Local_try_tls (control): session %d TLS=%v commands %q", s.ID, s.TLS != nil, s.Commands)
+		env := envelopesTo(ctlSink, "user@plain.sm.test")
+		if len(env) == 0 {
+			t.Errorf("control: with a sequence access map and tlsgate down, Sendmail was expected to deliver the covered recipient in clear (the fail-open tlsgate's own map avoids); it did not: %+v", ctlSink.Envelopes())
 		}
-		t.Logf("tlsgate down, without Local_try_tls (control): %d MAIL FROM in clear to the covered peer", clear)
-		if clear == 0 {
-			t.Errorf("control: without Local_try_tls Sendmail was expected to skip STARTTLS and send MAIL FROM in clear "+
-				"while the access map is down (the fail-open the ruleset closes); it did not: envelopes %+v", ctlSink.Envelopes()[ctlBefore:])
+		for _, e := range env {
+			t.Logf("tlsgate down, sequence access map (control): MAIL FROM:<%s> to %v in clear: %v", e.From, e.To, e.TLS == nil)
+			if e.TLS != nil {
+				t.Errorf("control: the sink without STARTTLS shows TLS")
+			}
 		}
 	})
 	t.Run("daemon-back-delivered-once", func(t *testing.T) {
@@ -331,12 +321,6 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 			t.Fatal(err)
 		}
 		stillQueued(smA, "user@plain.sm.test")
-		if err := smC.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ctlSink.WaitMessages(1, 30*time.Second); err != nil {
-			t.Error(err)
-		}
 		// An uncovered recipient through the peer with STARTTLS: TLS, as
 		// before (its cleartext counterpart is user@open.sm.test via A).
 		send(smB, "user@open.sm.test")
@@ -352,9 +336,6 @@ issuer_dn = "CN=Other CA,O=Other Org,C=DE"`),
 			if m.TLS == nil {
 				t.Errorf("the STARTTLS peer received %v in clear", m.To)
 			}
-		}
-		if counts := countTo(ctlSink.Messages()); counts["user@good.sm.test"] != 1 || len(counts) != 1 {
-			t.Errorf("the control sink received %v, want user@good.sm.test exactly once", counts)
 		}
 		if counts := countTo(plain.Messages()); counts["user@open.sm.test"] != 1 || len(counts) != 1 {
 			t.Errorf("the cleartext sink received %v, want only user@open.sm.test, once", counts)

@@ -133,6 +133,35 @@ func (s *system) must(script string) string {
 	return s.Run(s.t, script)
 }
 
+// withSystemd makes maintainer scripts believe systemd runs the system
+// (the systemctl shim must be installed) and lets them start tlsgate and
+// no other service.
+func (s *system) withSystemd() {
+	s.t.Helper()
+	if err := s.SetSystemdRunning(true); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := s.AllowServices("tlsgate"); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// readme returns a function that runs README.md's install-test block
+// NAME (of blocks, see readmeBlocks) in the system as it stands, logs it
+// and its output, and fails the test when it fails.
+func (s *system) readme(blocks map[string]string) func(name string) string {
+	return func(name string) string {
+		s.t.Helper()
+		body, ok := blocks[name]
+		if !ok {
+			s.t.Fatalf("README.md has no install-test block %q", name)
+		}
+		out := s.must(body)
+		s.t.Logf("README block %q:\n%s\n--- output:\n%s", name, body, out)
+		return out
+	}
+}
+
 // fails runs script, which must fail, and returns its output.
 func (s *system) fails(script string) string {
 	s.t.Helper()

@@ -1,10 +1,8 @@
 package install
 
 import (
-	"crypto/tls"
 	"crypto/x509/pkix"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +20,8 @@ import (
 // run, each a non-empty ```sh block.
 func TestReadmeInstallBlocks(t *testing.T) {
 	b := readmeBlocks(t)
-	for _, name := range []string{"package", "source", "config", "ca-store", "ssl-cert", "postfix", "start", "submission", "uninstall"} {
+	for _, name := range []string{"package", "source", "config", "ca-store", "ssl-cert", "postfix", "start", "submission", "uninstall",
+		"sendmail-config", "sendmail-ca", "sendmail-wire", "sendmail-start", "sendmail-uninstall"} {
 		if strings.TrimSpace(b[name]) == "" {
 			t.Errorf("README.md has no install-test block %q", name)
 		}
@@ -178,22 +177,8 @@ func TestInstallPostfix(t *testing.T) {
 	tm.step("install and purge without systemd")
 
 	// With systemd (simulated) and the README, literally.
-	if err := sys.SetSystemdRunning(true); err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.AllowServices("tlsgate"); err != nil {
-		t.Fatal(err)
-	}
-	run := func(name string) string {
-		t.Helper()
-		body, ok := blocks[name]
-		if !ok {
-			t.Fatalf("README.md has no install-test block %q", name)
-		}
-		out := sys.must(body)
-		t.Logf("README block %q:\n%s\n--- output:\n%s", name, body, out)
-		return out
-	}
+	sys.withSystemd()
+	run := sys.readme(blocks)
 	// Only the first package may match the README's glob.
 	sys.must("mkdir -p /root/v2 && mv /root/" + filepath.Base(deb2) + " /root/v2/")
 	// The postinst asked (the simulated) systemd to start the unit, and the
@@ -307,46 +292,18 @@ type sinks struct {
 
 func startSinks(t *testing.T, sys *system, pki *testpki.PKI) *sinks {
 	t.Helper()
-	load := func(c *testpki.Cert) *tls.Certificate {
-		pair, err := tls.LoadX509KeyPair(c.ChainFile, c.KeyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &pair
-	}
 	var s sinks
-	specs := []struct {
-		addr string
-		cert *tls.Certificate
-		dst  **sink
-	}{
-		{"127.0.0.2:2525", load(pki.Sink), &s.verified},
-		{"127.0.0.6:2525", load(pki.WrongCN), &s.wrongName},
-		{"127.0.0.3:2525", load(pki.OtherCASink), &s.wrongIssuer},
-		{"127.0.0.4:2525", load(pki.Sink), &s.pinned},
+	startSinkSpecs(t, sys, []sinkSpec{
+		{"127.0.0.2:2525", sinkTLS(t, pki.Sink), &s.verified},
+		{"127.0.0.6:2525", sinkTLS(t, pki.WrongCN), &s.wrongName},
+		{"127.0.0.3:2525", sinkTLS(t, pki.OtherCASink), &s.wrongIssuer},
+		{"127.0.0.4:2525", sinkTLS(t, pki.Sink), &s.pinned},
 		{"127.0.0.7:2525", nil, &s.plain},
-		{"127.0.0.8:2525", load(pki.Sink), &s.fingerprint},
-		{"127.0.0.9:2525", load(pki.WrongCN), &s.wrongFP},
+		{"127.0.0.8:2525", sinkTLS(t, pki.Sink), &s.fingerprint},
+		{"127.0.0.9:2525", sinkTLS(t, pki.WrongCN), &s.wrongFP},
 		{"127.0.0.10:2525", nil, &s.noTLS},
-		{"127.0.0.11:2525", load(unknownCASink(t, pki)), &s.unknownCA},
-	}
-	lns := make([]net.Listener, len(specs))
-	if err := sys.InNetNS(func() error {
-		for i, sp := range specs {
-			ln, err := net.Listen("tcp4", sp.addr)
-			if err != nil {
-				return err
-			}
-			lns[i] = ln
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for i, sp := range specs {
-		*sp.dst = newSink(lns[i], "sink.partner.test", sp.cert)
-		t.Cleanup(func() { lns[i].Close() })
-	}
+		{"127.0.0.11:2525", sinkTLS(t, unknownCASink(t, pki)), &s.unknownCA},
+	})
 	return &s
 }
 
@@ -450,7 +407,7 @@ func inbound(t *testing.T, sys *system) {
 		t.Logf("Postfix: %s", line)
 	}
 	if !waitFor(10*time.Second, func() bool {
-		return regexp.MustCompile(`client=\S+\[127\.0\.0\.5\].* endpoint=inbound-partner .*result=defer`).MatchString(sys.ShimLog("tlsgate"))
+		return regexp.MustCompile(`tlsgate: result=defer endpoint=inbound-partner .*client=\S+\[127\.0\.0\.5\]`).MatchString(sys.ShimLog("tlsgate"))
 	}) {
 		t.Errorf("tlsgate logged no deferral:\n%s", sys.ShimLog("tlsgate"))
 	}

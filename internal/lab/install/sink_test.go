@@ -7,7 +7,10 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"testing"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/lab/testpki"
 )
 
 // sink is a minimal SMTP server for the install tests: it accepts every
@@ -29,13 +32,51 @@ type sinkConn struct {
 	Data  []string // completed messages
 }
 
-// newSink serves on ln (made in the system's network namespace) as name,
-// with STARTTLS when cert is not nil.
-func newSink(ln net.Listener, name string, cert *tls.Certificate) *sink {
-	s := &sink{name: name, ln: ln}
-	if cert != nil {
-		s.tcfg = &tls.Config{Certificates: []tls.Certificate{*cert}}
+// sinkSpec is a sink to start with startSinkSpecs: its address, its
+// STARTTLS configuration (nil: no STARTTLS) and where to put it.
+type sinkSpec struct {
+	addr string
+	cfg  *tls.Config
+	dst  **sink
+}
+
+// startSinkSpecs starts the sinks on the system's loopback; they stop at
+// the test's end.
+func startSinkSpecs(t *testing.T, sys *system, specs []sinkSpec) {
+	t.Helper()
+	lns := make([]net.Listener, len(specs))
+	if err := sys.InNetNS(func() error {
+		for i, sp := range specs {
+			ln, err := net.Listen("tcp4", sp.addr)
+			if err != nil {
+				return err
+			}
+			lns[i] = ln
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
+	for i, sp := range specs {
+		*sp.dst = newSink(lns[i], "sink.partner.test", sp.cfg)
+		t.Cleanup(func() { lns[i].Close() })
+	}
+}
+
+// sinkTLS is a STARTTLS configuration with c's certificate and chain.
+func sinkTLS(t *testing.T, c *testpki.Cert) *tls.Config {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(c.ChainFile, c.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}}
+}
+
+// newSink serves on ln (made in the system's network namespace) as name,
+// with STARTTLS as cfg says (nil: no STARTTLS).
+func newSink(ln net.Listener, name string, cfg *tls.Config) *sink {
+	s := &sink{name: name, ln: ln, tcfg: cfg}
 	go func() {
 		for {
 			c, err := ln.Accept()

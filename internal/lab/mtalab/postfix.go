@@ -110,6 +110,11 @@ type PostfixOptions struct {
 	// also looked up in DNS. smtp_dns_support_level stays "disabled"
 	// unless MainCF sets it.
 	Nameserver string
+	// EtcServices are extra /etc/services lines inside the namespace
+	// (after the system's), for example "labsubmit 10587/tcp", so that a
+	// next hop may name a sink's port by a service name
+	// ("[relay.partner.test]:labsubmit"). Default: the system's file.
+	EtcServices []string
 }
 
 // Postfix is a running private Postfix instance; see [StartPostfix].
@@ -391,7 +396,24 @@ func (p *Postfix) configure(o PostfixOptions) ([][2]string, error) {
 		}
 	}
 	p.nameserver = o.Nameserver
-	return nsFiles(p.etc, o.Hostname, o.Nameserver, o.Hosts)
+	binds, err := nsFiles(p.etc, o.Hostname, o.Nameserver, o.Hosts)
+	if err != nil || len(o.EtcServices) == 0 {
+		return binds, err
+	}
+	m, err := servicesFile(p.etc, o.EtcServices)
+	return append(binds, m), err
+}
+
+// servicesFile writes the system's /etc/services with extra lines into
+// etcDir and returns the bind mount that puts it over /etc/services.
+func servicesFile(etcDir string, extra []string) ([2]string, error) {
+	sys, err := os.ReadFile("/etc/services")
+	if err != nil && !os.IsNotExist(err) {
+		return [2]string{}, err
+	}
+	p := filepath.Join(etcDir, "services")
+	text := string(sys) + "\n# mtalab\n" + strings.Join(extra, "\n") + "\n"
+	return [2]string{p, "/etc/services"}, os.WriteFile(p, []byte(text), 0o644)
 }
 
 // Dir returns the instance's directory (etc/, spool/, data/, log/maillog).

@@ -6,7 +6,8 @@
 // "Other CA", the Postfix server certificate (mx.lab.test), SMTP sink
 // certificates (sink.partner.test from either CA, wrong.partner.test), a
 // CA-signed client certificate (client.lab.test) and a self-signed one
-// (selfsigned.lab.test). [PKI.Issue] and [Issue] make more, with arbitrary
+// (selfsigned.lab.test). [PKI.Intermediate] adds an intermediate CA below
+// the Lab Test CA. [PKI.Issue] and [Issue] make more, with arbitrary
 // (also hostile) subjects, validity windows, key types, SANs and signers.
 //
 // Every certificate is written as PEM: NAME.crt (the certificate), NAME.key
@@ -283,6 +284,15 @@ func NewT(tb T) *PKI {
 		tb.Fatalf("%v", err)
 	}
 	return p
+}
+
+// Intermediate issues an intermediate CA below p.CA: subject C=DE,
+// O=Lab Test, CN=cn, files NAME.*. Certificates it signs ([Options].Signer)
+// chain leaf, intermediate, root; their NAME-chain.pem lists all three, as
+// a server sends its chain.
+func (p *PKI) Intermediate(name, cn string) (*Cert, error) {
+	return p.Issue(Options{Name: name, IsCA: true, Signer: p.CA,
+		Subject: pkix.Name{Country: []string{"DE"}, Organization: []string{"Lab Test"}, CommonName: cn}})
 }
 
 // Issue makes one more certificate in p.Dir; see [Issue].

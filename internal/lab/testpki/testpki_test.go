@@ -440,3 +440,35 @@ func TestFingerprint(t *testing.T) {
 		t.Error("KeyType.String")
 	}
 }
+
+// TestIntermediate: PKI.Intermediate makes a CA below the Lab Test CA;
+// a leaf it signs verifies to the root through it, and its chain file
+// lists leaf, intermediate and root.
+func TestIntermediate(t *testing.T) {
+	p := lab(t)
+	inter, err := p.Intermediate("lab-inter", "Lab Intermediate CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inter.IsCA() || inter.Cert.Subject.String() != "CN=Lab Intermediate CA,O=Lab Test,C=DE" || inter.Cert.Issuer.String() != p.CA.Cert.Subject.String() {
+		t.Fatalf("intermediate %s issued by %s", inter.Cert.Subject, inter.Cert.Issuer)
+	}
+	leaf, err := p.Issue(Options{Name: "lab-inter-leaf", Subject: pkix.Name{CommonName: "sink.partner.test"}, DNSNames: []string{"sink.partner.test"},
+		KeyType: ECDSAP256, Signer: inter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: p.CA.Pool(), Intermediates: inter.Pool(), DNSName: "sink.partner.test"}); err != nil {
+		t.Error(err)
+	}
+	if _, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: p.CA.Pool(), DNSName: "sink.partner.test"}); err == nil {
+		t.Error("the leaf verifies without its intermediate")
+	}
+	data, err := os.ReadFile(leaf.ChainFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(data), "BEGIN CERTIFICATE"); n != 3 {
+		t.Errorf("%s holds %d certificates, want 3", leaf.ChainFile, n)
+	}
+}
