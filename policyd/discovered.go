@@ -127,16 +127,13 @@ func (m *TLSMap) Explain(ctx context.Context, name, key string) Explanation {
 		return x
 	}
 	want := p.Settings.MapName
-	if p.MTA == policy.Sendmail {
-		want = SendmailMapName
-	}
-	if name != want {
+	if name != want && !(p.MTA == policy.Sendmail && name == SendmailMapName) {
 		return Explanation{Reply: Reply{Status: StatusTemp, Data: "unknown map " + clip(name) + "; this tlsgate serves " + want}}
 	}
-	a, err := p.At(time.Now()).Outbound(key)
-	x = Explanation{Reply: AnswerReply(a, err), Answer: a}
-	if a.Monitor() {
-		x.Reason = "monitor mode: the MTA default applies"
+	a, err := p.At(m.now()).Outbound(key)
+	x = Explanation{Reply: AnswerReply(a, err), Answer: a, Reason: AnswerNote(a)}
+	if err != nil {
+		x.Reason = err.Error()
 	}
 	return x
 }
@@ -160,7 +157,7 @@ func (m *TLSMap) explainDiscovered(ctx context.Context, p *policy.Policy, name, 
 	if err != nil {
 		return false
 	}
-	a, err := p.At(time.Now()).PostfixPolicy(key)
+	a, err := p.At(m.now()).PostfixPolicy(key)
 	if err != nil {
 		return false // TLSMap answers TEMP for it
 	}
@@ -190,7 +187,7 @@ func (m *TLSMap) explainDiscovered(ctx context.Context, p *policy.Policy, name, 
 	default:
 		x.Reply = AnswerReply(merged, nil)
 		if merged.Monitor() && merged.Source == policy.SourceNone {
-			x.Reason = "monitor mode: the MTA default applies"
+			x.Reason = AnswerNote(merged)
 		}
 	}
 	if x.Reply.Status != StatusOK {
@@ -332,25 +329,29 @@ func overridesWord(s policy.Source) string {
 
 // logDiscovered logs a lookup that involved discovery: at debug when the
 // answer needs no attention (Postfix logs each delivery's TLS outcome
-// itself), at info when an endpoint in monitor mode or an authenticating
-// endpoint over a discovered policy (overrides=) decides, at warn for
-// TEMP. The answer, endpoint and sources come first, the values the MTA
-// sent (map, key) after them.
+// itself), at info when an endpoint in monitor mode, an unexpired
+// exception or an authenticating endpoint over a discovered policy
+// (overrides=) decides, at warn for
+// TEMP. tlsgate's fields (answer, endpoint, exception, sources) come
+// first, the values the MTA sent (map, key) after them.
 func (m *TLSMap) logDiscovered(ctx context.Context, name, key string, x *Explanation) {
 	lvl := slog.LevelDebug
 	switch {
 	case x.Reply.Status != StatusOK && x.Reply.Status != StatusNotFound:
 		lvl = slog.LevelWarn
-	case x.Answer.Overrides != policy.SourceNone, x.Answer.Monitor():
+	case x.Answer.Overrides != policy.SourceNone, x.Answer.Monitor(), x.Answer.Exception != nil:
 		lvl = slog.LevelInfo
 	}
 	if m.Logger == nil || !m.Logger.Enabled(ctx, lvl) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 10)
+	attrs := make([]slog.Attr, 0, 11)
 	attrs = append(attrs, slog.String("answer", x.Reply.String()))
 	if ep := x.Answer.Endpoint; ep != nil {
 		attrs = append(attrs, slog.String("endpoint", ep.Name))
+	}
+	if e := x.Answer.Exception; e != nil {
+		attrs = append(attrs, slog.String("exception", e.Endpoint.Name))
 	}
 	attrs = append(attrs, slog.String("source", x.Answer.Source.String()))
 	if !x.Pending {

@@ -275,7 +275,9 @@ func TestDiscoveryWait(t *testing.T) {
 }
 
 // TestDiscoverySendmail: the "sts" map answers the MTA-STS policy alone;
-// the access map is unchanged.
+// tlsgate's own map ([policyd] map_name, "tlspolicy" by default) and the
+// access map answer the endpoints as without discovery, whatever
+// map_name is.
 func TestDiscoverySendmail(t *testing.T) {
 	eng := &fakeEngine{results: map[string]discovery.Result{
 		"sts.test":  stsResult("sts.test"),
@@ -291,10 +293,32 @@ func TestDiscoverySendmail(t *testing.T) {
 		{"sts", "[192.0.2.1]", "NOTFOUND "},
 		{"access", "tls_rcpt:user@sts.test", "OK TEMP+ENCR:128"},
 		{"access", "sts.test", "NOTFOUND "},
-		{"tlspolicy", "sts.test", "TEMP unknown map"},
+		{"tlspolicy", "tls_rcpt:user@sts.test", "OK TEMP+ENCR:128"},
+		{"tlspolicy", "sts.test", "NOTFOUND "},
+		{"other", "sts.test", "TEMP unknown map"},
 	} {
 		if r := m.Lookup(ctx, tc.name, tc.key); !strings.HasPrefix(r.String(), tc.reply) {
 			t.Errorf("%s %s: %q, want %q", tc.name, tc.key, r.String(), tc.reply)
+		}
+		if x := m.Explain(ctx, tc.name, tc.key); !strings.HasPrefix(x.Reply.String(), tc.reply) {
+			t.Errorf("Explain %s %s: %q, want %q", tc.name, tc.key, x.Reply.String(), tc.reply)
+		}
+	}
+	// With a map_name of its own, the sts map is still discovery's.
+	p, err := policy.Parse("t.toml", []byte(strings.Replace(strings.Replace("mta = \"sendmail\"\n"+discoveryPolicy, "dane = true\n", "", 1),
+		"[policyd]\n", "[policyd]\nmap_name = \"tlsmap\"\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := &TLSMap{Policy: func() *policy.Policy { return p }, Discovery: m.Discovery}
+	for _, tc := range []struct{ name, key, reply string }{
+		{"sts", "sts.test", "OK secure match=mx.sts.test:.sts.test servername=hostname"},
+		{"tlsmap", "tls_rcpt:user@sts.test", "OK TEMP+ENCR:128"},
+		{"tlsmap", "sts.test", "NOTFOUND "},
+		{"tlspolicy", "tls_rcpt:user@sts.test", "TEMP unknown map"},
+	} {
+		if r := named.Lookup(ctx, tc.name, tc.key); !strings.HasPrefix(r.String(), tc.reply) {
+			t.Errorf("map_name tlsmap: %s %s: %q, want %q", tc.name, tc.key, r.String(), tc.reply)
 		}
 	}
 	// Without discovery the sts map is unknown: TEMP, never NOTFOUND.
@@ -327,4 +351,40 @@ func TestDiscoveryDANEWithheld(t *testing.T) {
 		}
 	}
 	lb.waitFor(t, `DANE withheld: smtp_dns_support_level`)
+}
+
+// TestDiscoveryException: a discovered lookup is answered at the map's
+// clock: while an exception (encryption only) is in force, the MTA-STS
+// policy of the domain raises it and the line names the exception (at
+// info); once it has ended, the endpoint it relaxed (a validated
+// certificate) decides and overrides MTA-STS.
+func TestDiscoveryException(t *testing.T) {
+	p, err := policy.Parse("t.toml", []byte("mta = \"postfix\"\n[policyd]\nlisten = \"unix:/run/tlsgate-test/policy.sock\"\n[discovery]\nmta_sts = true\n"+
+		labsException("outbound", "partner", "partner.test")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "labs.partner.test"
+	eng := &fakeEngine{results: map[string]discovery.Result{key: stsResult(key)}}
+	var lb logBuf
+	at := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := &TLSMap{Policy: func() *policy.Policy { return p }, Logger: lb.logger(), Discovery: &Discovery{Engine: eng}, Now: func() time.Time { return at }}
+	ctx := context.Background()
+	if r := m.Lookup(ctx, "tlspolicy", key); r.String() != "OK "+stsResult(key).Postfix.Text {
+		t.Errorf("during the exception: %q", r.String())
+	}
+	lb.waitFor(t, `level=INFO msg=tls-policy-lookup answer="OK secure match=mx.labs.partner.test:.labs.partner.test servername=hostname" endpoint=partner-labs exception=partner-labs source=mta-sts cache=hit map=tlspolicy key=labs.partner.test`)
+	if x := m.Explain(ctx, "tlspolicy", key); x.Answer.Exception == nil || x.Answer.Source != policy.SourceMTASTS {
+		t.Errorf("Explain during the exception: %+v", x)
+	}
+
+	at = time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)
+	want, err := p.At(at).PostfixPolicy(key)
+	if err != nil || !want.Authenticates() || want.Endpoint.Name != "partner" {
+		t.Fatalf("after the exception the file says %+v, %v", want, err)
+	}
+	if r := m.Lookup(ctx, "tlspolicy", key); r.String() != "OK "+want.Text {
+		t.Errorf("after the exception: %q, want %q", r.String(), "OK "+want.Text)
+	}
+	lb.waitFor(t, `endpoint=partner source=endpoint cache=hit overrides=sts map=tlspolicy key=labs.partner.test`)
 }

@@ -56,11 +56,7 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 		m.log(ctx, slog.LevelWarn, name, key, nil, "TEMP", "unknown map name, expected "+want)
 		return Reply{Status: StatusTemp, Data: "unknown map " + clip(name) + "; this tlsgate serves " + want}
 	}
-	now := time.Now()
-	if m.Now != nil {
-		now = m.Now()
-	}
-	a, err := p.At(now).Outbound(key)
+	a, err := p.At(m.now()).Outbound(key)
 	r := AnswerReply(a, err)
 	lvl := slog.LevelDebug
 	switch {
@@ -71,6 +67,14 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 	}
 	m.logAnswer(ctx, lvl, name, key, a, r, err)
 	return r
+}
+
+// now returns the time keys are answered at.
+func (m *TLSMap) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
 }
 
 // AnswerNote says what an answer means beyond its reply, for logs and
