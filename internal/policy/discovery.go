@@ -72,6 +72,9 @@ func (c *compiler) discovery(p *Policy, r *rawDiscovery) {
 	if p.Settings.Socketmap.Addr == "" {
 		c.at("discovery", "[discovery] needs [policyd] listen: the MTA asks for discovered policies through the socketmap (Postfix's smtp_tls_policy_maps, Sendmail's FEATURE(`sts') map)")
 	}
+	if c.mta == Sendmail && p.Settings.MapName == "sts" {
+		c.at("policyd.map_name", "map_name = \"sts\" is the name of the map of FEATURE(`sts'), which asks tlsgate for discovered MTA-STS policies: tlsgate could not tell its lookups from those of its own map; keep the default \"tlspolicy\" or choose another name")
+	}
 	if d.DANE && c.mta == Sendmail {
 		c.at("discovery.dane", `dane = true cannot be enforced with mta = "sendmail": Debian's Sendmail 8.17 is built without DANE (sendmail -d0.15 -bt lists no DANE under "Compiled with"), so a DANE answer would be ignored; remove it and keep mta_sts = true, which Sendmail enforces through FEATURE(`+"`sts')")
 		d.DANE = false

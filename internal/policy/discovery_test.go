@@ -46,6 +46,7 @@ control_socket = "/run/tlsgate//ctl.sock"
 		{"mta = \"postfix\"\n[discovery]\nmta_sts = true\n", `t.toml:2: [discovery] needs [policyd] listen`},
 		{"mta = \"postfix\"\n[policyd]\nlisten = \"unix:/run/p.sock\"\n[discovery]\nmta_sts = false\ndane = false\n", `t.toml:4: the [discovery] table enables nothing`},
 		{"mta = \"sendmail\"\n[policyd]\nlisten = \"unix:/run/p.sock\"\n[discovery]\nmta_sts = true\ndane = true\n", "t.toml:6: dane = true cannot be enforced with mta = \"sendmail\": Debian's Sendmail 8.17 is built without DANE"},
+		{"mta = \"sendmail\"\n[policyd]\nlisten = \"unix:/run/p.sock\"\nmap_name = \"sts\"\n[discovery]\nmta_sts = true\n", "t.toml:4: map_name = \"sts\" is the name of the map of FEATURE(`sts')"},
 		{"mta = \"postfix\"\n[policyd]\nlisten = \"unix:/run/p.sock\"\n[discovery]\ndane = true\nresolver = \"192.0.2.53:53\"\n", `t.toml:6: resolver = "192.0.2.53:53" is not a loopback address: DANE trusts the resolver's AD bit`},
 		{"mta = \"postfix\"\n[policyd]\nlisten = \"unix:/run/p.sock\"\n[discovery]\ndane = true\nresolver = \"localhost:53\"\n", `t.toml:6: resolver = "localhost:53": want an IP address`},
 		{"mta = \"postfix\"\n[policyd]\nlisten = \"unix:/run/p.sock\"\n[discovery]\ndane = true\nresolver = \"127.0.0.1:0\"\n", `t.toml:6: resolver = "127.0.0.1:0": want an IP address`},
