@@ -45,7 +45,8 @@ client's name, parent domains and networks (tls_srv:, srv_features:).
 
 With --socket the running daemon is asked instead of the file, on map
 "access" for a tagged key and "tlspolicy" otherwise (--map overrides), one
-key of the walk at a time; only the replies are known then, not the endpoints.
+key of the walk at a time (on the map "sts" only KEY: FEATURE(` + "`sts')" + ` asks
+the domain alone); only the replies are known then, not the endpoints.
 postmap -q KEY socketmap:unix:PATH:tlspolicy asks it the Postfix way.
 
 With a [discovery] table the answer for a bare domain (example.com) merges
@@ -209,6 +210,16 @@ func queryDaemon(spec, name, key string, tagged bool, stdout, stderr io.Writer) 
 		return exitRuntime
 	}
 	defer c.Close()
+	if name == policyd.SendmailSTSMapName {
+		// FEATURE(`sts')'s map has no walk: one key, the domain.
+		r, err := c.Lookup(ctx, name, key)
+		if err != nil {
+			fmt.Fprintf(stderr, "tlsgate query: %v\n", err)
+			return exitRuntime
+		}
+		fmt.Fprintln(stdout, r.String())
+		return replyExit(r)
+	}
 	var lookupErr error
 	steps := queryWalk(walkKeys(key, tagged), func(k string) queryStep {
 		if lookupErr != nil {
