@@ -37,7 +37,7 @@ const (
 	// verify=..., cipher=..., bits=N/M".
 	StartTLS
 	// Decision is tlsgate's own per-message line ("QID: tlsgate:
-	// client=... sender=<...> endpoint=... tls=... result=...").
+	// result=... endpoint=... client=... sender=<...> tls=...").
 	Decision
 )
 
@@ -616,8 +616,9 @@ func SendmailTrust(v []byte) Trust {
 	return Untrusted
 }
 
-// parseDecision reads tlsgate's "QID: tlsgate: client=... sender=<...>
-// endpoint=... tls=... [cipher=... bits=... verify=...] result=...".
+// parseDecision reads tlsgate's "QID: tlsgate: result=... endpoint=...
+// client=... sender=<...> tls=... [cipher=... bits=... verify=...]", its
+// fields in any order.
 func parseDecision(msg []byte, ev *Event) bool {
 	var rest []byte
 	if bytes.HasPrefix(msg, []byte("NOQUEUE: ")) {

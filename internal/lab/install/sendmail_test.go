@@ -380,7 +380,7 @@ func smInbound(t *testing.T, sys *system, pki *testpki.PKI, s *smSinks) {
 	} else {
 		t.Logf("Sendmail (inbound refusal): %s", line)
 	}
-	if _, err := sys.waitLog(mailLog, mark, regexp.MustCompile(`tlsgate\[\d+\]: \w+: tlsgate: client=\S+\[127\.0\.0\.20\] .*endpoint=inbound-tls .*result=defer`), 10*time.Second); err != nil {
+	if _, err := sys.waitLog(mailLog, mark, regexp.MustCompile(`tlsgate\[\d+\]: \w+: tlsgate: result=defer endpoint=inbound-tls .*client=\S+\[127\.0\.0\.20\]`), 10*time.Second); err != nil {
 		t.Error(err)
 	}
 
@@ -402,7 +402,7 @@ func smInbound(t *testing.T, sys *system, pki *testpki.PKI, s *smSinks) {
 	if !regexp.MustCompile(`(?m)^<~\* +451 4\.7\.1 `).MatchString(out) || strings.Contains(out, "Message accepted") {
 		t.Errorf("a client with the wrong subject DN was not deferred at MAIL FROM:\n%s", swaksReplies(out))
 	}
-	if line, err := sys.waitLog(mailLog, mark2, regexp.MustCompile(`tlsgate\[\d+\]: \w+: tlsgate: client=\S+\[127\.0\.0\.22\] .*endpoint=inbound-dn .*verify=OK result=defer reason="endpoint=inbound-dn check=subject_dn `), 10*time.Second); err != nil {
+	if line, err := sys.waitLog(mailLog, mark2, regexp.MustCompile(`tlsgate\[\d+\]: \w+: tlsgate: result=defer endpoint=inbound-dn .*client=\S+\[127\.0\.0\.22\] .*verify=OK reason="endpoint=inbound-dn check=subject_dn `), 10*time.Second); err != nil {
 		t.Error(err)
 	} else {
 		t.Logf("tlsgate (subject DN): %s", line)
