@@ -37,7 +37,8 @@ FUZZ_TARGETS = \
 	./milter:FuzzForgedAuthResults \
 	./internal/discovery/mtasts:FuzzParsePolicy \
 	./internal/discovery/mtasts:FuzzParseRecord \
-	./internal/maillog:FuzzParse
+	./internal/maillog:FuzzParse \
+	./internal/control:FuzzControl
 
 .PHONY: all gocheck build test unit deps vet fmtcheck fmt fuzz fuzz-long bench bench-micro demo install deb lintian man clean
 

@@ -34,6 +34,9 @@ type TLSMap struct {
 	// Now is the clock each key is answered at (an exception applies
 	// until it expires). Default: time.Now.
 	Now func() time.Time
+	// Discovery, if set and the policy has a [discovery] table, adds
+	// discovered MTA-STS and DANE policies (see Discovery).
+	Discovery *Discovery
 }
 
 var _ Lookuper = (*TLSMap)(nil)
@@ -45,16 +48,15 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 		m.log(ctx, slog.LevelWarn, name, key, nil, "TEMP", "no policy loaded")
 		return Reply{Status: StatusTemp, Data: "tlsgate has no policy loaded"}
 	}
+	if r, ok := m.discovered(ctx, p, name, key); ok {
+		return r
+	}
 	want := p.Settings.MapName
 	if name != want && !(p.MTA == policy.Sendmail && name == SendmailMapName) {
 		m.log(ctx, slog.LevelWarn, name, key, nil, "TEMP", "unknown map name, expected "+want)
 		return Reply{Status: StatusTemp, Data: "unknown map " + clip(name) + "; this tlsgate serves " + want}
 	}
-	now := time.Now()
-	if m.Now != nil {
-		now = m.Now()
-	}
-	a, err := p.At(now).Outbound(key)
+	a, err := p.At(m.now()).Outbound(key)
 	r := AnswerReply(a, err)
 	lvl := slog.LevelDebug
 	switch {
@@ -65,6 +67,14 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 	}
 	m.logAnswer(ctx, lvl, name, key, a, r, err)
 	return r
+}
+
+// now returns the time keys are answered at.
+func (m *TLSMap) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
 }
 
 // AnswerNote says what an answer means beyond its reply, for logs and

@@ -48,6 +48,21 @@ sendmail-common.key), not by others.
 With mta = "postfix", check also asks the installed Postfix for its version
 (postconf -h mail_version) and refuses a postfix_version newer than it, so
 that the policy daemon never hands Postfix an attribute it does not know.
+
+With a [discovery] table, check reads sts_ca_file, checks that cache_file's
+directory exists, and asks the resolver for a DNSSEC-signed name: without
+the AD bit in the answer DANE is off, which check says in a warning at the
+dane line (the daemon then answers no DANE policy until the resolver
+validates). With dane = true on Postfix it asks postconf for what DANE
+needs (smtp_dns_support_level = dnssec, smtp_host_lookup = dns,
+smtp_tls_dane_insecure_mx_policy = dane, whose default before Postfix
+3.7.13 is unsafe) and warns with the exact setting; while the first two
+are missing the daemon withholds DANE answers, which Postfix would turn
+into "may". Discovery is dynamic: check cannot know which domains publish
+MTA-STS or DANE, so it cannot say where an endpoint that authenticates
+(verify, secure, fingerprint) overrides a discovered policy; the daemon
+logs each such lookup with overrides=sts or overrides=dane, and
+"tlsgate query outbound DOMAIN" shows it.
 `
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
@@ -107,6 +122,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			}
 			notes = append(notes, "installed Postfix "+installed)
 		}
+	}
+	if p.Settings.Discovery != nil {
+		note, code := checkDiscovery(p, *pcDir, !*noDetect, stderr)
+		if code != exitOK {
+			return code
+		}
+		notes = append(notes, note)
 	}
 	for _, w := range p.Warnings(time.Now()) {
 		fmt.Fprintln(stderr, w.Error())

@@ -40,6 +40,8 @@ Usage:
   tlsgate query     -c FILE inbound --client-addr IP [...]
                                      print the verdict for an inbound session
   tlsgate serve     -c FILE          run the milter and the policy daemon
+  tlsgate discovery [-c FILE] show|refresh|purge DOMAIN
+                                     the running daemon's MTA-STS/DANE cache
   tlsgate mta-config -c FILE         print the Postfix or Sendmail lines to paste
   tlsgate posture   [-c FILE] LOG... TLS posture per peer from the mail log,
                                      with proposals (text, json, toml, html)
@@ -71,6 +73,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdQuery(rest, stdout, stderr)
 	case "serve":
 		return cmdServe(rest, stdout, stderr)
+	case "discovery":
+		return cmdDiscovery(rest, stdout, stderr)
 	case "mta-config":
 		return cmdMTAConfig(rest, stdout, stderr)
 	case "posture":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -43,7 +44,7 @@ func exampleWithStore(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := strings.ReplaceAll(string(data), "/etc/tlsgate/", dir+"/")
+	conf := offlineDiscovery(t, strings.ReplaceAll(string(data), "/etc/tlsgate/", dir+"/"), dir)
 	path := filepath.Join(dir, "tlsgate.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -85,6 +86,7 @@ func TestCheckDetectsOlderPostfix(t *testing.T) {
 }
 
 func TestQueryOutbound(t *testing.T) {
+	example := exampleOffline(t, example)
 	tests := []struct {
 		key, want string
 		code      int
@@ -147,4 +149,44 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%s -h: code %d output %q", cmd, code, out)
 		}
 	}
+}
+
+// offlineDiscovery rewrites the [discovery] of a configuration text for
+// a test: the resolver a closed port of 127.0.0.1 (no DNS query may leave
+// the machine, nor reach a resolver that would forward it), the cache
+// file and control socket in dir.
+func offlineDiscovery(t *testing.T, conf, dir string) string {
+	t.Helper()
+	conf = regexp.MustCompile(`(?m)^resolver\s*=.*$`).ReplaceAllString(conf, `resolver = "`+closedUDP(t)+`"`)
+	conf = strings.ReplaceAll(conf, "/var/lib/tlsgate/discovery.cache", dir+"/discovery.cache")
+	return strings.Replace(conf, "[discovery]\n", "[discovery]\ncontrol_socket = \""+dir+"/control.sock\"\n", 1)
+}
+
+// exampleOffline writes a copy of the configuration file path with
+// offlineDiscovery and returns its path.
+func exampleOffline(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, filepath.Base(path))
+	if err := os.WriteFile(out, []byte(offlineDiscovery(t, string(data), dir)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// closedUDP returns "127.0.0.1:PORT" of a UDP port that nothing listens
+// on: a query there is refused at once.
+func closedUDP(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.LocalAddr().String()
+	c.Close()
+	return addr
 }

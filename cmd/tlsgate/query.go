@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tlsgate/tlsgate/internal/certid"
+	"github.com/tlsgate/tlsgate/internal/discovery"
 	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/policyd"
 )
@@ -44,9 +45,24 @@ client's name, parent domains and networks (tls_srv:, srv_features:).
 
 With --socket the running daemon is asked instead of the file, on map
 "access" for a tagged key and "tlspolicy" otherwise (--map overrides), one
-key of the walk at a time; only the replies are known then, not the
-endpoints. postmap -q KEY socketmap:unix:PATH:tlspolicy asks it the Postfix
-way. Exit status: 0 the MTA gets a policy from tlsgate (for KEY or a later
+key of the walk at a time (on the map "sts" only KEY: FEATURE(` + "`sts')" + ` asks
+the domain alone); only the replies are known then, not the endpoints.
+postmap -q KEY socketmap:unix:PATH:tlspolicy asks it the Postfix way.
+
+With a [discovery] table the answer for a bare domain (example.com) merges
+the endpoints with the domain's MTA-STS and DANE policies, which only the
+running daemon knows from its cache: query then asks the daemon through its
+control socket ([discovery] control_socket) and prints, after the reply,
+where the answer comes from (source: endpoint, mta-sts, dane or none), the
+endpoint, what it overrides, and the cache state (hit, miss, refreshed,
+stale); for Postfix a NOTFOUND is followed by the rest of the walk, asked
+of the file (parent domains get no discovered policy). When the daemon
+cannot be reached, or with --offline, query discovers the domain itself
+(DNS and HTTPS, nothing cached, nothing written) and says so. For Sendmail
+a bare domain is asked on the map "sts" of FEATURE(` + "`sts')" + `, the MTA-STS
+policy Sendmail applies besides tlsgate's own map.
+
+Exit status: 0 the MTA gets a policy from tlsgate (for KEY or a later
 key of its walk), 1 it applies its own default, 2 usage or configuration
 error, 3 the daemon answered TEMP/PERM (the MTA defers) or could not be
 reached.
@@ -65,6 +81,7 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 	file := fs.String("c", defaultConfig, "configuration `file`")
 	socket := fs.String("socket", "", "ask the running daemon at `spec` (unix:/path or inet:host:port) instead of reading the file")
 	mapName := fs.String("map", "", "socketmap `name` sent with --socket (default: tlspolicy, or access for Sendmail keys)")
+	offline := fs.Bool("offline", false, "with [discovery]: discover the domain here instead of asking the running daemon")
 	var f inboundFlags
 	fs.StringVar(&f.addr, "client-addr", "", "client IP `address` (inbound)")
 	fs.StringVar(&f.name, "client-name", "", "client's verified host `name` (inbound)")
@@ -108,6 +125,9 @@ func cmdQuery(args []string, stdout, stderr io.Writer) int {
 		if tagged && p.MTA != policy.Sendmail {
 			fmt.Fprintf(stderr, "tlsgate query outbound: %q is a Sendmail access-map key, but %s has mta = %q\n", pos[1], p.File, p.MTA)
 			return exitUsage
+		}
+		if _, err := discovery.BareDomain(key); err == nil && p.Settings.Discovery != nil && !tagged {
+			return queryDiscovered(p, key, *offline, stdout, stderr)
 		}
 		v := p.At(time.Now())
 		steps := queryWalk(walkKeys(key, p.MTA == policy.Sendmail), func(k string) queryStep {
@@ -190,6 +210,16 @@ func queryDaemon(spec, name, key string, tagged bool, stdout, stderr io.Writer) 
 		return exitRuntime
 	}
 	defer c.Close()
+	if name == policyd.SendmailSTSMapName {
+		// FEATURE(`sts')'s map has no walk: one key, the domain.
+		r, err := c.Lookup(ctx, name, key)
+		if err != nil {
+			fmt.Fprintf(stderr, "tlsgate query: %v\n", err)
+			return exitRuntime
+		}
+		fmt.Fprintln(stdout, r.String())
+		return replyExit(r)
+	}
 	var lookupErr error
 	steps := queryWalk(walkKeys(key, tagged), func(k string) queryStep {
 		if lookupErr != nil {
@@ -285,7 +315,15 @@ func printWalk(steps []queryStep, sendmail bool, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "# "+n)
 		}
 	}
-	last := steps[len(steps)-1]
+	return printRest(steps, sendmail, stderr)
+}
+
+// printRest prints, on stderr, for a walk whose first key is NOTFOUND,
+// the rest of the walk and what is in effect, and returns the exit status
+// of what is in effect; for a walk whose first key is found or TEMP it
+// prints nothing and returns that key's status.
+func printRest(steps []queryStep, sendmail bool, stderr io.Writer) int {
+	first, last := steps[0], steps[len(steps)-1]
 	if first.reply.Status != policyd.StatusNotFound {
 		return replyExit(first.reply)
 	}

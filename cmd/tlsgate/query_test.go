@@ -214,6 +214,28 @@ func TestQueryOutboundSocketWalk(t *testing.T) {
 	}
 }
 
+// TestQueryOutboundSocketSTS: on the map sts of Sendmail's FEATURE(`sts')
+// query asks the one key Sendmail asks, the domain: no walk.
+func TestQueryOutboundSocketSTS(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	spec := startSocketmap(t, func(_ context.Context, name, key string) policyd.Reply {
+		mu.Lock()
+		asked = append(asked, name+" "+key)
+		mu.Unlock()
+		return policyd.Reply{Status: policyd.StatusNotFound}
+	})
+	out, errs, code := runCLI(t, "query", "--socket", spec, "--map", "sts", "outbound", "sub.example.net")
+	if out != "NOTFOUND \n" || code != exitFail || errs != "" {
+		t.Errorf("stdout %q exit %d stderr %q", out, code, errs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(asked, ",") != "sts sub.example.net" {
+		t.Errorf("daemon asked %q", asked)
+	}
+}
+
 // TestQueryInboundException: a session let through by an exception says
 // so, with what it gets once the exception ends.
 func TestQueryInboundException(t *testing.T) {

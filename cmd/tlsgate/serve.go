@@ -90,8 +90,27 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	holder.Prepare = func(p *policy.Policy) error { return prepareTrust(p, log, m) }
-	return serve(holder, log, m, *grace, stderr)
+	dr, err := newDiscoveryRun(holder.Policy(), log, m)
+	if err != nil {
+		printLoadError(stderr, err)
+		return exitUsage
+	}
+	holder.Prepare = func(p *policy.Policy) error {
+		if err := discoveryUnchanged(holder.Policy(), p); err != nil {
+			return err
+		}
+		return prepareTrust(p, log, m)
+	}
+	if dr != nil {
+		onReload := holder.OnReload
+		holder.OnReload = func(result string, gen uint64) {
+			if onReload != nil {
+				onReload(result, gen)
+			}
+			dr.afterReload()
+		}
+	}
+	return serve(holder, log, m, dr, *grace, stderr)
 }
 
 func newLogger(p *policy.Policy, stderr io.Writer) (*slog.Logger, error) {
@@ -132,9 +151,9 @@ type part struct {
 	ln   net.Listener
 }
 
-func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Duration, stderr io.Writer) int {
+func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, dr *discoveryRun, grace time.Duration, stderr io.Writer) int {
 	p := h.Policy()
-	parts, err := newParts(h, log, m)
+	parts, err := newParts(h, log, m, dr)
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsgate serve: %v\n", err)
 		return exitRuntime
@@ -159,6 +178,10 @@ func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Du
 	}
 	stopWatchers := startWatchers(h, log, m) // [watch]: held mail, partner probes
 	defer stopWatchers()
+	if dr != nil {
+		dr.start()
+		defer dr.stop()
+	}
 	var wg sync.WaitGroup
 	for _, pt := range parts {
 		wg.Add(1)
@@ -187,7 +210,7 @@ func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, grace time.Du
 // open-file limit: each one's connection cap is its share
 // (listen.ConnCap), so that no listener's clients can take the
 // descriptors another one needs.
-func newParts(h *reload.Holder, log *slog.Logger, m *metrics.Metrics) ([]*part, error) {
+func newParts(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, dr *discoveryRun) ([]*part, error) {
 	s := h.Policy().Settings
 	n := 0
 	for _, l := range []policy.Listener{s.Milter, s.Socketmap, s.Delegation} {
@@ -207,7 +230,12 @@ func newParts(h *reload.Holder, log *slog.Logger, m *metrics.Metrics) ([]*part, 
 	}
 	if s.Socketmap.Addr != "" {
 		smLog := limitedLogger(log, "socketmap")
-		var lk policyd.Lookuper = &policyd.TLSMap{Policy: h.Policy, Logger: smLog}
+		tm := &policyd.TLSMap{Policy: h.Policy, Logger: smLog}
+		if dr != nil {
+			tm.Discovery = dr.mapDiscovery()
+			parts = append(parts, dr.controlPart(tm))
+		}
+		var lk policyd.Lookuper = tm
 		if m != nil {
 			lk = m.Lookuper(lk)
 		}

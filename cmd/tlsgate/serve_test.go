@@ -68,21 +68,7 @@ hosts = ["` + host + `"]
 	}()
 	waitFor(t, "start", func() bool { return strings.Contains(logs.String(), "NOQUEUE: start ") })
 
-	ask := func(key string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		c, err := policyd.DialSocketmap(ctx, "unix:"+sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		r, err := c.Lookup(ctx, "tlspolicy", key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.String()
-	}
+	ask := func(key string) string { return askSocketmap(t, sock, key) }
 	if got := ask("a.example"); got != "OK encrypt" {
 		t.Fatalf("before reload: %q", got)
 	}
@@ -116,6 +102,24 @@ hosts = ["` + host + `"]
 	if _, err := os.Stat(sock); err == nil {
 		t.Error("socket left behind after stop")
 	}
+}
+
+// askSocketmap asks the daemon's socketmap at the unix socket sock for key
+// on the map tlspolicy and returns the reply as sent.
+func askSocketmap(t *testing.T, sock, key string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := policyd.DialSocketmap(ctx, "unix:"+sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, err := c.Lookup(ctx, "tlspolicy", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.String()
 }
 
 func TestServeBadConfigExits2(t *testing.T) {

@@ -34,34 +34,107 @@ type policyRec struct {
 	refetch int64 // when to fetch again although the id is the same
 }
 
-// record is everything known about one domain. Immutable once stored:
-// a refresh stores a new record. Times are Unix seconds.
-type record struct {
-	// DANE (dane is DANEOff when not evaluated; never DANEUnknown).
-	dane        DANEState
-	daneChecked int64
-	daneExpires int64
-	daneUsable  int64 // last time DANE was seen usable (0: never)
-	daneReason  string
+// unix32 is a time in Unix seconds in 32 bits (until 2106): the cache
+// holds up to hundreds of thousands of records, and half their size was
+// 64-bit times.
+type unix32 uint32
 
-	// MTA-STS TXT record ("" txtID: none).
-	txtID      string
-	txtChecked int64
-	txtExpires int64
-	// The policy held, if any.
-	pol *policyRec
+// never is the largest unix32, "no limit".
+const never = unix32(math.MaxUint32)
+
+// u32 converts Unix seconds, clamped to 0..never.
+func u32(t int64) unix32 {
+	switch {
+	case t <= 0:
+		return 0
+	case t >= int64(never):
+		return never
+	}
+	return unix32(t)
+}
+
+// unix returns t as Unix seconds.
+func (t unix32) unix() int64 { return int64(t) }
+
+// stsPart is the MTA-STS state of a domain that has some: a TXT record,
+// a policy or a failure. Most domains have none, and their records do
+// not pay for it.
+type stsPart struct {
+	txtID string // the id of the _mta-sts TXT record ("": none)
+	pol   *policyRec
 	// The last failure (fetch or TXT lookup) and the fetch back-off.
-	stsErr     string
+	err        string
 	retryAfter int64
 	failedID   string
+}
 
+// record is everything known about one domain. Immutable once stored:
+// a refresh stores a new record. It is 64 bytes: the cache holds up to
+// hundreds of thousands.
+type record struct {
+	// DANE (dane is DANEOff when not evaluated; never DANEUnknown).
+	dane DANEState
 	// gen is the Discoverer's DANE generation when the record was made;
 	// records of an older generation are refreshed on their next lookup.
-	gen uint32
+	gen         uint32
+	daneChecked unix32
+	daneExpires unix32
+	daneUsable  unix32 // last time DANE was seen usable (0: never)
+	// When the MTA-STS TXT record was checked and when that expires.
+	txtChecked unix32
+	txtExpires unix32
 	// fresh: lookups before this are answered from the record.
-	fresh int64
+	fresh unix32
 	// refreshAt: a lookup or Run after this refreshes in the background.
-	refreshAt int64
+	refreshAt  unix32
+	daneReason string
+	// sts is nil for a domain without MTA-STS record, policy or failure.
+	sts *stsPart
+}
+
+// txtID, policy, stsErr, retryAfter and failedID read rec.sts.
+func (rec *record) txtID() string {
+	if rec.sts == nil {
+		return ""
+	}
+	return rec.sts.txtID
+}
+
+func (rec *record) policy() *policyRec {
+	if rec.sts == nil {
+		return nil
+	}
+	return rec.sts.pol
+}
+
+func (rec *record) stsErr() string {
+	if rec.sts == nil {
+		return ""
+	}
+	return rec.sts.err
+}
+
+func (rec *record) retryAfter() int64 {
+	if rec.sts == nil {
+		return 0
+	}
+	return rec.sts.retryAfter
+}
+
+func (rec *record) failedID() string {
+	if rec.sts == nil {
+		return ""
+	}
+	return rec.sts.failedID
+}
+
+// setSTS sets the MTA-STS state, nil when there is none.
+func (rec *record) setSTS(txtID string, pol *policyRec, err string, retryAfter int64, failedID string) {
+	if txtID == "" && pol == nil && err == "" && retryAfter == 0 && failedID == "" {
+		rec.sts = nil
+		return
+	}
+	rec.sts = &stsPart{txtID: txtID, pol: pol, err: err, retryAfter: retryAfter, failedID: failedID}
 }
 
 // refreshPoint returns the time three quarters into [checked, expires].
@@ -76,9 +149,12 @@ func refreshPoint(checked, expires int64) int64 {
 // fixed structures (map slot, entry, record) plus the strings and the
 // policy.
 func (rec *record) size(key string) int64 {
-	const fixed = 64 + 64 + 208
-	n := int64(fixed + 2*len(key) + len(rec.daneReason) + len(rec.txtID) + len(rec.stsErr) + len(rec.failedID))
-	if p := rec.pol; p != nil {
+	const fixed = 48 + 32 + 64 // map slot (with its share of growth room), entry, record
+	n := int64(fixed + len(key) + len(rec.daneReason))
+	if st := rec.sts; st != nil {
+		n += 64 + int64(len(st.txtID)+len(st.err)+len(st.failedID))
+	}
+	if p := rec.policy(); p != nil {
 		n += 96 + int64(len(p.id)+len(p.answer))
 		for _, m := range p.policy.MX {
 			n += 16 + int64(len(m))
@@ -90,14 +166,20 @@ func (rec *record) size(key string) int64 {
 	return n
 }
 
-// entry is the cache slot of one domain.
+// entry is the cache slot of one domain. Its size in bytes is
+// rec.size(key), kept up to date in Discoverer.bytes.
 type entry struct {
 	key  string
 	rec  atomic.Pointer[record]
-	used atomic.Int64 // Unix seconds of the last lookup
-	busy atomic.Bool  // a background refresh is running
-	size int64        // guarded by Discoverer.mu
+	used atomic.Uint32 // Unix seconds of the last lookup (unix32)
+	busy atomic.Bool   // a background refresh is running
 }
+
+// lastUsed returns the time of the entry's last lookup.
+func (e *entry) lastUsed() int64 { return int64(e.used.Load()) }
+
+// setUsed records a lookup at now.
+func (e *entry) setUsed(now int64) { e.used.Store(uint32(u32(now))) }
 
 // get returns the entry of key, or nil.
 func (d *Discoverer) get(key string) *entry {
@@ -115,12 +197,13 @@ func (d *Discoverer) store(key string, rec *record, used int64) {
 	e := d.entries[key]
 	if e == nil {
 		e = &entry{key: key}
-		e.used.Store(used)
+		e.setUsed(used)
 		d.entries[key] = e
+	} else {
+		sz -= e.rec.Load().size(key)
 	}
 	e.rec.Store(rec)
-	d.bytes += sz - e.size
-	e.size = sz
+	d.bytes += sz
 	over := len(d.entries) > d.cfg.CacheEntries || d.bytes > d.cfg.CacheBytes
 	d.mu.Unlock()
 	d.dirty.Store(true)
@@ -135,7 +218,7 @@ func (d *Discoverer) remove(key string) bool {
 	e, ok := d.entries[key]
 	if ok {
 		delete(d.entries, key)
-		d.bytes -= e.size
+		d.bytes -= e.rec.Load().size(key)
 	}
 	d.mu.Unlock()
 	if ok {
@@ -161,7 +244,7 @@ func (d *Discoverer) evict() {
 	}
 	cands := make([]cand, 0, len(d.entries))
 	for _, e := range d.entries {
-		cands = append(cands, cand{e, e.used.Load()})
+		cands = append(cands, cand{e, e.lastUsed()})
 	}
 	d.mu.RUnlock()
 	sort.Slice(cands, func(i, j int) bool { return cands[i].used < cands[j].used })
@@ -174,7 +257,7 @@ func (d *Discoverer) evict() {
 		}
 		if cur, ok := d.entries[c.e.key]; ok && cur == c.e {
 			delete(d.entries, c.e.key)
-			d.bytes -= c.e.size
+			d.bytes -= c.e.rec.Load().size(c.e.key)
 			d.evictions.Add(1)
 		}
 	}
@@ -184,22 +267,22 @@ func (d *Discoverer) evict() {
 
 // finish computes rec.fresh and rec.refreshAt from its parts.
 func (d *Discoverer) finish(rec *record, now int64) {
-	fresh, refresh := int64(math.MaxInt64), int64(math.MaxInt64)
+	fresh, refresh := int64(never), int64(never)
 	if rec.dane != DANEOff || d.daneOn() {
-		fresh = min(fresh, rec.daneExpires)
-		refresh = min(refresh, refreshPoint(rec.daneChecked, rec.daneExpires))
+		fresh = min(fresh, rec.daneExpires.unix())
+		refresh = min(refresh, refreshPoint(rec.daneChecked.unix(), rec.daneExpires.unix()))
 	}
 	if d.cfg.MTASTS {
-		fresh = min(fresh, rec.txtExpires)
-		refresh = min(refresh, refreshPoint(rec.txtChecked, rec.txtExpires))
-		if p := rec.pol; p != nil {
+		fresh = min(fresh, rec.txtExpires.unix())
+		refresh = min(refresh, refreshPoint(rec.txtChecked.unix(), rec.txtExpires.unix()))
+		if p := rec.policy(); p != nil {
 			fresh = min(fresh, p.expires)
-			refresh = min(refresh, max(p.refetch, rec.retryAfter))
-		} else if rec.txtID != "" && rec.failedID == rec.txtID && rec.retryAfter > now {
+			refresh = min(refresh, max(p.refetch, rec.retryAfter()))
+		} else if rec.txtID() != "" && rec.failedID() == rec.txtID() && rec.retryAfter() > now {
 			// A fetch failed and nothing is held: try again after the
 			// back-off rather than only when the TXT record expires.
-			fresh = min(fresh, rec.retryAfter)
+			fresh = min(fresh, rec.retryAfter())
 		}
 	}
-	rec.fresh, rec.refreshAt = fresh, min(refresh, fresh)
+	rec.fresh, rec.refreshAt = u32(fresh), u32(min(refresh, fresh))
 }

@@ -14,6 +14,27 @@ import (
 // maxMXHosts bounds the MX hosts examined for DANE.
 const maxMXHosts = 10
 
+// The reasons for DANENone that do not name a host, shared by every
+// record that has them (intern).
+const (
+	reasonMXInsecure = "MX RRset is not DNSSEC-signed (insecure)"
+	reasonNXInsecure = "domain does not exist (insecure)"
+	reasonNX         = "domain does not exist"
+	reasonNullMX     = "null MX: the domain accepts no mail"
+)
+
+// intern returns the shared copy of a reason read from the cache file,
+// so that the thousands of domains without DNSSEC (most) do not each
+// hold their own copy of the same words.
+func intern(reason string) string {
+	for _, r := range [...]string{reasonMXInsecure, reasonNXInsecure, reasonNX, reasonNullMX} {
+		if reason == r {
+			return r
+		}
+	}
+	return reason
+}
+
 // daneOutcome is the result of one DANE evaluation of a domain.
 type daneOutcome struct {
 	state  DANEState // DANENone, DANEUsable or DANEUnknown
@@ -34,14 +55,14 @@ func evalDANE(ctx context.Context, dnsc lookuper, domain string) daneOutcome {
 		return daneOutcome{state: DANEUnknown, reason: "MX lookup failed", err: err}
 	}
 	if !mx.secure {
-		why := "MX RRset is not DNSSEC-signed (insecure)"
+		why := reasonMXInsecure
 		if mx.nxdomain {
-			why = "domain does not exist (insecure)"
+			why = reasonNXInsecure
 		}
 		return daneOutcome{state: DANENone, ttl: mx.ttl, reason: why}
 	}
 	if mx.nxdomain {
-		return daneOutcome{state: DANENone, ttl: mx.ttl, reason: "domain does not exist"}
+		return daneOutcome{state: DANENone, ttl: mx.ttl, reason: reasonNX}
 	}
 	var hosts []string
 	if len(mx.rrs) == 0 {
@@ -58,7 +79,7 @@ func evalDANE(ctx context.Context, dnsc lookuper, domain string) daneOutcome {
 			h := strings.ToLower(r.Mx)
 			if h == "." {
 				if len(recs) == 1 {
-					return daneOutcome{state: DANENone, ttl: mx.ttl, reason: "null MX: the domain accepts no mail"}
+					return daneOutcome{state: DANENone, ttl: mx.ttl, reason: reasonNullMX}
 				}
 				continue
 			}

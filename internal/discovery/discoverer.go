@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"fmt"
-	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -228,11 +227,11 @@ func (d *Discoverer) Lookup(ctx context.Context, domain string) (Result, error) 
 	now := d.now().Unix()
 	if e := d.get(key); e != nil {
 		rec := e.rec.Load()
-		if now < rec.fresh && rec.gen == d.gen.Load() {
-			if e.used.Load() != now {
-				e.used.Store(now)
+		if now < rec.fresh.unix() && rec.gen == d.gen.Load() {
+			if e.lastUsed() != now {
+				e.setUsed(now)
 			}
-			if now >= rec.refreshAt {
+			if now >= rec.refreshAt.unix() {
 				d.refreshAsync(e)
 			}
 			if d.cfg.DANE && d.self.Load() != selfOK {
@@ -329,7 +328,7 @@ func (d *Discoverer) resolve(key string, mode resolveMode) Result {
 		old = e.rec.Load()
 	}
 	gen := d.gen.Load()
-	if mode == modeLookup && old != nil && now < old.fresh && old.gen == gen {
+	if mode == modeLookup && old != nil && now < old.fresh.unix() && old.gen == gen {
 		// Another flight renewed it just before this one started.
 		res := d.answer(key, old, now, nil)
 		res.Cache = CacheHit
@@ -340,8 +339,8 @@ func (d *Discoverer) resolve(key string, mode resolveMode) Result {
 	defer cancel()
 
 	daneDue := d.daneOn() && (old == nil || force || old.dane == DANEOff || old.gen != gen ||
-		now >= refreshPoint(old.daneChecked, old.daneExpires))
-	txtDue := d.cfg.MTASTS && (old == nil || force || now >= refreshPoint(old.txtChecked, old.txtExpires))
+		now >= refreshPoint(old.daneChecked.unix(), old.daneExpires.unix()))
+	txtDue := d.cfg.MTASTS && (old == nil || force || now >= refreshPoint(old.txtChecked.unix(), old.txtExpires.unix()))
 
 	var (
 		dane daneOutcome
@@ -371,27 +370,27 @@ func (d *Discoverer) resolve(key string, mode resolveMode) Result {
 		switch dane.state {
 		case DANEUsable, DANENone:
 			rec.dane = dane.state
-			rec.daneChecked = now
-			rec.daneExpires = now + clampTTL(dane.ttl)
+			rec.daneChecked = u32(now)
+			rec.daneExpires = u32(now + clampTTL(dane.ttl))
 			rec.daneReason = dane.reason
 			if dane.state == DANEUsable {
-				rec.daneUsable = now
+				rec.daneUsable = u32(now)
 			}
 		case DANEUnknown:
 			d.event(Event{Kind: EventDNSFailed, Domain: key, Err: dane.err})
-			if rec.dane != DANEOff && now < rec.daneExpires {
+			if rec.dane != DANEOff && now < rec.daneExpires.unix() {
 				stale = true // the earlier result is still valid: keep it
 			} else {
 				unknown = &dane
 			}
 		}
-	} else if !d.daneOn() && rec.dane != DANEOff && now >= rec.daneExpires {
+	} else if !d.daneOn() && rec.dane != DANEOff && now >= rec.daneExpires.unix() {
 		// DANE is off (self-check failing) and the cached result expired.
 		rec.dane = DANEOff
 	}
 	if d.cfg.MTASTS {
-		rec.txtID, rec.txtChecked, rec.txtExpires = sts.txtID, sts.txtChecked, sts.txtExpires
-		rec.pol, rec.stsErr, rec.retryAfter, rec.failedID = sts.pol, sts.stsErr, sts.retryAfter, sts.failedID
+		rec.txtChecked, rec.txtExpires = u32(sts.txtChecked), u32(sts.txtExpires)
+		rec.setSTS(sts.txtID, sts.pol, sts.stsErr, sts.retryAfter, sts.failedID)
 	}
 	d.finish(rec, now)
 	if unknown != nil {
@@ -417,7 +416,7 @@ func (d *Discoverer) resolve(key string, mode resolveMode) Result {
 	d.store(key, rec, used)
 	if mode != modeBackground {
 		if e := d.get(key); e != nil {
-			e.used.Store(now)
+			e.setUsed(now)
 		}
 	}
 	if res.Change != 0 {
@@ -438,11 +437,11 @@ func changes(old, rec *record, now int64) Change {
 		c |= ChangeDANEVanished
 	}
 	var oldID, newID string
-	if old != nil && old.pol != nil {
-		oldID = old.pol.id
+	if old != nil && old.policy() != nil {
+		oldID = old.policy().id
 	}
-	if rec.pol != nil && now < rec.pol.expires {
-		newID = rec.pol.id
+	if p := rec.policy(); p != nil && now < p.expires {
+		newID = p.id
 	}
 	switch {
 	case newID != "" && newID != oldID:
@@ -458,7 +457,7 @@ func changes(old, rec *record, now int64) Change {
 // unless unknown is set.
 func (d *Discoverer) answer(key string, rec *record, now int64, unknown *daneOutcome) Result {
 	r := Result{Domain: key}
-	pol := rec.pol
+	pol := rec.policy()
 	if pol != nil && now >= pol.expires {
 		pol = nil
 	}
@@ -470,7 +469,7 @@ func (d *Discoverer) answer(key string, rec *record, now int64, unknown *daneOut
 	switch {
 	case unknown != nil:
 		r.DANE = DANEUnknown
-	case rec.dane != DANEOff && now < rec.daneExpires:
+	case rec.dane != DANEOff && now < rec.daneExpires.unix():
 		r.DANE = rec.dane
 	default:
 		r.DANE = DANEOff
@@ -478,17 +477,17 @@ func (d *Discoverer) answer(key string, rec *record, now int64, unknown *daneOut
 	if enforce {
 		r.Sendmail = Answer{Kind: Found, Text: pol.answer}
 	}
-	recentDANE := rec.daneUsable > 0 && now-rec.daneUsable <= int64(d.cfg.DANEGrace/time.Second)
+	recentDANE := rec.daneUsable > 0 && now-rec.daneUsable.unix() <= int64(d.cfg.DANEGrace/time.Second)
 	switch {
 	case r.DANE == DANEUsable:
 		r.Postfix = Answer{Kind: Found, Text: "dane"}
 		r.Source = SourceDANE
-		r.Expires = time.Unix(rec.daneExpires, 0)
+		r.Expires = time.Unix(rec.daneExpires.unix(), 0)
 		return r
 	case r.DANE == DANEUnknown && (enforce || recentDANE):
 		held := "an MTA-STS policy in mode enforce"
 		if !enforce {
-			held = "DANE seen usable at " + time.Unix(rec.daneUsable, 0).UTC().Format(time.RFC3339)
+			held = "DANE seen usable at " + time.Unix(rec.daneUsable.unix(), 0).UTC().Format(time.RFC3339)
 		}
 		r.Postfix = Answer{Kind: Temp}
 		r.Reason = "DANE state unknown (" + unknown.reason + ": " + errString(unknown.err) + ") while " + held + " is held"
@@ -497,19 +496,19 @@ func (d *Discoverer) answer(key string, rec *record, now int64, unknown *daneOut
 		r.Postfix = Answer{Kind: Found, Text: pol.answer}
 		r.Source = SourceMTASTS
 		r.Expires = time.Unix(pol.expires, 0)
-		if rec.stsErr != "" {
-			r.Reason = rec.stsErr
+		if err := rec.stsErr(); err != "" {
+			r.Reason = err
 		}
 		return r
 	}
-	if rec.fresh != math.MaxInt64 && rec.fresh > 0 {
-		r.Expires = time.Unix(rec.fresh, 0)
+	if rec.fresh != never && rec.fresh > 0 {
+		r.Expires = time.Unix(rec.fresh.unix(), 0)
 	}
 	switch {
 	case unknown != nil:
 		r.Reason = "DANE state unknown (" + unknown.reason + ": " + errString(unknown.err) + ")"
-	case rec.stsErr != "":
-		r.Reason = rec.stsErr
+	case rec.stsErr() != "":
+		r.Reason = rec.stsErr()
 	case pol != nil:
 		r.Reason = "MTA-STS policy in mode " + pol.policy.Mode.String() // allocates only for testing/none
 	case rec.daneReason != "":
@@ -642,7 +641,7 @@ func (d *Discoverer) Show(domain string) (info Info, ok bool, err error) {
 	now := d.now().Unix()
 	info.Result = d.answer(key, rec, now, nil)
 	info.Result.Cache = CacheHit
-	if now >= rec.fresh || rec.gen != d.gen.Load() {
+	if now >= rec.fresh.unix() || rec.gen != d.gen.Load() {
 		info.Result.Cache = CacheStale
 	}
 	ts := func(s int64) time.Time {
@@ -651,16 +650,16 @@ func (d *Discoverer) Show(domain string) (info Info, ok bool, err error) {
 		}
 		return time.Unix(s, 0)
 	}
-	info.LastUsed = ts(e.used.Load())
-	info.DANE, info.DANEChecked, info.DANEExpires = rec.dane, ts(rec.daneChecked), ts(rec.daneExpires)
-	info.DANELastUsable, info.DANEReason = ts(rec.daneUsable), rec.daneReason
-	info.STSRecordID, info.STSRecordChecked, info.STSRecordExpires = rec.txtID, ts(rec.txtChecked), ts(rec.txtExpires)
-	if p := rec.pol; p != nil {
+	info.LastUsed = ts(e.lastUsed())
+	info.DANE, info.DANEChecked, info.DANEExpires = rec.dane, ts(rec.daneChecked.unix()), ts(rec.daneExpires.unix())
+	info.DANELastUsable, info.DANEReason = ts(rec.daneUsable.unix()), rec.daneReason
+	info.STSRecordID, info.STSRecordChecked, info.STSRecordExpires = rec.txtID(), ts(rec.txtChecked.unix()), ts(rec.txtExpires.unix())
+	if p := rec.policy(); p != nil {
 		cp := *p.policy
 		info.STSPolicy, info.STSPolicyID = &cp, p.id
 		info.STSFetched, info.STSExpires = ts(p.fetched), ts(p.expires)
 	}
-	info.STSError, info.STSRetryAfter = rec.stsErr, ts(rec.retryAfter)
+	info.STSError, info.STSRetryAfter = rec.stsErr(), ts(rec.retryAfter())
 	return info, true, nil
 }
 
@@ -710,11 +709,11 @@ func (d *Discoverer) sweep() {
 	var dead []string
 	for _, e := range es {
 		rec := e.rec.Load()
-		recent := now-e.used.Load() <= horizon
+		recent := now-e.lastUsed() <= horizon
 		switch {
-		case recent && (now >= rec.refreshAt || rec.gen != d.gen.Load()):
+		case recent && (now >= rec.refreshAt.unix() || rec.gen != d.gen.Load()):
 			d.refreshAsync(e)
-		case !recent && now >= rec.fresh && (rec.pol == nil || now >= rec.pol.expires):
+		case !recent && now >= rec.fresh.unix() && (rec.policy() == nil || now >= rec.policy().expires):
 			dead = append(dead, e.key)
 		}
 	}

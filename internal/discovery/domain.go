@@ -44,9 +44,9 @@ func BareDomain(key string) (string, error) {
 		return bad("empty")
 	case s[0] == '.':
 		return bad("a parent-domain key (.domain); MTA-STS never applies to a parent domain (RFC 8461 §3.4)")
-	case strings.ContainsAny(s, "[]"):
+	case strings.IndexByte(s, '[') >= 0 || strings.IndexByte(s, ']') >= 0:
 		return bad("an explicit next hop ([host])")
-	case strings.Contains(s, ":"):
+	case strings.IndexByte(s, ':') >= 0:
 		if _, err := netip.ParseAddr(s); err == nil {
 			return bad("an IP address")
 		}
@@ -85,7 +85,7 @@ func BareDomain(key string) (string, error) {
 	// A numeric last label: an IPv4 address (or something like one); no
 	// top-level domain is numeric. Checked without netip.ParseAddr, whose
 	// error for every domain name would allocate.
-	if last := s[strings.LastIndexByte(s, '.')+1:]; strings.Trim(last, "0123456789") == "" {
+	if last := s[strings.LastIndexByte(s, '.')+1:]; allDigits(last) {
 		if _, err := netip.ParseAddr(s); err == nil {
 			return bad("an IP address")
 		}
@@ -95,4 +95,16 @@ func BareDomain(key string) (string, error) {
 		s = strings.ToLower(s)
 	}
 	return s, nil
+}
+
+// allDigits reports whether s is made of decimal digits only (and not
+// empty), without the cost of strings.Trim's character set on every
+// lookup.
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -92,7 +92,7 @@ func (d *Discoverer) writeFile(es []*entry) error {
 		return err
 	}
 	for _, e := range es {
-		if err := enc.Encode(toFile(e.key, e.used.Load(), e.rec.Load())); err != nil {
+		if err := enc.Encode(toFile(e.key, e.lastUsed(), e.rec.Load())); err != nil {
 			tmp.Close()
 			return err
 		}
@@ -121,14 +121,14 @@ func (d *Discoverer) writeFile(es []*entry) error {
 func toFile(key string, used int64, rec *record) fileEntry {
 	fe := fileEntry{
 		Domain: key, Used: used,
-		DANEChecked: rec.daneChecked, DANEExpires: rec.daneExpires, DANEUsable: rec.daneUsable, DANEReason: rec.daneReason,
-		TXTID: rec.txtID, TXTChecked: rec.txtChecked, TXTExpires: rec.txtExpires,
-		STSError: rec.stsErr, RetryAfter: rec.retryAfter, FailedID: rec.failedID,
+		DANEChecked: rec.daneChecked.unix(), DANEExpires: rec.daneExpires.unix(), DANEUsable: rec.daneUsable.unix(), DANEReason: rec.daneReason,
+		TXTID: rec.txtID(), TXTChecked: rec.txtChecked.unix(), TXTExpires: rec.txtExpires.unix(),
+		STSError: rec.stsErr(), RetryAfter: rec.retryAfter(), FailedID: rec.failedID(),
 	}
 	if rec.dane != DANEOff {
 		fe.DANE = rec.dane.String()
 	}
-	if p := rec.pol; p != nil {
+	if p := rec.policy(); p != nil {
 		fe.Policy = &filePolicy{ID: p.id, Mode: p.policy.Mode.String(), MX: p.policy.MX, MaxAge: p.policy.MaxAge,
 			Fetched: p.fetched, Expires: p.expires, Refetch: p.refetch}
 	}
@@ -199,16 +199,16 @@ func (d *Discoverer) parseFile(r io.Reader) (map[string]*entry, int64, error) {
 		d.finish(rec, now)
 		// Drop what is worth nothing any more: nothing valid and not used
 		// recently.
-		polValid := rec.pol != nil && now < rec.pol.expires
-		daneValid := rec.dane != DANEOff && now < rec.daneExpires
-		if !polValid && !daneValid && now >= rec.fresh && now-fe.Used > horizon {
+		polValid := rec.policy() != nil && now < rec.policy().expires
+		daneValid := rec.dane != DANEOff && now < rec.daneExpires.unix()
+		if !polValid && !daneValid && now >= rec.fresh.unix() && now-fe.Used > horizon {
 			continue
 		}
-		e := &entry{key: key, size: rec.size(key)}
+		e := &entry{key: key}
 		e.rec.Store(rec)
-		e.used.Store(fe.Used)
+		e.setUsed(fe.Used)
 		entries[key] = e
-		total += e.size
+		total += rec.size(key)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, 0, fmt.Errorf("line %d: %w", line+1, err)
@@ -218,10 +218,10 @@ func (d *Discoverer) parseFile(r io.Reader) (map[string]*entry, int64, error) {
 
 func fromFile(fe fileEntry) (*record, error) {
 	rec := &record{
-		daneChecked: fe.DANEChecked, daneExpires: fe.DANEExpires, daneUsable: fe.DANEUsable, daneReason: fe.DANEReason,
-		txtID: fe.TXTID, txtChecked: fe.TXTChecked, txtExpires: fe.TXTExpires,
-		stsErr: fe.STSError, retryAfter: fe.RetryAfter, failedID: fe.FailedID,
+		daneChecked: u32(fe.DANEChecked), daneExpires: u32(fe.DANEExpires), daneUsable: u32(fe.DANEUsable), daneReason: intern(fe.DANEReason),
+		txtChecked: u32(fe.TXTChecked), txtExpires: u32(fe.TXTExpires),
 	}
+	var pol *policyRec
 	switch fe.DANE {
 	case "":
 	case "none":
@@ -250,8 +250,12 @@ func fromFile(fe fileEntry) (*record, error) {
 		if len(parsed.Dropped) > 0 {
 			return nil, fmt.Errorf("policy: bad mx %v", parsed.Dropped)
 		}
-		rec.pol = &policyRec{id: fp.ID, policy: parsed, answer: parsed.Answer(),
+		pol = &policyRec{id: fp.ID, policy: parsed, answer: parsed.Answer(),
 			fetched: fp.Fetched, expires: fp.Expires, refetch: fp.Refetch}
+		if pol.id == fe.TXTID {
+			pol.id = fe.TXTID // one copy of the id
+		}
 	}
+	rec.setSTS(fe.TXTID, pol, fe.STSError, fe.RetryAfter, fe.FailedID)
 	return rec, nil
 }

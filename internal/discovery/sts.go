@@ -34,8 +34,8 @@ type stsOutcome struct {
 func (d *Discoverer) evalSTS(ctx context.Context, key string, old *record, now int64, force, txtDue bool) stsOutcome {
 	var o stsOutcome
 	if old != nil {
-		o = stsOutcome{txtID: old.txtID, txtChecked: old.txtChecked, txtExpires: old.txtExpires,
-			pol: old.pol, stsErr: old.stsErr, retryAfter: old.retryAfter, failedID: old.failedID}
+		o = stsOutcome{txtID: old.txtID(), txtChecked: old.txtChecked.unix(), txtExpires: old.txtExpires.unix(),
+			pol: old.policy(), stsErr: old.stsErr(), retryAfter: old.retryAfter(), failedID: old.failedID()}
 	}
 	if o.pol != nil && now >= o.pol.expires {
 		o.pol = nil

@@ -3,7 +3,8 @@
 // by part, endpoint and result (the model's outcome word, the same the log
 // lines say), outbound lookups by answer, latency histograms, reloads by
 // result, the configuration generation, the seconds until each known
-// certificate expires and the instant each exception ends.
+// certificate expires, the instant each exception ends and, with
+// [discovery], the MTA-STS/DANE engine's counters (Metrics.AddDiscovery).
 package metrics
 
 import (

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tlsgate/tlsgate/internal/discovery"
+	"github.com/tlsgate/tlsgate/internal/discovery/mtasts"
 	"github.com/tlsgate/tlsgate/internal/policy"
 	"github.com/tlsgate/tlsgate/milter"
 	"github.com/tlsgate/tlsgate/policyd"
@@ -106,6 +108,86 @@ func TestMilterDecision(t *testing.T) {
 	if !found {
 		t.Error(`no tlsgate_inbound_decision_duration_seconds{part="milter"} series`)
 	}
+}
+
+// TestDiscoveryMetrics: the engine's counters appear as they are at the
+// scrape, each once, with the kinds' names as labels.
+func TestDiscoveryMetrics(t *testing.T) {
+	m := New()
+	var st discovery.Stats
+	m.AddDiscovery(func() discovery.Stats { return st })
+	st.Answers[discovery.SourceDANE] = 3
+	st.Answers[discovery.SourceMTASTS] = 2
+	st.Temp = 1
+	st.Cache[discovery.CacheHit] = 7
+	st.Cache[discovery.CacheMiss] = 2
+	st.Entries, st.Bytes = 4, 4096
+	st.FetchFailures[mtasts.FetchRedirect] = 1
+	st.DNSFailures[discovery.DNSBogus] = 5
+	st.SelfCheckOK = true
+	want := `
+# HELP tlsgate_discovery_answers_total Discovered policies answered for Postfix, by source (none, dane, mta-sts).
+# TYPE tlsgate_discovery_answers_total counter
+tlsgate_discovery_answers_total{source="dane"} 3
+tlsgate_discovery_answers_total{source="mta-sts"} 2
+tlsgate_discovery_answers_total{source="none"} 0
+# HELP tlsgate_discovery_cache_entries Domains in the discovery cache.
+# TYPE tlsgate_discovery_cache_entries gauge
+tlsgate_discovery_cache_entries 4
+# HELP tlsgate_discovery_dane_up 1 while the resolver self-check passes and DANE is on, else 0.
+# TYPE tlsgate_discovery_dane_up gauge
+tlsgate_discovery_dane_up 1
+`
+	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "tlsgate_discovery_answers_total", "tlsgate_discovery_cache_entries", "tlsgate_discovery_dane_up"); err != nil {
+		t.Error(err)
+	}
+	for name, v := range map[string]float64{
+		`tlsgate_discovery_cache_lookups_total{state="hit"}`:              7,
+		`tlsgate_discovery_sts_fetch_failures_total{kind="redirect"}`:     1,
+		`tlsgate_discovery_dns_failures_total{kind="bogus"}`:              5,
+		`tlsgate_discovery_temp_total`:                                    1,
+		`tlsgate_discovery_cache_bytes`:                                   4096,
+		`tlsgate_discovery_sts_fetch_failures_total{kind="content_type"}`: 0,
+	} {
+		if got := gathered(t, m, name); got != v {
+			t.Errorf("%s = %v, want %v", name, got, v)
+		}
+	}
+	st.Cache[discovery.CacheHit] = 8
+	if got := gathered(t, m, `tlsgate_discovery_cache_lookups_total{state="hit"}`); got != 8 {
+		t.Errorf("after one more hit: %v", got)
+	}
+}
+
+// gathered returns the value of one series ("name{label="v"}") from the
+// registry.
+func gathered(t *testing.T, m *Metrics, series string) float64 {
+	t.Helper()
+	name, labels, _ := strings.Cut(series, "{")
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			var ls []string
+			for _, lp := range mt.GetLabel() {
+				ls = append(ls, lp.GetName()+`="`+lp.GetValue()+`"`)
+			}
+			if strings.Join(ls, ",")+"}" != labels && !(labels == "" && len(ls) == 0) {
+				continue
+			}
+			if c := mt.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return mt.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no series %s", series)
+	return 0
 }
 
 // TestSetExceptions: one series per exception of the policy, valued at

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tlsgate/tlsgate/internal/discovery"
 )
 
 // TestAlertRules reads deploy/prometheus/tlsgate.rules.yml as Prometheus
@@ -92,7 +94,7 @@ func exportedNames(t *testing.T) map[string]bool {
 			cs = append(cs, c)
 		}
 	}
-	cs = append(cs, w.held, w.oldest, w.reads, partnerCollector{w})
+	cs = append(cs, w.held, w.oldest, w.reads, partnerCollector{w}, newDiscoveryCollector(func() discovery.Stats { return discovery.Stats{} }))
 	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
 	names := map[string]bool{}
 	for _, c := range cs {

@@ -156,6 +156,15 @@ func postfixDefault(name string, set map[string]string) string {
 		return "tempfail"
 	case "milter_protocol":
 		return "6"
+	case "smtp_host_lookup":
+		return "dns"
+	case "smtp_tls_dane_insecure_mx_policy":
+		// ${{$smtp_tls_security_level} == {dane} ? {dane} : {may}} before
+		// Postfix 3.7.13.
+		if strings.TrimSpace(set["smtp_tls_security_level"]) == "dane" {
+			return "dane"
+		}
+		return "may"
 	}
 	return ""
 }

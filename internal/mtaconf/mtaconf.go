@@ -2,7 +2,9 @@
 // Sendmail to tlsgate from the same policy file the daemons read, so that
 // the two cannot disagree: the milter socket with fail-closed defaults, the
 // outbound TLS policy socketmap, client-certificate requests, CA files and
-// (Postfix) the policy-delegation check that enforces fingerprint pins.
+// (Postfix) the policy-delegation check that enforces fingerprint pins;
+// with [discovery], what MTA-STS and DANE need (Postfix's DNSSEC
+// settings, Sendmail's FEATURE(`sts') on tlsgate's socket).
 //
 // It merges them into what the MTA already has rather than replacing it:
 // for Postfix each main.cf parameter is a [Setting] with a [Rule]
@@ -82,12 +84,28 @@ func ForPostfix(p *policy.Policy, o Options) (*Postfix, error) {
 		add("smtpd_milters", "{ "+spec+", default_action=tempfail }", ListFirst(sameSocket(spec, s.Milter.Addr)),
 			"tlsgate's milter first, with its own default_action=tempfail: while it is down, SMTP clients get 4xx and retry, and nothing is accepted unjudged; other milters keep their place and milter_default_action")
 	}
-	if s.Socketmap.Addr != "" && outbound {
+	disc := s.Discovery
+	if s.Socketmap.Addr != "" && (outbound || disc != nil) {
 		spec := "socketmap:" + socketSpec(s.Socketmap.Addr, q) + ":" + s.MapName
 		abs := "socketmap:" + s.Socketmap.Addr + ":" + s.MapName
 		add("smtp_tls_security_level", "may", AtLeast("none"), "opportunistic TLS for destinations tlsgate does not cover (a stronger level set in main.cf is kept)")
 		add("smtp_tls_policy_maps", spec, ListFirst(func(e string) bool { return e == spec || e == abs }),
 			"tlsgate's TLS policy table first; destinations it does not cover go on to the tables after it. A lookup that fails (tlsgate down, TEMP) defers the mail with 4.7.5: Postfix never falls back to plaintext for it")
+	}
+	if disc != nil && disc.MTASTS {
+		out.Notes = append(out.Notes, "MTA-STS answers \"secure\": the MX certificate must chain to a public CA, so keep smtp_tls_CApath = /etc/ssl/certs (Debian's default main.cf) besides smtp_tls_CAfile")
+	}
+	if disc != nil && disc.DANE {
+		add("smtp_dns_support_level", "dnssec", AtLeast("disabled", "enabled"),
+			"DANE: without smtp_dns_support_level = dnssec Postfix turns every \"dane\" answer into \"may\" (tlsgate then withholds them)")
+		add("smtp_host_lookup", "dns", AtLeast("native"),
+			"DANE needs the DNSSEC status of DNS lookups: without dns in smtp_host_lookup Postfix turns every \"dane\" answer into \"may\" (a list with dns, such as \"dns, native\", is kept)")
+		add("smtp_tls_dane_insecure_mx_policy", "dane", AtLeast("may"), "DANE: replaces Debian 12's unsafe default (may for an MX found by an insecure lookup), the default only from Postfix 3.7.13")
+		out.Notes = append(out.Notes,
+			"DANE needs a local validating resolver, for Postfix (it asks the nameserver of /etc/resolv.conf and trusts its AD bit) and tlsgate alike. Debian's unbound validates with the root trust anchor and listens on 127.0.0.1:",
+			"  apt install unbound",
+			"  echo 'nameserver 127.0.0.1' >/etc/resolv.conf",
+			"  resolver = \"127.0.0.1:53\" in tlsgate's [discovery] (its default: the first nameserver of /etc/resolv.conf)")
 	}
 	if s.Delegation.Addr != "" && pins {
 		spec := socketSpec(s.Delegation.Addr, q)

@@ -252,6 +252,19 @@ func ForSendmail(p *policy.Policy, f SendmailFiles, mc *MC) (*Sendmail, error) {
 			}
 		})
 	}
+	if d := s.Discovery; d != nil && d.MTASTS && s.Socketmap.Addr != "" {
+		w("dnl MTA-STS (RFC 8461): tlsgate answers the map sts with the recipient domain's policy;")
+		w("dnl Sendmail then requires a certificate verified by confCACERT (which must hold the")
+		w("dnl public CAs MX hosts use), an MX name in the policy's list and a matching subjectAltName.")
+		w("dnl tlsgate's endpoints stay in its own map: Sendmail applies both.")
+		w("FEATURE(`sts', `socket -d5 -T<TMPF> %s')dnl", sendmailSocket(s.Socketmap.Addr))
+		mc.own(func(i int, l string) {
+			if strings.Contains(l, "FEATURE(`sts'") && !strings.Contains(l, sendmailSocket(s.Socketmap.Addr)) {
+				out.Conflicts = append(out.Conflicts, fmt.Sprintf("%s:%d has its own FEATURE(`sts'), another MTA-STS resolver: Sendmail has one sts map, so remove it (tlsgate answers MTA-STS with [discovery] mta_sts = true) or turn mta_sts off", mc.Path, i+1))
+			}
+		})
+		out.Notes = append(out.Notes, "MTA-STS: Sendmail verifies the MX certificates of MTA-STS domains only against confCACERT, the bundle of tlsgate's CA store: add the public CAs those MX hosts use to the store and write the bundle again (Sendmail then trusts them for client certificates too)")
+	}
 	out.Before = b
 	if !policyMap {
 		return out, nil

@@ -338,6 +338,7 @@ func (c *compiler) settings(p *Policy, raw *rawFile) {
 	default:
 		c.at("log.syslog", `syslog = %q: want "auto", "yes" or "no"`, raw.Log.Syslog)
 	}
+	c.discovery(p, raw.Discovery)
 	s.MetricsListen = raw.Metrics.Listen
 	if s.MetricsListen != "" {
 		if err := checkListen("listen", s.MetricsListen); err != nil {

@@ -200,6 +200,9 @@ type Settings struct {
 	// Watch are the [watch] settings of serve's held-mail watch and
 	// partner probes; nil when the file has no [watch] table (both off).
 	Watch *Watch
+	// Discovery are the [discovery] settings; nil when the file has no
+	// [discovery] table (no MTA-STS or DANE discovery).
+	Discovery *Discovery
 }
 
 // Policy is a loaded, validated and immutable configuration.
@@ -238,6 +241,7 @@ type rawFile struct {
 	Log            rawLog        `toml:"log"`
 	Metrics        rawMetrics    `toml:"metrics"`
 	Watch          *rawWatch     `toml:"watch"`
+	Discovery      *rawDiscovery `toml:"discovery"`
 	Endpoint       []rawEndpoint `toml:"endpoint"`
 }
 
@@ -282,6 +286,17 @@ type rawWatch struct {
 	ProbeInterval  string   `toml:"probe_interval"`
 	ProbeEndpoints []string `toml:"probe_endpoints"`
 	ProbeTimeout   string   `toml:"probe_timeout"`
+}
+
+type rawDiscovery struct {
+	MTASTS        *bool  `toml:"mta_sts"`
+	DANE          *bool  `toml:"dane"`
+	Resolver      string `toml:"resolver"`
+	STSCAFile     string `toml:"sts_ca_file"`
+	CacheFile     string `toml:"cache_file"`
+	CacheEntries  *int   `toml:"cache_entries"`
+	CacheBytes    *int   `toml:"cache_bytes"`
+	ControlSocket string `toml:"control_socket"`
 }
 
 type rawEndpoint struct {

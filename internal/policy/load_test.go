@@ -160,7 +160,7 @@ func TestUnknownKeySuggestions(t *testing.T) {
 		}
 	}
 	// The layout is read from the raw structs' tags.
-	if len(layout) != 10 {
+	if len(layout) != 11 {
 		t.Errorf("layout has %d tables: %v", len(layout), layout)
 	}
 }

@@ -31,6 +31,14 @@ type Answer struct {
 	// strictest of the endpoints the whole key could belong to, at least
 	// as strict as each of them.
 	Truncated bool
+	// Source says where Text comes from: SourceEndpoint, or with
+	// discovery ([MergeDiscovered]) SourceDANE or SourceMTASTS;
+	// SourceNone when not Found.
+	Source Source
+	// Overrides is the discovered source (SourceDANE, SourceMTASTS) an
+	// authenticating endpoint won over ([MergeDiscovered]), for the log
+	// line's overrides=; SourceNone otherwise.
+	Overrides Source
 }
 
 // Monitor reports whether the key is covered by an endpoint in monitor
@@ -54,7 +62,7 @@ func (p *Policy) answer(i int32, text string, d Direction) Answer {
 	ep := p.Endpoints[i]
 	a := Answer{Endpoint: ep, Exception: exceptionIn(ep, d), Rules: text}
 	if ep.Mode == Enforce && text != "" {
-		a.Found, a.Text = true, text
+		a.Found, a.Text, a.Source = true, text, SourceEndpoint
 	}
 	return a
 }

@@ -80,7 +80,11 @@ func NormalizeName(s string) (string, error) {
 	if len(s) > 253 {
 		return "", fmt.Errorf("%q is longer than 253 characters", s)
 	}
-	for _, label := range strings.Split(s, ".") {
+	// Label by label without strings.Split, whose slice every lookup
+	// would allocate.
+	for rest, more := s, true; more; {
+		var label string
+		label, rest, more = strings.Cut(rest, ".")
 		if label == "" {
 			return "", fmt.Errorf("%q has an empty label", s)
 		}

@@ -54,12 +54,13 @@ func TestNeverWeaker(t *testing.T) {
 			return
 		}
 	}
-	t.Logf("seed %d: %d policies (%d exceptions; %d weakened copies refused), %d cases (%d Postfix next hops, %d Sendmail deliveries, %d inbound sessions; %d refused, %d under an exception, %d exceptions ended) in %v",
-		seed, propertyPolicies, stats.exceptions, stats.weakened, stats.cases, stats.postfix, stats.sendmail, stats.inbound, stats.refused, stats.excused, stats.ended, time.Since(start).Round(time.Millisecond))
+	t.Logf("seed %d: %d policies (%d exceptions; %d weakened copies refused), %d cases (%d Postfix next hops, %d Sendmail deliveries, %d inbound sessions; %d refused, %d under an exception, %d exceptions ended; %d discovered: %d answered by discovery, %d by an endpoint over it, %d TEMP) in %v",
+		seed, propertyPolicies, stats.exceptions, stats.weakened, stats.cases, stats.postfix, stats.sendmail, stats.inbound, stats.refused, stats.excused, stats.ended,
+		stats.discovered, stats.replaced, stats.overridden, stats.temp, time.Since(start).Round(time.Millisecond))
 	if stats.cases < 100000 {
 		t.Errorf("only %d cases", stats.cases)
 	}
-	if stats.excused == 0 || stats.ended == 0 || stats.refused == 0 {
+	if stats.excused == 0 || stats.ended == 0 || stats.refused == 0 || stats.replaced == 0 || stats.overridden == 0 || stats.temp == 0 {
 		t.Errorf("the generator missed a kind of case: %+v", stats)
 	}
 }
@@ -78,6 +79,10 @@ func FuzzNeverWeaker(f *testing.F) {
 type propertyStats struct {
 	cases, postfix, sendmail, inbound, refused, excused, ended int
 	exceptions, weakened                                       int
+	// Postfix next hops with a discovered policy: answered by it (over
+	// an endpoint below authenticated or none), by an authenticating
+	// endpoint over it, TEMP.
+	discovered, replaced, overridden, temp int
 }
 
 // checkWeakened makes one endpoint nested in another demand less than it,
@@ -806,6 +811,9 @@ func (g *generated) checkPostfix(p *Policy, r *rand.Rand, at time.Time, stats *p
 	} else {
 		host = g.randomName(r)
 		key = fmt.Sprintf(pick(r, []string{"%s", "%s", "[%s]", "[%s]:587", "[%s]:submission", "%s:smtp", "[%s]:"}), upper(r, host))
+	}
+	if host != "" && !strings.ContainsAny(key, "[]:") && strings.Contains(host, ".") && r.IntN(2) == 0 {
+		return g.checkPostfixDiscovered(p, r, at, key, host, stats)
 	}
 	w := p.At(at).PostfixWalk(key)
 	eff, found, temp, err := g.effective(w, at)

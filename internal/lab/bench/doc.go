@@ -24,6 +24,11 @@
 //     mtalab) with TLS on both legs, delivering to a TLS sink, in three
 //     set-ups: Postfix alone, with a no-op milter and socketmap, and with
 //     tlsgate.
+//  5. Discovery: lookups answered from the MTA-STS/DANE cache (100 and
+//     100,000 domains loaded from a cache_file) through the socket against
+//     the no-op server, the RSS of the full cache, and a cold lookup
+//     against the dnslab lab's resolver (go test's lab benchmarks of
+//     package discovery) next to the raw round trips it needs.
 //
 // P. Posture report: "tlsgate posture" reading a generated month of
 // Postfix and Sendmail logs (2 GB, GenerateMailLog) on one core, next to

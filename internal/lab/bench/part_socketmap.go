@@ -156,23 +156,7 @@ func (r *runner) socketmapTables(s *Section) {
 			"CPU/lookup vs noop-policyd", "tlsgate-quiet CPU/lookup vs noop-raw", "bottleneck"}}
 		for _, conc := range r.o.Concs {
 			k := key{section: "socketmap", transport: transport, conc: conc}
-			for _, subj := range subjects {
-				k.subject = subj
-				row := []string{strconv.Itoa(conc), subj}
-				for _, m := range []struct {
-					metric string
-					prec   int
-				}{{"rate_per_s", -1}, {"p50_us", 1}, {"p99_us", 1}, {"cpu_us_per_op", 2}} {
-					k.metric = m.metric
-					if m.prec < 0 {
-						row = append(row, fmtRate(d.spread(k)))
-					} else {
-						row = append(row, fmtSpread(d.spread(k), m.prec))
-					}
-				}
-				row = append(row, busyCell(d, k))
-				t.Rows = append(t.Rows, row)
-			}
+			t.Rows = append(t.Rows, loadRows(d, k, subjects)...)
 			k.subject = ""
 			kc, kp, kr := k, k, k
 			kc.metric, kp.metric, kr.metric = "cpu_us_per_op", "p99_us", "rate_per_s"
@@ -210,6 +194,29 @@ func (r *runner) socketmapTables(s *Section) {
 		{"1. socketmap p99 vs no-op", "≤ 2.00x", p99S, labels, false, 2},
 		{"1. socketmap lookups/s vs no-op", "≥ 0.90x", rateS, labels, true, 0.9},
 	})
+}
+
+// loadRows are the rows of a load table at k's concurrency, one per
+// subject: conc, server, lookups/s, p50, p99, CPU per lookup, busy.
+func loadRows(d *dataset, k key, subjects []string) [][]string {
+	var rows [][]string
+	for _, subj := range subjects {
+		k.subject = subj
+		row := []string{strconv.Itoa(k.conc), subj}
+		for _, m := range []struct {
+			metric string
+			prec   int
+		}{{"rate_per_s", -1}, {"p50_us", 1}, {"p99_us", 1}, {"cpu_us_per_op", 2}} {
+			k.metric = m.metric
+			if m.prec < 0 {
+				row = append(row, fmtRate(d.spread(k)))
+			} else {
+				row = append(row, fmtSpread(d.spread(k), m.prec))
+			}
+		}
+		rows = append(rows, append(row, busyCell(d, k)))
+	}
+	return rows
 }
 
 func joinStrings(xs []string) string {

@@ -22,7 +22,7 @@ type Options struct {
 	// Self is the path of tlsgate-bench, re-executed for the no-op servers
 	// and load clients. Default: os.Executable().
 	Self string
-	// Parts selects the parts to run, e.g. "123". Default "1234p".
+	// Parts selects the parts to run, e.g. "123". Default "12345p".
 	Parts string
 	// Rounds is the number of interleaved rounds of parts 1 to 3. Default 5.
 	Rounds int
@@ -79,7 +79,7 @@ func (o *Options) defaults() error {
 		*p = abs
 	}
 	if o.Parts == "" {
-		o.Parts = "1234p"
+		o.Parts = "12345p"
 	}
 	if o.Rounds <= 0 {
 		o.Rounds = 5
@@ -189,6 +189,7 @@ func Run(o Options) (*Report, error) {
 		{'2', r.partSizes, "2. Policy size: 10 to 100k endpoints"},
 		{'3', r.partMilter, "3. Milter vs a no-op go-milter server"},
 		{'4', r.partE2E, "4. End to end: smtp-source → Postfix → TLS sink"},
+		{'5', r.partDiscovery, "5. Discovery: MTA-STS and DANE from the cache, and a cold lookup"},
 		{'p', r.partPosture, "P. Posture report: reading a month of mail logs vs cat and wc -l"},
 	}
 	var errs []error
@@ -365,7 +366,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Tlsgate, "tlsgate", "", "the tlsgate `binary` to measure (required)")
 	out := fs.String("out", "docs/benchmarks.md", "Markdown report; text outside the generated block is kept")
 	csvPath := fs.String("csv", "", "raw numbers (default: benchmarks.csv next to -out)")
-	fs.StringVar(&o.Parts, "parts", "1234p", "parts to run (p: the posture report)")
+	fs.StringVar(&o.Parts, "parts", "12345p", "parts to run (p: the posture report)")
 	fs.Int64Var(&o.PostureBytes, "posture-bytes", DefaultPostureBytes, "size of the posture part's generated log, in bytes")
 	fs.IntVar(&o.Rounds, "rounds", 5, "interleaved rounds of parts 1-3")
 	fs.IntVar(&o.E2ERounds, "e2e-rounds", 5, "interleaved rounds of part 4")

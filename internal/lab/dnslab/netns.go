@@ -47,7 +47,13 @@ var (
 // ("nameserver 127.0.0.53", the lab's resolver) and /etc/hosts over the
 // system's, and runs the tests. Without root or unshare the tests run
 // directly, and [Start] and [Require] skip (or fail under CI=true).
-func Main(m *testing.M) {
+func Main(m *testing.M) { MainFunc(m.Run) }
+
+// MainFunc is Main for a TestMain that does more around the tests (builds
+// a binary first, for example): run takes the place of m.Run, inside the
+// lab namespace (or directly when it cannot be made), and returns the
+// exit status.
+func MainFunc(run func() int) {
 	if os.Getenv(envInner) == "1" {
 		dir, err := setupInside()
 		if err != nil {
@@ -55,7 +61,7 @@ func Main(m *testing.M) {
 		} else {
 			inside = true
 		}
-		code := m.Run()
+		code := run()
 		if dir != "" {
 			os.RemoveAll(dir)
 		}
@@ -63,12 +69,12 @@ func Main(m *testing.M) {
 	}
 	if err := canUnshare(); err != nil {
 		notInside = err
-		os.Exit(m.Run())
+		os.Exit(run())
 	}
 	self, err := os.Executable()
 	if err != nil {
 		notInside = fmt.Errorf("find the test binary: %w", err)
-		os.Exit(m.Run())
+		os.Exit(run())
 	}
 	cmd := exec.Command("unshare", append(append(append([]string{}, unshareArgs...), self), os.Args[1:]...)...)
 	cmd.Env = append(os.Environ(), envInner+"=1")

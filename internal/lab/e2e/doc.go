@@ -17,8 +17,17 @@
 // log lines (dsn=4.7.4 / 4.7.5 status=deferred, "Verified TLS connection
 // established") and its queue.
 //
-// The tests need root, Postfix and Sendmail (scripts/install-test-deps.sh);
-// without them they skip, or fail when CI=true. All traffic stays on
-// loopback (127.0.0.1 and ::1); the MTAs run in private mount namespaces
-// whose resolver points at 127.0.0.1.
+// The discovery_test.go files run MTA-STS and DANE discovery end to end:
+// the dnslab lab's nsd and validating unbound with zones signed at test
+// start, its HTTPS server for mta-sts.<zone>, MX sinks on 127.0.0.35-.49
+// port 25 with matching TLSA records, and Postfix (smtp_dns_support_level
+// = dnssec) or Sendmail (FEATURE(`sts')) resolving through unbound.
+//
+// The tests need root, Postfix and Sendmail, nsd, unbound and ldnsutils
+// (scripts/install-test-deps.sh); without them they skip, or fail when
+// CI=true. The test binary runs in the dnslab lab's network namespace,
+// which has only lo, so all traffic stays on loopback; the MTAs run in
+// private mount namespaces whose resolver points at 127.0.0.1 (nothing
+// answers there: names come from a private hosts file), or for the
+// discovery tests at the lab's unbound on 127.0.0.53.
 package e2e

@@ -111,6 +111,8 @@ type gateConfig struct {
 	ServerCert *testpki.Cert
 	// Endpoints are [[endpoint]] tables, see endpoint.
 	Endpoints []string
+	// Discovery is the body of a [discovery] table ("" = none).
+	Discovery string
 }
 
 // render writes c as TOML for lab l (CA store, bundle, trust anchors).
@@ -143,6 +145,9 @@ func (c gateConfig) render(l *lab) string {
 		fmt.Fprintf(&b, "\n[metrics]\nlisten = %q\n", c.Metrics)
 	}
 	b.WriteString("\n[log]\nlevel = \"debug\"\nsyslog = \"no\"\n")
+	if c.Discovery != "" {
+		b.WriteString("\n[discovery]\n" + strings.TrimSpace(c.Discovery) + "\n")
+	}
 	for _, ep := range c.Endpoints {
 		b.WriteString("\n" + ep)
 	}
@@ -184,6 +189,9 @@ type gate struct {
 	t      *testing.T
 	config string
 	log    lockedBuffer
+	// env are extra environment variables of the daemon, for example
+	// MAIL_CONFIG, the Postfix instance postconf asks.
+	env []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -270,6 +278,7 @@ func (g *gate) Start() {
 	mark := len(g.log.String())
 	cmd := exec.Command(tlsgateBin, "serve", "-c", g.config, "--grace", "5s")
 	cmd.Stdout, cmd.Stderr = &g.log, &g.log
+	cmd.Env = append(os.Environ(), g.env...)
 	if err := cmd.Start(); err != nil {
 		g.t.Fatalf("e2e: start tlsgate serve: %v", err)
 	}
@@ -418,7 +427,7 @@ func (g *gate) lookups(key string) []string {
 	waitUntil(5*time.Second, func() bool {
 		out = out[:0]
 		for _, line := range strings.Split(g.Log(), "\n") {
-			if strings.Contains(line, " tls-policy-lookup ") && (strings.Contains(line, " key="+key+" ") || strings.HasSuffix(line, " key="+key)) {
+			if strings.Contains(line, " tls-policy-lookup ") && strings.Contains(line+" ", " key="+key+" ") {
 				out = append(out, line)
 			}
 		}

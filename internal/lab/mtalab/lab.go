@@ -41,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,10 +124,44 @@ func checkUnshare() error {
 	return unshareErr
 }
 
+// checkNameserver accepts the nameserver an MTA may be given: 127.0.0.1
+// (nothing answers: names come from the private hosts file), or another
+// loopback address when this process's network namespace has no interface
+// but lo (the dnslab lab's namespace, where its validating resolver
+// listens on 127.0.0.53), so that no DNS query can leave the machine.
+func checkNameserver(ns string) error {
+	if ns == "127.0.0.1" {
+		return nil
+	}
+	a, err := netip.ParseAddr(ns)
+	if err != nil || !a.Is4() || !a.IsLoopback() {
+		return fmt.Errorf("nameserver %q: want an IPv4 loopback address", ns)
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return fmt.Errorf("nameserver %s: list interfaces: %w", ns, err)
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback == 0 {
+			return fmt.Errorf("nameserver %s: the network namespace has interface %q besides lo; a resolver here could send queries off the machine (run the test in the dnslab lab's namespace, dnslab.Main)", ns, i.Name)
+		}
+	}
+	return nil
+}
+
 // nsFiles writes the private resolv.conf, hosts and nsswitch.conf into
 // etcDir and returns the bind mounts (source, target) that put them over
-// the system's files.
-func nsFiles(etcDir, fqdn string, extraHosts []string) ([][2]string, error) {
+// the system's files. resolv.conf names nameserver (see checkNameserver);
+// with one other than 127.0.0.1 host names are looked up in DNS after the
+// hosts file.
+func nsFiles(etcDir, fqdn, nameserver string, extraHosts []string) ([][2]string, error) {
+	if err := checkNameserver(nameserver); err != nil {
+		return nil, err
+	}
+	hostsDB := "files"
+	if nameserver != "127.0.0.1" {
+		hostsDB = "files dns"
+	}
 	short, _ := os.Hostname()
 	short, _, _ = strings.Cut(short, ".")
 	var hosts strings.Builder
@@ -141,8 +176,8 @@ func nsFiles(etcDir, fqdn string, extraHosts []string) ([][2]string, error) {
 	}
 	files := map[string]string{
 		"hosts":         hosts.String(),
-		"resolv.conf":   "# mtalab: no DNS query may leave the machine\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-		"nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\nservices: files\nprotocols: files\n",
+		"resolv.conf":   "# mtalab: no DNS query may leave the machine\nnameserver " + nameserver + "\noptions timeout:1 attempts:1\n",
+		"nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: " + hostsDB + "\nnetworks: files\nservices: files\nprotocols: files\n",
 	}
 	var binds [][2]string
 	for _, name := range []string{"resolv.conf", "hosts", "nsswitch.conf"} {

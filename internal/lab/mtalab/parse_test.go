@@ -116,7 +116,7 @@ func TestNSScript(t *testing.T) {
 
 func TestNSFiles(t *testing.T) {
 	dir := t.TempDir()
-	binds, err := nsFiles(dir, "mx.lab.test", []string{"127.0.0.1 a.partner.test"})
+	binds, err := nsFiles(dir, "mx.lab.test", "127.0.0.1", []string{"127.0.0.1 a.partner.test"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,6 +103,13 @@ type PostfixOptions struct {
 	// Hosts are extra /etc/hosts lines inside the namespace, for example
 	// "127.0.0.1 dom.partner.test mx.dom.partner.test".
 	Hosts []string
+	// Nameserver is the nameserver of the namespace's resolv.conf.
+	// Default: "127.0.0.1", where nothing answers. Another loopback
+	// address (the dnslab lab's resolver, 127.0.0.53) is accepted only in a
+	// network namespace whose only interface is lo; host names are then
+	// also looked up in DNS. smtp_dns_support_level stays "disabled"
+	// unless MainCF sets it.
+	Nameserver string
 	// EtcServices are extra /etc/services lines inside the namespace
 	// (after the system's), for example "labsubmit 10587/tcp", so that a
 	// next hop may name a sink's port by a service name
@@ -117,9 +124,10 @@ type Postfix struct {
 	etc      string
 	queueDir string
 	observer
-	ports  map[string]int
-	master proc
-	ns     namespace
+	ports      map[string]int
+	nameserver string
+	master     proc
+	ns         namespace
 
 	stopOnce sync.Once
 	stopErr  error
@@ -146,6 +154,9 @@ func StartPostfix(t T, opts PostfixOptions) *Postfix {
 	}
 	if opts.SMTPTLSLevel == "" {
 		opts.SMTPTLSLevel = "may"
+	}
+	if opts.Nameserver == "" {
+		opts.Nameserver = "127.0.0.1"
 	}
 	dir := labDir(t, "mtalab-pf-")
 	p := &Postfix{
@@ -209,22 +220,23 @@ func (p *Postfix) checkNamespace() error {
 	if self, _ := mountNS(os.Getpid()); ns.id == self {
 		return fmt.Errorf("master %d runs in the test's mount namespace %s, not a private one", p.master.pid, ns.id)
 	}
-	return checkResolv(p.master.pid)
+	return checkResolv(p.master.pid, p.nameserver)
 }
 
-// checkResolv reads /etc/resolv.conf as process pid sees it.
-func checkResolv(pid int) error {
+// checkResolv reads /etc/resolv.conf as process pid sees it: it must name
+// nameserver only.
+func checkResolv(pid int, nameserver string) error {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/resolv.conf", pid))
 	if err != nil {
 		return fmt.Errorf("read resolv.conf of process %d: %w", pid, err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "nameserver" && f[1] != "127.0.0.1" {
+		if len(f) >= 2 && f[0] == "nameserver" && f[1] != nameserver {
 			return fmt.Errorf("process %d sees a resolv.conf with %q: the DNS safety net is missing", pid, line)
 		}
 	}
-	if !strings.Contains(string(data), "nameserver 127.0.0.1") {
+	if !strings.Contains(string(data), "nameserver "+nameserver+"\n") {
 		return fmt.Errorf("process %d does not see the private resolv.conf:\n%s", pid, data)
 	}
 	return nil
@@ -383,7 +395,8 @@ func (p *Postfix) configure(o PostfixOptions) ([][2]string, error) {
 			return nil, err
 		}
 	}
-	binds, err := nsFiles(p.etc, o.Hostname, o.Hosts)
+	p.nameserver = o.Nameserver
+	binds, err := nsFiles(p.etc, o.Hostname, o.Nameserver, o.Hosts)
 	if err != nil || len(o.EtcServices) == 0 {
 		return binds, err
 	}

@@ -193,6 +193,11 @@ type SendmailOptions struct {
 	MCAfterMailer []string
 	// Hosts are extra /etc/hosts lines inside the namespace.
 	Hosts []string
+	// Nameserver is the nameserver of the namespace's resolv.conf, as
+	// PostfixOptions.Nameserver; with one other than 127.0.0.1 Sendmail
+	// also looks host names and MX records up in DNS (service switch
+	// "hosts dns files"). Default: "127.0.0.1".
+	Nameserver string
 }
 
 // Sendmail is a running Sendmail daemon; see [StartSendmail].
@@ -209,8 +214,10 @@ type Sendmail struct {
 	logDone chan struct{}
 	binds   [][2]string
 	hostDev string
-	daemon  proc
-	ns      namespace
+	// nameserver is the one of the namespace's resolv.conf.
+	nameserver string
+	daemon     proc
+	ns         namespace
 
 	stopOnce sync.Once
 	stopErr  error
@@ -246,6 +253,9 @@ func StartSendmail(t T, opts SendmailOptions) *Sendmail {
 	}
 	if opts.LogLevel == 0 {
 		opts.LogLevel = 9
+	}
+	if opts.Nameserver == "" {
+		opts.Nameserver = "127.0.0.1"
 	}
 	start := time.Now()
 	dir := labDir(t, "mtalab-sm-")
@@ -302,7 +312,7 @@ func StartSendmail(t T, opts SendmailOptions) *Sendmail {
 	if self, _ := mountNS(os.Getpid()); self == s.ns.id {
 		t.Fatalf("mtalab: StartSendmail: daemon %d runs in the test's mount namespace", pid)
 	}
-	if err := checkResolv(pid); err != nil {
+	if err := checkResolv(pid, s.nameserver); err != nil {
 		t.Fatalf("mtalab: StartSendmail: %v", err)
 	}
 	if err := waitListening([]int{s.port}, 30*time.Second); err != nil {
@@ -430,10 +440,15 @@ func (s *Sendmail) configure(o SendmailOptions) error {
 	if err := os.WriteFile(s.cf, cf, 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(etc, "service.switch"), []byte("hosts files\naliases files\n"), 0o644); err != nil {
+	hosts := "hosts files\n"
+	if o.Nameserver != "127.0.0.1" {
+		hosts = "hosts dns files\n"
+	}
+	if err := os.WriteFile(filepath.Join(etc, "service.switch"), []byte(hosts+"aliases files\n"), 0o644); err != nil {
 		return err
 	}
-	s.binds, err = nsFiles(etc, o.Hostname, o.Hosts)
+	s.nameserver = o.Nameserver
+	s.binds, err = nsFiles(etc, o.Hostname, o.Nameserver, o.Hosts)
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +53,10 @@ type SinkOptions struct {
 	// WrapConn, if set, wraps each accepted connection (the benchmark sets
 	// TCP_QUICKACK through it). Default: nil.
 	WrapConn func(net.Conn) net.Conn
+	// Addr is the address to listen on, a loopback IPv4 address and port
+	// ("127.0.0.35:25", an MX host of the dnslab lab). Default:
+	// "127.0.0.1:0", a free port.
+	Addr string
 }
 
 // TLSInfo describes a STARTTLS session the sink accepted.
@@ -166,9 +171,16 @@ func NewSink(opts SinkOptions) (*Sink, error) {
 			ClientCAs:      opts.ClientCAs,
 		}
 	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	if ap, err := netip.ParseAddrPort(addr); err != nil || !ap.Addr().Is4() || !ap.Addr().IsLoopback() {
+		return nil, fmt.Errorf("mtalab: sink: Addr %q: want a loopback IPv4 address and port", addr)
+	}
+	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
-		return nil, fmt.Errorf("mtalab: sink: listen on 127.0.0.1: %w", err)
+		return nil, fmt.Errorf("mtalab: sink: listen on %s: %w", addr, err)
 	}
 	s.ln = ln
 	s.addr = ln.Addr().String()
@@ -177,14 +189,16 @@ func NewSink(opts SinkOptions) (*Sink, error) {
 	return s, nil
 }
 
-// Addr returns "127.0.0.1:PORT".
+// Addr returns "IP:PORT", 127.0.0.1 unless SinkOptions.Addr says otherwise.
 func (s *Sink) Addr() string { return s.addr }
 
 // Port returns the sink's TCP port.
 func (s *Sink) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
 
-// Nexthop returns the Postfix transport nexthop "smtp:[127.0.0.1]:PORT".
-func (s *Sink) Nexthop() string { return fmt.Sprintf("smtp:[127.0.0.1]:%d", s.Port()) }
+// Nexthop returns the Postfix transport nexthop "smtp:[IP]:PORT".
+func (s *Sink) Nexthop() string {
+	return fmt.Sprintf("smtp:[%s]:%d", s.ln.Addr().(*net.TCPAddr).IP, s.Port())
+}
 
 // SetTLS replaces the certificate of a sink that offers STARTTLS: the
 // handshakes from now on present cert (a partner renewing or swapping

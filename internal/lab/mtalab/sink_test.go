@@ -262,3 +262,25 @@ func TestSinkDiscard(t *testing.T) {
 		t.Errorf("WaitCount(other.test) = %v", err)
 	}
 }
+
+// TestSinkAddr: a sink listens where SinkOptions.Addr says, loopback IPv4
+// only.
+func TestSinkAddr(t *testing.T) {
+	s := StartSink(t, SinkOptions{Addr: "127.0.0.2:0"})
+	if !strings.HasPrefix(s.Addr(), "127.0.0.2:") || s.Nexthop() != fmt.Sprintf("smtp:[127.0.0.2]:%d", s.Port()) {
+		t.Errorf("Addr %s Nexthop %s", s.Addr(), s.Nexthop())
+	}
+	for _, bad := range []string{"0.0.0.0:25", "192.0.2.1:25", "[::1]:25", "localhost:25"} {
+		if _, err := NewSink(SinkOptions{Addr: bad}); err == nil || !strings.Contains(err.Error(), "want a loopback IPv4 address") {
+			t.Errorf("Addr %q: %v", bad, err)
+		}
+	}
+	if err := checkNameserver("127.0.0.1"); err != nil {
+		t.Errorf("127.0.0.1: %v", err)
+	}
+	for _, bad := range []string{"10.0.0.53", "::1", "x"} {
+		if err := checkNameserver(bad); err == nil {
+			t.Errorf("nameserver %q accepted", bad)
+		}
+	}
+}

@@ -36,18 +36,24 @@ func Build(dir, name, pkg string, race bool) (string, error) {
 // (if not nil), removes the directory and exits with the tests' status.
 // tag prefixes its messages.
 func Main(m *testing.M, tag string, race bool, bin *string, after func()) {
+	os.Exit(Run(m, tag, race, bin, after))
+}
+
+// Run is Main without the exit: it returns the tests' exit status, for a
+// TestMain that runs it inside something else (dnslab.MainFunc).
+func Run(m *testing.M, tag string, race bool, bin *string, after func()) int {
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "tlsgate-"+tag+"-bin-")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", tag, err)
-		os.Exit(1)
+		return 1
 	}
+	defer os.RemoveAll(dir)
 	start := time.Now()
 	*bin, err = Build(dir, "tlsgate", "github.com/tlsgate/tlsgate/cmd/tlsgate", race)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", tag, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+		return 1
 	}
 	if testing.Verbose() {
 		fmt.Fprintf(os.Stderr, "%s: built %s in %v (race=%v)\n", tag, *bin, time.Since(start).Round(time.Millisecond), race)
@@ -56,6 +62,5 @@ func Main(m *testing.M, tag string, race bool, bin *string, after func()) {
 	if after != nil {
 		after()
 	}
-	os.RemoveAll(dir)
-	os.Exit(code)
+	return code
 }

@@ -1,0 +1,112 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestMergeDiscovered: each merge rule on a real policy, decided on the
+// exact key (parent patterns included).
+func TestMergeDiscovered(t *testing.T) {
+	p := mustParse(t, `mta = "postfix"
+[[endpoint]]
+name = "enc"
+hosts = ["sts.test", "dane.test"]
+[endpoint.outbound]
+encryption = true
+min_bits = 128
+
+[[endpoint]]
+name = "pinned"
+hosts = ["pinned.test"]
+[endpoint.outbound]
+validate_cert = true
+cn = "mx.pinned.test"
+
+[[endpoint]]
+name = "watch"
+hosts = ["watch.test"]
+mode = "monitor"
+[endpoint.outbound]
+validate_cert = true
+
+[[endpoint]]
+name = "parent"
+hosts = [".parent.test"]
+[endpoint.outbound]
+encryption = true
+`)
+	sts := func(d string) Discovered {
+		return Discovered{Source: SourceMTASTS, Text: "secure match=mx." + d + " servername=hostname"}
+	}
+	dane := Discovered{Source: SourceDANE, Text: "dane"}
+	temp := Discovered{Temp: true, Reason: "DANE state unknown"}
+	for _, tc := range []struct {
+		key       string
+		d         Discovered
+		text      string // "" = not found; "TEMP" = TempError
+		source    Source
+		endpoint  string
+		overrides Source
+	}{
+		// Nothing discovered: the endpoint answer unchanged.
+		{"sts.test", Discovered{}, "encrypt ciphers=high", SourceEndpoint, "enc", SourceNone},
+		{"open.test", Discovered{}, "", SourceNone, "", SourceNone},
+		// Below authenticated: the discovered level, ciphers kept.
+		{"sts.test", sts("sts.test"), "secure match=mx.sts.test servername=hostname ciphers=high", SourceMTASTS, "enc", SourceNone},
+		{"dane.test", dane, "dane ciphers=high", SourceDANE, "enc", SourceNone},
+		// Both authenticate: the endpoint wins and says what it overrides.
+		{"pinned.test", sts("pinned.test"), "secure match=mx.pinned.test", SourceEndpoint, "pinned", SourceMTASTS},
+		{"pinned.test", dane, "secure match=mx.pinned.test", SourceEndpoint, "pinned", SourceDANE},
+		// Monitor mode, or no endpoint: the discovered policy.
+		{"watch.test", dane, "dane", SourceDANE, "watch", SourceNone},
+		{"open.test", sts("open.test"), "secure match=mx.open.test servername=hostname", SourceMTASTS, "", SourceNone},
+		// A parent pattern decides the exact key: merged there.
+		{"mx.parent.test", sts("mx.parent.test"), "secure match=mx.mx.parent.test servername=hostname", SourceMTASTS, "parent", SourceNone},
+		// TEMP unless an endpoint authenticates.
+		{"sts.test", temp, "TEMP", SourceNone, "enc", SourceNone},
+		{"watch.test", temp, "TEMP", SourceNone, "watch", SourceNone},
+		{"open.test", temp, "TEMP", SourceNone, "", SourceNone},
+		{"pinned.test", temp, "secure match=mx.pinned.test", SourceEndpoint, "pinned", SourceNone},
+	} {
+		a, err := now(p).PostfixDiscovered(tc.key, tc.d)
+		got := a.Text
+		if err != nil {
+			if !IsTemp(err) {
+				t.Errorf("%s %+v: %v", tc.key, tc.d, err)
+				continue
+			}
+			got = "TEMP"
+		} else if !a.Found {
+			got = ""
+		}
+		name := ""
+		if a.Endpoint != nil {
+			name = a.Endpoint.Name
+		}
+		if got != tc.text || (err == nil && a.Source != tc.source) || name != tc.endpoint || a.Overrides != tc.overrides {
+			t.Errorf("%s %+v:\n got %q source %v endpoint %q overrides %v\nwant %q source %v endpoint %q overrides %v",
+				tc.key, tc.d, got, a.Source, name, a.Overrides, tc.text, tc.source, tc.endpoint, tc.overrides)
+		}
+	}
+	// Postfix asks nothing after the exact key once it is found.
+	w := now(p).PostfixWalkDiscovered("mx.open.test", func(k string) Discovered {
+		if k == "mx.open.test" {
+			return dane
+		}
+		return Discovered{}
+	})
+	if len(w.Steps) != 1 || !w.Steps[0].Answer.Found || w.Steps[0].Answer.Text != "dane" {
+		t.Errorf("walk %s", walkString(w))
+	}
+	// A discovered text that does not authenticate is refused (TEMP for
+	// the caller), never passed on.
+	if _, err := MergeDiscovered(Answer{}, Discovered{Source: SourceMTASTS, Text: "may"}); err == nil || IsTemp(err) || !strings.Contains(err.Error(), "not an authenticated level") {
+		t.Errorf("merge of \"may\": %v", err)
+	}
+	for s, want := range map[Source]string{SourceNone: "none", SourceEndpoint: "endpoint", SourceDANE: "dane", SourceMTASTS: "mta-sts"} {
+		if s.String() != want {
+			t.Errorf("%d.String() = %q", s, s.String())
+		}
+	}
+}
