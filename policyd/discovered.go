@@ -99,6 +99,11 @@ type Explanation struct {
 	// Pending is set when the discovery did not answer in time (Result is
 	// then empty; it goes on and fills the cache).
 	Pending bool
+	// Merged is the level the merge answers instead of the discovered
+	// one, for the log line's merged=: "dane-only" where an endpoint
+	// requires encryption and not every MX host has usable TLSA records
+	// (policy.DANEOnly); "" otherwise.
+	Merged string
 	// Reason says why the answer is what it is when that is not obvious.
 	Reason string
 }
@@ -186,7 +191,10 @@ func (m *TLSMap) explainDiscovered(ctx context.Context, p *policy.Policy, name, 
 		x.Reason = err.Error()
 	default:
 		x.Reply = AnswerReply(merged, nil)
-		if merged.Monitor() && merged.Source == policy.SourceNone {
+		switch {
+		case policy.DANEOnly(a, d):
+			x.Merged, x.Reason = "dane-only", policy.DANEOnlyReason
+		case merged.Monitor() && merged.Source == policy.SourceNone:
 			x.Reason = AnswerNote(merged)
 		}
 	}
@@ -282,7 +290,7 @@ func (m *TLSMap) toDiscovered(dc *Discovery, x *Explanation) policy.Discovered {
 		if r.Source == discovery.SourceDANE {
 			src = policy.SourceDANE
 		}
-		return policy.Discovered{Source: src, Text: r.Postfix.Text}
+		return policy.Discovered{Source: src, Text: r.Postfix.Text, AllMX: r.DANEAllMX}
 	case discovery.Temp:
 		return policy.Discovered{Temp: true, Reason: r.Reason}
 	}
@@ -331,21 +339,21 @@ func overridesWord(s policy.Source) string {
 // answer needs no attention (Postfix logs each delivery's TLS outcome
 // itself), at info when an endpoint in monitor mode, an unexpired
 // exception or an authenticating endpoint over a discovered policy
-// (overrides=) decides, at warn for
-// TEMP. tlsgate's fields (answer, endpoint, exception, sources) come
+// (overrides=) decides or the merge answers a stricter level than the
+// one discovered (merged=dane-only), at warn for TEMP. tlsgate's fields (answer, endpoint, exception, sources) come
 // first, the values the MTA sent (map, key) after them.
 func (m *TLSMap) logDiscovered(ctx context.Context, name, key string, x *Explanation) {
 	lvl := slog.LevelDebug
 	switch {
 	case x.Reply.Status != StatusOK && x.Reply.Status != StatusNotFound:
 		lvl = slog.LevelWarn
-	case x.Answer.Overrides != policy.SourceNone, x.Answer.Monitor(), x.Answer.Exception != nil:
+	case x.Answer.Overrides != policy.SourceNone, x.Merged != "", x.Answer.Monitor(), x.Answer.Exception != nil:
 		lvl = slog.LevelInfo
 	}
 	if m.Logger == nil || !m.Logger.Enabled(ctx, lvl) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 11)
+	attrs := make([]slog.Attr, 0, 12)
 	attrs = append(attrs, slog.String("answer", x.Reply.String()))
 	if ep := x.Answer.Endpoint; ep != nil {
 		attrs = append(attrs, slog.String("endpoint", ep.Name))
@@ -359,6 +367,9 @@ func (m *TLSMap) logDiscovered(ctx context.Context, name, key string, x *Explana
 	}
 	if x.Answer.Overrides != policy.SourceNone {
 		attrs = append(attrs, slog.String("overrides", overridesWord(x.Answer.Overrides)))
+	}
+	if x.Merged != "" {
+		attrs = append(attrs, slog.String("merged", x.Merged))
 	}
 	attrs = append(attrs, slog.String("map", clip(name)), slog.String("key", clip(key)))
 	if x.Reason != "" {

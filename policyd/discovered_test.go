@@ -66,11 +66,19 @@ func stsResult(d string) discovery.Result {
 	return discovery.Result{Domain: d, Postfix: a, Sendmail: a, Source: discovery.SourceMTASTS, STSMode: 1, PolicyID: "1"}
 }
 
+// daneResult is a domain with usable DANE on every MX host.
 func daneResult(d string, sts bool) discovery.Result {
-	r := discovery.Result{Domain: d, Postfix: discovery.Answer{Kind: discovery.Found, Text: "dane"}, Source: discovery.SourceDANE, DANE: discovery.DANEUsable}
+	r := discovery.Result{Domain: d, Postfix: discovery.Answer{Kind: discovery.Found, Text: "dane"}, Source: discovery.SourceDANE, DANE: discovery.DANEUsable, DANEAllMX: true}
 	if sts {
 		r.Sendmail = stsResult(d).Sendmail
 	}
+	return r
+}
+
+// danePartResult is a domain with usable DANE on some MX hosts, not all.
+func danePartResult(d string) discovery.Result {
+	r := daneResult(d, false)
+	r.DANEAllMX = false
 	return r
 }
 
@@ -84,7 +92,7 @@ dane = true
 
 [[endpoint]]
 name = "enc"
-hosts = ["sts.test", "dane.test", "temp.test"]
+hosts = ["sts.test", "dane.test", "temp.test", "danepart.test"]
 [endpoint.outbound]
 encryption = true
 min_bits = 128
@@ -98,7 +106,7 @@ cn = "mx.pinned.test"
 
 [[endpoint]]
 name = "watch"
-hosts = ["watch.test"]
+hosts = ["watch.test", "watchpart.test"]
 mode = "monitor"
 [endpoint.outbound]
 encryption = true
@@ -133,6 +141,10 @@ func TestDiscoveryPostfix(t *testing.T) {
 		"open.test":   daneResult("open.test", true),
 		"temp.test":   {Domain: "temp.test", Postfix: discovery.Answer{Kind: discovery.Temp}, DANE: discovery.DANEUnknown, Reason: "DANE state unknown (MX lookup failed: servfail) while an MTA-STS policy in mode enforce is held"},
 		"none.test":   {Domain: "none.test", Reason: "MTA-STS policy in mode testing"},
+		// Usable TLSA records on some MX hosts only.
+		"danepart.test":  danePartResult("danepart.test"),
+		"openpart.test":  danePartResult("openpart.test"),
+		"watchpart.test": danePartResult("watchpart.test"),
 	}}
 	m, lb := discoveryMap(t, "postfix", eng, nil)
 	ctx := context.Background()
@@ -144,6 +156,13 @@ func TestDiscoveryPostfix(t *testing.T) {
 		{"open.test", "OK dane", "source=dane cache=hit map=tlspolicy key=open.test"},
 		{"temp.test", "TEMP discovered policy undecided: DANE state unknown", `level=WARN msg=tls-policy-lookup answer="TEMP discovered policy undecided`},
 		{"none.test", "NOTFOUND ", `source=none cache=hit map=tlspolicy key=none.test reason="MTA-STS policy in mode testing"`},
+		// "dane" where not every MX host has usable TLSA records: the
+		// endpoint's "encrypt" makes it "dane-only" (Postfix would give
+		// the others "may"), logged at info; no endpoint or one in monitor
+		// mode: the domain's own "dane".
+		{"danepart.test", "OK dane-only ciphers=high", `level=INFO msg=tls-policy-lookup answer="OK dane-only ciphers=high" endpoint=enc source=dane cache=hit merged=dane-only map=tlspolicy key=danepart.test reason="the endpoint requires encryption and not every MX host has usable TLSA records: `},
+		{"openpart.test", "OK dane", "level=DEBUG msg=tls-policy-lookup answer=\"OK dane\" source=dane cache=hit map=tlspolicy key=openpart.test\n"},
+		{"watchpart.test", "OK dane", `answer="OK dane" endpoint=watch source=dane cache=hit map=tlspolicy key=watchpart.test`},
 		// No discovery for these: the endpoint model alone.
 		{".sts.test", "NOTFOUND ", ""},
 		{"[sts.test]:25", "OK encrypt ciphers=high", ""},
@@ -161,7 +180,7 @@ func TestDiscoveryPostfix(t *testing.T) {
 	eng.mu.Lock()
 	asked := strings.Join(eng.asked, " ")
 	eng.mu.Unlock()
-	if want := "sts.test dane.test pinned.test watch.test open.test temp.test none.test"; asked != want {
+	if want := "sts.test dane.test pinned.test watch.test open.test temp.test none.test danepart.test openpart.test watchpart.test"; asked != want {
 		t.Errorf("discovery asked for %q, want %q", asked, want)
 	}
 	// Every domain was in the cache: no lookup waited.
@@ -179,6 +198,12 @@ func TestDiscoveryPostfix(t *testing.T) {
 	}
 	if x := m.Explain(ctx, "tlspolicy", "[sts.test]:25"); x.Discovered || x.Answer.Source != policy.SourceEndpoint {
 		t.Errorf("Explain([sts.test]:25) = %+v", x)
+	}
+	if x := m.Explain(ctx, "tlspolicy", "danepart.test"); x.Merged != "dane-only" || x.Reason != policy.DANEOnlyReason || x.Answer.Source != policy.SourceDANE {
+		t.Errorf("Explain(danepart.test) = %+v", x)
+	}
+	if x := m.Explain(ctx, "tlspolicy", "dane.test"); x.Merged != "" || x.Reply.String() != "OK dane ciphers=high" {
+		t.Errorf("Explain(dane.test) = %+v", x)
 	}
 }
 

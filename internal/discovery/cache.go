@@ -74,6 +74,9 @@ type stsPart struct {
 type record struct {
 	// DANE (dane is DANEOff when not evaluated; never DANEUnknown).
 	dane DANEState
+	// daneFlags qualify dane DANEUsable (daneAllMX, daneAllMXUnread).
+	// The byte sits in the padding after dane: the record stays 64 bytes.
+	daneFlags uint8
 	// gen is the Discoverer's DANE generation when the record was made;
 	// records of an older generation are refreshed on their next lookup.
 	gen         uint32
@@ -91,6 +94,19 @@ type record struct {
 	// sts is nil for a domain without MTA-STS record, policy or failure.
 	sts *stsPart
 }
+
+// The bits of record.daneFlags.
+const (
+	// daneAllMX: every MX host has usable DANE (daneOutcome.allMX).
+	daneAllMX uint8 = 1 << iota
+	// daneAllMXUnread: read from a cache file written without
+	// dane_all_mx; daneAllMX is unknown and unset (the stricter answer)
+	// until DANE is evaluated again, which the next lookup starts.
+	daneAllMXUnread
+)
+
+// allMX reports whether every MX host has usable DANE.
+func (rec *record) allMX() bool { return rec.daneFlags&daneAllMX != 0 }
 
 // txtID, policy, stsErr, retryAfter and failedID read rec.sts.
 func (rec *record) txtID() string {

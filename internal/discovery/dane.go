@@ -41,6 +41,11 @@ type daneOutcome struct {
 	ttl    uint32    // how long the state may be cached (not for Unknown)
 	reason string    // why (for None/Unknown), or the usable hosts
 	err    error     // the DNS failure for Unknown
+	// allMX (with DANEUsable): every MX host of the domain was examined
+	// and each has usable DANE. Postfix's "dane" gives a host without it
+	// opportunistic TLS ("may": no TLSA records, or insecure addresses)
+	// or unauthenticated TLS ("encrypt": only unusable records).
+	allMX bool
 }
 
 // evalDANE decides whether domain gets "dane" (RFC 7672 §2.2): its MX
@@ -48,7 +53,10 @@ type daneOutcome struct {
 // and a secure TLSA RRset with a usable record. An insecure answer
 // anywhere on that path means DANENone (never "dane" for an unsigned
 // domain, whatever TLSA records it has); a DNS failure (SERVFAIL, bogus,
-// timeout) where it matters means DANEUnknown.
+// timeout) where it matters means DANEUnknown. With DANEUsable it also
+// says whether every MX host is usable (allMX): not when one is not, when
+// one's state is unknown, or when the domain has more MX hosts than are
+// examined.
 func evalDANE(ctx context.Context, dnsc lookuper, domain string) daneOutcome {
 	mx, err := dnsc.lookup(ctx, domain, dns.TypeMX)
 	if err != nil {
@@ -65,6 +73,7 @@ func evalDANE(ctx context.Context, dnsc lookuper, domain string) daneOutcome {
 		return daneOutcome{state: DANENone, ttl: mx.ttl, reason: reasonNX}
 	}
 	var hosts []string
+	truncated := false // more MX hosts than maxMXHosts: not all examined
 	if len(mx.rrs) == 0 {
 		// No MX: the domain itself is the implicit MX (RFC 5321 §5.1).
 		hosts = []string{dns.Fqdn(domain)}
@@ -83,10 +92,15 @@ func evalDANE(ctx context.Context, dnsc lookuper, domain string) daneOutcome {
 				}
 				continue
 			}
-			if !seen[h] && len(hosts) < maxMXHosts {
-				seen[h] = true
-				hosts = append(hosts, h)
+			if seen[h] {
+				continue
 			}
+			if len(hosts) == maxMXHosts {
+				truncated = true
+				break
+			}
+			seen[h] = true
+			hosts = append(hosts, h)
 		}
 	}
 	results := make([]hostOutcome, len(hosts))
@@ -101,7 +115,7 @@ func evalDANE(ctx context.Context, dnsc lookuper, domain string) daneOutcome {
 	wg.Wait()
 
 	ttl := mx.ttl
-	var usable, unknown []string
+	var usable, unknown, other []string
 	var firstErr error
 	for i, r := range results {
 		host := strings.TrimSuffix(hosts[i], ".")
@@ -114,10 +128,24 @@ func evalDANE(ctx context.Context, dnsc lookuper, domain string) daneOutcome {
 			if firstErr == nil {
 				firstErr = r.err
 			}
+		default:
+			other = append(other, host+": "+r.reason)
 		}
 	}
 	if len(usable) > 0 {
-		return daneOutcome{state: DANEUsable, ttl: ttl, reason: "usable TLSA on " + strings.Join(usable, ", ")}
+		// The TTL is that of the usable hosts and the MX RRset: a usable
+		// host that loses DANE, or a new MX host, is seen in time; a
+		// host that gains DANE only relaxes the answer later.
+		reason := "usable TLSA on " + strings.Join(usable, ", ")
+		all := len(usable) == len(hosts) && !truncated
+		if !all {
+			not := append(other, unknown...)
+			if truncated {
+				not = append(not, fmt.Sprintf("MX hosts after the first %d not examined", maxMXHosts))
+			}
+			reason += "; not on every MX host (" + strings.Join(not, "; ") + ")"
+		}
+		return daneOutcome{state: DANEUsable, ttl: ttl, reason: reason, allMX: all}
 	}
 	if len(unknown) > 0 {
 		return daneOutcome{state: DANEUnknown, reason: strings.Join(unknown, "; "), err: firstErr}

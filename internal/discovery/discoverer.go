@@ -339,7 +339,7 @@ func (d *Discoverer) resolve(key string, mode resolveMode) Result {
 	defer cancel()
 
 	daneDue := d.daneOn() && (old == nil || force || old.dane == DANEOff || old.gen != gen ||
-		now >= refreshPoint(old.daneChecked.unix(), old.daneExpires.unix()))
+		old.daneFlags&daneAllMXUnread != 0 || now >= refreshPoint(old.daneChecked.unix(), old.daneExpires.unix()))
 	txtDue := d.cfg.MTASTS && (old == nil || force || now >= refreshPoint(old.txtChecked.unix(), old.txtExpires.unix()))
 
 	var (
@@ -361,15 +361,18 @@ func (d *Discoverer) resolve(key string, mode resolveMode) Result {
 
 	rec := &record{gen: gen}
 	if old != nil {
-		rec.dane, rec.daneChecked, rec.daneExpires, rec.daneUsable, rec.daneReason =
-			old.dane, old.daneChecked, old.daneExpires, old.daneUsable, old.daneReason
+		rec.dane, rec.daneFlags, rec.daneChecked, rec.daneExpires, rec.daneUsable, rec.daneReason =
+			old.dane, old.daneFlags, old.daneChecked, old.daneExpires, old.daneUsable, old.daneReason
 	}
 	var unknown *daneOutcome
 	stale := sts.stale
 	if daneDue {
 		switch dane.state {
 		case DANEUsable, DANENone:
-			rec.dane = dane.state
+			rec.dane, rec.daneFlags = dane.state, 0
+			if dane.allMX {
+				rec.daneFlags = daneAllMX
+			}
 			rec.daneChecked = u32(now)
 			rec.daneExpires = u32(now + clampTTL(dane.ttl))
 			rec.daneReason = dane.reason
@@ -481,6 +484,7 @@ func (d *Discoverer) answer(key string, rec *record, now int64, unknown *daneOut
 	switch {
 	case r.DANE == DANEUsable:
 		r.Postfix = Answer{Kind: Found, Text: "dane"}
+		r.DANEAllMX = rec.allMX()
 		r.Source = SourceDANE
 		r.Expires = time.Unix(rec.daneExpires.unix(), 0)
 		return r

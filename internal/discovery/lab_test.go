@@ -395,3 +395,57 @@ func TestLabRecentDANE(t *testing.T) {
 		t.Fatalf("unsigned: %+v", r)
 	}
 }
+
+// TestLabDANEAllMX: through real DNSSEC, a domain whose two MX hosts both
+// have TLSA 3 1 1 records says every MX is usable; one whose second MX
+// host has none (a secure zone without TLSA) or lies in an unsigned zone
+// (insecure addresses, TLSA records ignored) says not, and is still
+// "dane"; a TLSA record added to the second host is seen at the refresh.
+func TestLabDANEAllMX(t *testing.T) {
+	certs := newLabCerts(t)
+	twoMX := func(zone, second string, extra ...string) []string {
+		return append([]string{
+			zone + ". IN MX 10 mx." + zone + ".",
+			zone + ". IN MX 20 " + second + ".",
+			dnslab.A("mx."+zone, dnslab.SinkIP(0)),
+			certs.tlsa(zone),
+		}, extra...)
+	}
+	l := dnslab.Start(t, dnslab.Options{Zones: []dnslab.Zone{
+		{Name: "daneall.test", Records: twoMX("daneall.test", "mx2.daneall.test",
+			dnslab.A("mx2.daneall.test", dnslab.SinkIP(1)), dnslab.TLSA311("mx2.daneall.test", certs.mx.Cert))},
+		{Name: "danepart.test", Records: twoMX("danepart.test", "mx2.danepart.test", dnslab.A("mx2.danepart.test", dnslab.SinkIP(1)))},
+		{Name: "daneinsec.test", Records: twoMX("daneinsec.test", "mx.plainhost.test")},
+		{Name: "plainhost.test", Signing: dnslab.Unsigned, Records: []string{dnslab.A("mx.plainhost.test", dnslab.SinkIP(2)), certs.tlsa("plainhost.test")}},
+	}})
+	d, _ := labDiscoverer(t, l, Config{})
+	if err := d.SelfCheck(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		domain    string
+		all       bool
+		reasonHas string
+	}{
+		{"daneall.test", true, "usable TLSA on mx.daneall.test, mx2.daneall.test"},
+		{"danepart.test", false, "usable TLSA on mx.danepart.test; not on every MX host (mx2.danepart.test: no TLSA record)"},
+		{"daneinsec.test", false, "usable TLSA on mx.daneinsec.test; not on every MX host (mx.plainhost.test: TLSA RRset insecure or absent)"},
+	} {
+		r := labLookup(t, d, tc.domain)
+		info, _, _ := d.Show(tc.domain)
+		if r.Postfix != (Answer{Found, "dane"}) || r.DANE != DANEUsable || r.DANEAllMX != tc.all || !strings.Contains(info.DANEReason, tc.reasonHas) {
+			t.Errorf("%s: postfix %+v dane %v all %v reason %q; want dane, all %v, reason containing %q",
+				tc.domain, r.Postfix, r.DANE, r.DANEAllMX, info.DANEReason, tc.all, tc.reasonHas)
+		}
+	}
+	// mx2.danepart.test gets its TLSA record: every MX is usable now.
+	if err := l.SetZone(dnslab.Zone{Name: "danepart.test", Records: twoMX("danepart.test", "mx2.danepart.test",
+		dnslab.A("mx2.danepart.test", dnslab.SinkIP(1)), dnslab.TLSA311("mx2.danepart.test", certs.mx.Cert))}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if r, err := d.Refresh(ctx, "danepart.test"); err != nil || !r.DANEAllMX || r.Postfix.Text != "dane" {
+		t.Errorf("after mx2 got TLSA: %+v %v", r, err)
+	}
+}

@@ -13,7 +13,11 @@ import (
 )
 
 // The cache file is JSON lines: a header line, then one line per domain.
-// Times are Unix seconds.
+// Times are Unix seconds. A field added later is optional, so that files
+// written before it are still read: dane_all_mx (whether every MX host has
+// usable DANE) is written for usable DANE; where it is missing, not every
+// MX host counts as usable (the stricter answer) and the domain's DANE is
+// evaluated again on its next lookup.
 
 const cacheFormat = "tlsgate-discovery-cache/1"
 
@@ -29,6 +33,7 @@ type fileEntry struct {
 	DANEChecked int64       `json:"dane_checked,omitempty"`
 	DANEExpires int64       `json:"dane_expires,omitempty"`
 	DANEUsable  int64       `json:"dane_usable,omitempty"`
+	DANEAllMX   *bool       `json:"dane_all_mx,omitempty"`
 	DANEReason  string      `json:"dane_reason,omitempty"`
 	TXTID       string      `json:"txt_id,omitempty"`
 	TXTChecked  int64       `json:"txt_checked,omitempty"`
@@ -128,6 +133,10 @@ func toFile(key string, used int64, rec *record) fileEntry {
 	if rec.dane != DANEOff {
 		fe.DANE = rec.dane.String()
 	}
+	if rec.dane == DANEUsable && rec.daneFlags&daneAllMXUnread == 0 {
+		all := rec.allMX()
+		fe.DANEAllMX = &all
+	}
 	if p := rec.policy(); p != nil {
 		fe.Policy = &filePolicy{ID: p.id, Mode: p.policy.Mode.String(), MX: p.policy.MX, MaxAge: p.policy.MaxAge,
 			Fetched: p.fetched, Expires: p.expires, Refetch: p.refetch}
@@ -197,6 +206,11 @@ func (d *Discoverer) parseFile(r io.Reader) (map[string]*entry, int64, error) {
 		}
 		rec.gen = d.gen.Load()
 		d.finish(rec, now)
+		if rec.daneFlags&daneAllMXUnread != 0 {
+			// Answered as "not every MX host" until the background
+			// refresh that the next lookup starts knows better.
+			rec.refreshAt = 0
+		}
 		// Drop what is worth nothing any more: nothing valid and not used
 		// recently.
 		polValid := rec.policy() != nil && now < rec.policy().expires
@@ -228,6 +242,12 @@ func fromFile(fe fileEntry) (*record, error) {
 		rec.dane = DANENone
 	case "usable":
 		rec.dane = DANEUsable
+		switch {
+		case fe.DANEAllMX == nil:
+			rec.daneFlags = daneAllMXUnread
+		case *fe.DANEAllMX:
+			rec.daneFlags = daneAllMX
+		}
 	default:
 		return nil, fmt.Errorf("dane %q", fe.DANE)
 	}

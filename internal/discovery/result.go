@@ -172,7 +172,8 @@ type Result struct {
 	// Postfix is the answer for Postfix's smtp_tls_policy_maps: "dane"
 	// when DANE is usable, else "secure match=... servername=hostname"
 	// for an MTA-STS policy in mode enforce, else NotFound; Temp as
-	// described there. Never "dane-only": that only an endpoint asks for.
+	// described there. Never "dane-only": that only the merge with an
+	// endpoint that requires encryption gives (see DANEAllMX).
 	Postfix Answer
 	// Sendmail is the answer for the map of Sendmail's FEATURE(`sts'):
 	// the MTA-STS policy in mode enforce ("secure match=...
@@ -185,6 +186,15 @@ type Result struct {
 	Cache CacheState
 	// DANE is the domain's DANE state as used for this answer.
 	DANE DANEState
+	// DANEAllMX says, with DANE DANEUsable, that every MX host of the
+	// domain (up to the first 10) has secure addresses and a secure,
+	// usable TLSA record. When it is false some MX host has not, and
+	// Postfix's "dane" gives that host opportunistic TLS ("may": no TLSA
+	// records, or insecure addresses) or unauthenticated TLS ("encrypt":
+	// only unusable records), weaker than an endpoint's "encrypt"; the
+	// merge with such an endpoint answers "dane-only" (see
+	// policy.MergeDiscovered).
+	DANEAllMX bool
 	// STSMode is the mode of the MTA-STS policy held (0 if none).
 	STSMode mtasts.Mode
 	// PolicyID is the id of the MTA-STS policy held ("" if none).

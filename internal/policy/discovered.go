@@ -45,6 +45,10 @@ type Discovered struct {
 	// Text is the Postfix policy: "dane", or "secure match=<patterns>
 	// servername=hostname"; "" without a policy.
 	Text string
+	// AllMX says, for "dane", that every MX host of the domain has usable
+	// TLSA records under DNSSEC. Where one has not, Postfix's "dane" gives
+	// it opportunistic TLS ("may") or unauthenticated TLS ("encrypt").
+	AllMX bool
 	// Temp says that the domain's policy cannot be decided now (its DANE
 	// state is unknown because of a DNS failure while an MTA-STS policy or
 	// a recent usable DANE result is held): the MTA must defer unless an
@@ -108,7 +112,9 @@ var keptAttributes = [...]string{"protocols=", "ciphers=", "exclude="}
 //     over (for the log line's overrides=);
 //   - d.Temp otherwise: a *TempError (answer TEMP), never cached;
 //   - an endpoint below authenticated (encrypt): the discovered level,
-//     with the endpoint's protocols=, ciphers= and exclude= kept;
+//     with the endpoint's protocols=, ciphers= and exclude= kept; but
+//     "dane-only" for a discovered "dane" where not every MX host has
+//     usable TLSA records ([DANEOnly]);
 //   - an endpoint in monitor mode, or none: the discovered policy.
 //
 // The answer keeps a's Endpoint and Exception, so log lines still name
@@ -136,6 +142,9 @@ func MergeDiscovered(a Answer, d Discovered) (Answer, error) {
 		return a, fmt.Errorf("policy: discovered policy %q from %s is not an authenticated level", d.Text, d.Source)
 	}
 	text := d.Text
+	if DANEOnly(a, d) {
+		text = "dane-only"
+	}
 	if a.Found {
 		for _, attr := range strings.Fields(a.Text)[1:] {
 			for _, k := range keptAttributes {
@@ -147,6 +156,31 @@ func MergeDiscovered(a Answer, d Discovered) (Answer, error) {
 	}
 	a.Found, a.Text, a.Source = true, text, d.Source
 	return a, nil
+}
+
+// DANEOnlyReason says why [MergeDiscovered] answers "dane-only" (for the
+// log line and `tlsgate query`).
+const DANEOnlyReason = "the endpoint requires encryption and not every MX host has usable TLSA records: " +
+	"Postfix's dane would give those hosts opportunistic TLS, so only DANE-authenticated MX hosts are used"
+
+// DANEOnly reports whether [MergeDiscovered] answers "dane-only" for the
+// endpoint answer a and the discovered d: a is an enforcing endpoint's
+// "encrypt" (it requires encryption, below authenticated) and d is "dane"
+// for a domain where not every MX host has usable TLSA records.
+//
+// Postfix applies "dane" per MX host (smtp_tls_policy.c, dane_init and
+// dane_incompat): a host with usable TLSA records is authenticated, one
+// with only unusable records gets "encrypt", and one without TLSA records
+// (or with insecure addresses) gets "may", opportunistic TLS, weaker than
+// the endpoint's "encrypt". No Postfix level says "DANE where published,
+// else at least encrypt"; "dane-only" uses only the MX hosts that DANE
+// authenticates, and defers (4.7.5) the others, which is stricter than
+// both the endpoint and the domain. Where every MX host is usable, "dane"
+// and "dane-only" enforce the same and the domain's "dane" is kept; with
+// no endpoint, or one in monitor mode, the domain's own "dane" applies.
+func DANEOnly(a Answer, d Discovered) bool {
+	level, _, _ := strings.Cut(d.Text, " ")
+	return a.Found && postfixRank(a.Text) == rankEncrypt && d.Source == SourceDANE && level == "dane" && !d.AllMX && !d.Temp
 }
 
 // PostfixDiscovered answers an smtp_tls_policy_maps key like

@@ -19,6 +19,13 @@ import (
 // endpoint's own answer (which then names the source it overrides);
 // TEMP only where discovery is undecided and no endpoint authenticates;
 // and with nothing discovered the walk is the one without discovery.
+//
+// "dane" is judged per MX host, as Postfix applies it: a discovered
+// "dane" whose domain has MX hosts without usable TLSA records (AllMX
+// false) gives those hosts opportunistic TLS ("may": smtp_tls_policy.c,
+// dane_incompat), so it does not meet an endpoint that demands
+// encryption; "dane-only" uses only DANE-authenticated hosts. The merge
+// must answer "dane-only" exactly there, and "dane" elsewhere.
 
 // randomDiscovered draws what discovery finds for domain d.
 func randomDiscovered(r *rand.Rand, d string) Discovered {
@@ -26,7 +33,7 @@ func randomDiscovered(r *rand.Rand, d string) Discovered {
 	case 0:
 		return Discovered{}
 	case 1:
-		return Discovered{Source: SourceDANE, Text: "dane"}
+		return Discovered{Source: SourceDANE, Text: "dane", AllMX: r.IntN(2) == 0}
 	case 2:
 		return Discovered{Source: SourceMTASTS, Text: "secure match=mx." + d + ":." + d + " servername=hostname"}
 	}
@@ -118,19 +125,41 @@ func (g *generated) checkPostfixDiscovered(p *Policy, r *rand.Rand, at time.Time
 	if d.Temp {
 		return fmt.Sprintf("%s: answer %q from %v although discovery is undecided", what, a.Text, a.Source)
 	}
+	level, _, _ := strings.Cut(a.Text, " ")
 	if a.Source != d.Source || !strings.HasPrefix(a.Text, d.Text) {
 		return fmt.Sprintf("%s: answer %q from %v, want the discovered %q", what, a.Text, a.Source, d.Text)
 	}
 	if authEndpoint {
 		return fmt.Sprintf("%s: the discovered %q replaces an enforcing endpoint that authenticates", what, a.Text)
 	}
+	// What the weakest MX host gets under the answer: "dane" without
+	// usable TLSA records on every MX host is "may" for the others.
+	weakest := Requirements{Encryption: true, ValidateCert: true}
+	if level == "dane" && !d.AllMX {
+		weakest = Requirements{}
+	}
+	encrypting := false // an enforcing endpoint demands encryption
 	for _, b := range must {
+		if b.req[Outbound].Encryption && !weakest.Encryption {
+			return fmt.Sprintf("%s: endpoint %s demands encryption, but the answer %q gives the MX hosts without usable TLSA records opportunistic TLS (may)", what, b.name, a.Text)
+		}
+		encrypting = encrypting || b.req[Outbound].Encryption
 		if b.req[Outbound].MinBits > 112 && !strings.Contains(a.Text, " ciphers=high") {
 			return fmt.Sprintf("%s: endpoint %s demands min_bits %d, but the answer %q drops ciphers=high", what, b.name, b.req[Outbound].MinBits, a.Text)
 		}
 	}
-	if extra := strings.TrimPrefix(a.Text, d.Text); extra != "" && extra != " ciphers=high" {
-		return fmt.Sprintf("%s: answer %q adds %q to the discovered policy", what, a.Text, extra)
+	// No surprise: "dane-only" only where "dane" would be weaker than an
+	// endpoint; the domain's own "dane" elsewhere.
+	want := d.Text
+	if d.Source == SourceDANE && !d.AllMX && encrypting {
+		want = "dane-only"
+		stats.daneOnly++
+	}
+	if level != want && !strings.HasPrefix(want, level+" ") {
+		return fmt.Sprintf("%s: answer %q, want the level of %q", what, a.Text, want)
+	}
+	if extra := strings.TrimPrefix(a.Text, want); extra != "" && extra != " ciphers=high" {
+		return fmt.Sprintf("%s: answer %q adds %q to %q", what, a.Text, extra, want)
 	}
 	stats.replaced++
 	return ""

@@ -39,7 +39,10 @@ encryption = true
 	sts := func(d string) Discovered {
 		return Discovered{Source: SourceMTASTS, Text: "secure match=mx." + d + " servername=hostname"}
 	}
+	// dane: usable TLSA records on some MX hosts, not all; daneAll: on
+	// every MX host.
 	dane := Discovered{Source: SourceDANE, Text: "dane"}
+	daneAll := Discovered{Source: SourceDANE, Text: "dane", AllMX: true}
 	temp := Discovered{Temp: true, Reason: "DANE state unknown"}
 	for _, tc := range []struct {
 		key       string
@@ -54,15 +57,27 @@ encryption = true
 		{"open.test", Discovered{}, "", SourceNone, "", SourceNone},
 		// Below authenticated: the discovered level, ciphers kept.
 		{"sts.test", sts("sts.test"), "secure match=mx.sts.test servername=hostname ciphers=high", SourceMTASTS, "enc", SourceNone},
-		{"dane.test", dane, "dane ciphers=high", SourceDANE, "enc", SourceNone},
+		{"dane.test", daneAll, "dane ciphers=high", SourceDANE, "enc", SourceNone},
+		// "dane" with MX hosts that Postfix would give "may" (no usable
+		// TLSA records) is weaker than the endpoint's "encrypt" there:
+		// dane-only, only DANE-authenticated MX hosts.
+		{"dane.test", dane, "dane-only ciphers=high", SourceDANE, "enc", SourceNone},
 		// Both authenticate: the endpoint wins and says what it overrides.
 		{"pinned.test", sts("pinned.test"), "secure match=mx.pinned.test", SourceEndpoint, "pinned", SourceMTASTS},
 		{"pinned.test", dane, "secure match=mx.pinned.test", SourceEndpoint, "pinned", SourceDANE},
-		// Monitor mode, or no endpoint: the discovered policy.
+		{"pinned.test", daneAll, "secure match=mx.pinned.test", SourceEndpoint, "pinned", SourceDANE},
+		// Monitor mode, or no endpoint: the discovered policy, "dane" also
+		// where not every MX host has usable TLSA records (the domain's
+		// own policy: no endpoint asks for more).
 		{"watch.test", dane, "dane", SourceDANE, "watch", SourceNone},
+		{"watch.test", daneAll, "dane", SourceDANE, "watch", SourceNone},
+		{"open.test", dane, "dane", SourceDANE, "", SourceNone},
+		{"open.test", daneAll, "dane", SourceDANE, "", SourceNone},
 		{"open.test", sts("open.test"), "secure match=mx.open.test servername=hostname", SourceMTASTS, "", SourceNone},
 		// A parent pattern decides the exact key: merged there.
 		{"mx.parent.test", sts("mx.parent.test"), "secure match=mx.mx.parent.test servername=hostname", SourceMTASTS, "parent", SourceNone},
+		{"mx.parent.test", dane, "dane-only", SourceDANE, "parent", SourceNone},
+		{"mx.parent.test", daneAll, "dane", SourceDANE, "parent", SourceNone},
 		// TEMP unless an endpoint authenticates.
 		{"sts.test", temp, "TEMP", SourceNone, "enc", SourceNone},
 		{"watch.test", temp, "TEMP", SourceNone, "watch", SourceNone},
@@ -98,6 +113,33 @@ encryption = true
 	})
 	if len(w.Steps) != 1 || !w.Steps[0].Answer.Found || w.Steps[0].Answer.Text != "dane" {
 		t.Errorf("walk %s", walkString(w))
+	}
+	// The endpoint's protocols= and exclude= are kept with dane-only too.
+	enc := Answer{Found: true, Text: "encrypt protocols=>=TLSv1.2 ciphers=high exclude=aNULL", Source: SourceEndpoint}
+	if a, err := MergeDiscovered(enc, dane); err != nil || a.Text != "dane-only protocols=>=TLSv1.2 ciphers=high exclude=aNULL" || a.Source != SourceDANE {
+		t.Errorf("merge of %q with partial dane: %+v %v", enc.Text, a, err)
+	}
+	// DANEOnly: an enforcing "encrypt" and "dane" without usable TLSA
+	// records on every MX host, nothing else.
+	for _, tc := range []struct {
+		a    Answer
+		d    Discovered
+		want bool
+	}{
+		{enc, dane, true},
+		{Answer{Found: true, Text: "encrypt"}, dane, true},
+		{enc, daneAll, false},
+		{enc, sts("x.test"), false},
+		{enc, Discovered{Source: SourceMTASTS, Text: "secure match=x", AllMX: false}, false},
+		{enc, temp, false},
+		{Answer{}, dane, false},
+		{Answer{Found: true, Text: "may"}, dane, false},
+		{Answer{Found: true, Text: "verify"}, dane, false},
+		{Answer{Found: true, Text: "dane-only"}, dane, false},
+	} {
+		if got := DANEOnly(tc.a, tc.d); got != tc.want {
+			t.Errorf("DANEOnly(%q, %+v) = %v, want %v", tc.a.Text, tc.d, got, tc.want)
+		}
 	}
 	// A discovered text that does not authenticate is refused (TEMP for
 	// the caller), never passed on.

@@ -54,13 +54,13 @@ func TestNeverWeaker(t *testing.T) {
 			return
 		}
 	}
-	t.Logf("seed %d: %d policies (%d exceptions; %d weakened copies refused), %d cases (%d Postfix next hops, %d Sendmail deliveries, %d inbound sessions; %d refused, %d under an exception, %d exceptions ended; %d discovered: %d answered by discovery, %d by an endpoint over it, %d TEMP) in %v",
+	t.Logf("seed %d: %d policies (%d exceptions; %d weakened copies refused), %d cases (%d Postfix next hops, %d Sendmail deliveries, %d inbound sessions; %d refused, %d under an exception, %d exceptions ended; %d discovered: %d answered by discovery (%d dane-only), %d by an endpoint over it, %d TEMP) in %v",
 		seed, propertyPolicies, stats.exceptions, stats.weakened, stats.cases, stats.postfix, stats.sendmail, stats.inbound, stats.refused, stats.excused, stats.ended,
-		stats.discovered, stats.replaced, stats.overridden, stats.temp, time.Since(start).Round(time.Millisecond))
+		stats.discovered, stats.replaced, stats.daneOnly, stats.overridden, stats.temp, time.Since(start).Round(time.Millisecond))
 	if stats.cases < 100000 {
 		t.Errorf("only %d cases", stats.cases)
 	}
-	if stats.excused == 0 || stats.ended == 0 || stats.refused == 0 || stats.replaced == 0 || stats.overridden == 0 || stats.temp == 0 {
+	if stats.excused == 0 || stats.ended == 0 || stats.refused == 0 || stats.replaced == 0 || stats.daneOnly == 0 || stats.overridden == 0 || stats.temp == 0 {
 		t.Errorf("the generator missed a kind of case: %+v", stats)
 	}
 }
@@ -81,8 +81,10 @@ type propertyStats struct {
 	exceptions, weakened                                       int
 	// Postfix next hops with a discovered policy: answered by it (over
 	// an endpoint below authenticated or none), by an authenticating
-	// endpoint over it, TEMP.
-	discovered, replaced, overridden, temp int
+	// endpoint over it, TEMP; and answered "dane-only" (a discovered
+	// "dane" without usable TLSA records on every MX host, over an
+	// endpoint that demands encryption).
+	discovered, replaced, overridden, temp, daneOnly int
 }
 
 // checkWeakened makes one endpoint nested in another demand less than it,

@@ -33,6 +33,10 @@ type mxPeer struct {
 	// policy the lab's HTTPS server's answer.
 	sts    string
 	policy dnslab.Response
+	// plainMX, if not 0, adds a second MX host, mx0.<zone>, preferred
+	// (MX 5) over mx.<zone>: a sink on SinkIP(plainMX):25 without
+	// STARTTLS and without TLSA records.
+	plainMX int
 }
 
 // discoveryLab is the dnslab lab of a discovery test with its MX sinks,
@@ -78,6 +82,9 @@ func newDiscoveryLab(t *testing.T, peers []mxPeer) *discoveryLab {
 		if p.sts != "" {
 			recs = append(recs, dnslab.STSRecords(p.zone, p.sts)...)
 		}
+		if p.plainMX != 0 {
+			recs = append(recs, p.zone+". IN MX 5 mx0."+p.zone+".", dnslab.A("mx0."+p.zone, dnslab.SinkIP(p.plainMX)))
+		}
 		zones = append(zones, dnslab.Zone{Name: p.zone, Signing: p.signing, Records: recs})
 		d.peers[p.zone] = p
 	}
@@ -96,6 +103,9 @@ func newDiscoveryLab(t *testing.T, peers []mxPeer) *discoveryLab {
 		}
 		d.sinks[p.zone] = mtalab.StartSink(t, opts)
 		d.sinks[addr] = d.sinks[p.zone]
+		if p.plainMX != 0 {
+			d.sinks["mx0."+p.zone] = mtalab.StartSink(t, mtalab.SinkOptions{Addr: dnslab.SinkIP(p.plainMX) + ":25", Hostname: "mx0." + p.zone})
+		}
 	}
 	return d
 }
@@ -163,6 +173,11 @@ func postmapQ(t *testing.T, pf *mtalab.Postfix, sock, key string) (string, error
 //   - DANE and MTA-STS together give "dane";
 //   - an endpoint "encrypt min_bits = 128" on an MTA-STS domain gets
 //     "secure match=... servername=hostname ciphers=high";
+//   - the same endpoint on a DANE domain whose preferred MX host has no
+//     TLSA records and no STARTTLS gets "dane-only ciphers=high" (with
+//     "dane" Postfix would deliver there in clear, "may"): Postfix skips
+//     that host ("no TLSA records found") and delivers to the DANE MX,
+//     verified; the plain host never sees a connection;
 //   - while Postfix lacks smtp_dns_support_level = dnssec (found by
 //     postconf at a reload) no "dane" answer is sent;
 //   - the cache: a vanished TXT record keeps the policy, a new id
@@ -200,6 +215,7 @@ func TestDiscoveryPostfix(t *testing.T) {
 		{zone: "ststype.test", ip: 11, signing: dnslab.Unsigned, sts: "1",
 			policy: dnslab.Response{ContentType: "text/html", Body: dnslab.Policy("enforce", 86400, "mx.ststype.test")}},
 		{zone: "stsbig.test", ip: 11, signing: dnslab.Unsigned, sts: "1", policy: dnslab.Response{Body: big}},
+		{zone: "danepart.test", ip: 12, cert: "mx.danepart.test", tlsa: "mx.danepart.test", plainMX: 13},
 	})
 	transport := map[string]string{}
 	for zone := range d.peers {
@@ -211,7 +227,7 @@ func TestDiscoveryPostfix(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.writeConfig(gateConfig{MTA: "postfix", Listen: "unix:" + sock, SocketGroup: "postfix", Discovery: d.discovery(true),
-		Endpoints: []string{endpoint("enc", []string{"stsenc.test"}, "[endpoint.outbound]\nencryption = true\nmin_bits = 128")}}.render(d.lab))
+		Endpoints: []string{endpoint("enc", []string{"stsenc.test", "danepart.test"}, "[endpoint.outbound]\nencryption = true\nmin_bits = 128")}}.render(d.lab))
 	applied := applyMTAConfig(t, d.lab, pf)
 	for _, want := range []string{"smtp_dns_support_level = dnssec", "smtp_host_lookup = dns", "smtp_tls_dane_insecure_mx_policy = dane"} {
 		if !contains(applied, want) {
@@ -244,6 +260,7 @@ func TestDiscoveryPostfix(t *testing.T) {
 		{"ststesting.test", `NOTFOUND "`, "none", outcome{delivered: true}},
 		{"stsdane.test", `OK dane"`, "dane", verified("stsdane.test", 8)},
 		{"stsenc.test", `OK secure match=mx.stsenc.test servername=hostname ciphers=high"`, "mta-sts", verified("stsenc.test", 9)},
+		{"danepart.test", `OK dane-only ciphers=high"`, "dane", verified("danepart.test", 12)},
 	}
 	mark := pf.LogMark()
 	for _, c := range cases {
@@ -266,6 +283,23 @@ func TestDiscoveryPostfix(t *testing.T) {
 	if got := g.lookups("stsenc.test"); len(got) > 0 && !strings.Contains(got[0], " endpoint=enc ") {
 		t.Errorf("stsenc.test: the endpoint is not named: %s", got[0])
 	}
+	t.Run("danepart.test/mx0", func(t *testing.T) {
+		// Postfix skipped the preferred MX host without TLSA records
+		// (smtp_connect.c: "TLS policy lookup for DEST/HOST: REASON") and
+		// never connected to it; tlsgate said why the answer is dane-only.
+		if _, err := pf.WaitLogAfter(mark, regexp.MustCompile(`postfix/smtp\[\d+\]: warning: TLS policy lookup for danepart\.test/mx0\.danepart\.test: no TLSA records found`), 10*time.Second); err != nil {
+			t.Error(err)
+		}
+		if n := len(d.sinks["mx0.danepart.test"].Sessions()); n != 0 {
+			t.Errorf("the MX host without TLSA records saw %d session(s)", n)
+		}
+		for _, line := range g.lookups("danepart.test") {
+			if !strings.Contains(line, " endpoint=enc ") || !strings.Contains(line, " merged=dane-only ") ||
+				!strings.Contains(line, `reason="the endpoint requires encryption and not every MX host has usable TLSA records`) {
+				t.Errorf("danepart.test logged: %s", line)
+			}
+		}
+	})
 
 	t.Run("answers", func(t *testing.T) {
 		for _, tc := range []struct{ key, want string }{
