@@ -384,8 +384,12 @@ func sameAuthservID(id, want string) bool {
 		}, s)
 		return strings.TrimRight(s, ".")
 	}
-	id = norm(id)
-	return id != "" && strings.EqualFold(id, norm(want))
+	a, b := norm(id), norm(want)
+	if a == "" {
+		// An authserv-id of nothing but dots is compared as written.
+		a, b = id, want
+	}
+	return a != "" && strings.EqualFold(a, b)
 }
 
 // forgedAuthResults reports whether an Authentication-Results header value
