@@ -17,8 +17,9 @@ import (
 const checkHelp = `
 Reads the configuration, validates every endpoint and refuses anything the
 configured MTA could not enforce. It also reads the CA store and the server
-certificate: an issuer pin with no matching CA in the store, a private key
-readable by others, or an expired certificate is an error; a certificate
+certificate: an issuer pin with no matching CA in the store, a file of the
+store that cannot be read or holds no CA, a private key readable by others,
+or an expired certificate is an error; a certificate
 expiring within 30 days is a warning. Prints one summary line and exits 0, or
 prints every mistake as FILE:LINE: message and exits 2.
 
@@ -60,6 +61,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	plan, err := trust.Prepare(p)
 	if err != nil {
 		printLoadError(stderr, err)
+		return exitUsage
+	}
+	if probs := plan.StoreProblems(p); len(probs) > 0 {
+		printLoadError(stderr, &policy.LoadError{Problems: probs})
 		return exitUsage
 	}
 	expired := false
