@@ -1,7 +1,8 @@
 // Package reload holds the policy in force for tlsgate's long-running
 // servers and replaces it on reload: the new file is compiled completely
-// before it is swapped in atomically, so a bad file leaves the old policy
-// in force, and lookups in flight finish on the policy they started with.
+// and whatever it needs outside the process is readied before it is
+// swapped in atomically, so a bad file leaves the old policy in force,
+// and lookups in flight finish on the policy they started with.
 package reload
 
 import (
@@ -26,10 +27,16 @@ type Holder struct {
 	// OnReload, if set, is called after every reload attempt with the
 	// outcome ("ok" or "failed") and the generation now in force.
 	OnReload func(result string, generation uint64)
-	// Prepare, if set, runs on a newly compiled policy before it is put in
-	// force (for example to write the CA bundle and trust-anchor files it
-	// names); an error rejects the new policy and keeps the old one.
-	Prepare func(*policy.Policy) error
+	// Prepare, if set, runs on a newly compiled policy (next) with the one
+	// in force (cur) before anything changes. It refuses next with an
+	// error (a setting the running daemon cannot apply, a CA file that can
+	// no longer be read), or readies what next needs outside the process
+	// (the CA bundle and trust-anchor files, written under temporary
+	// names) and returns commit, which the Holder calls just before next
+	// is put in force. commit puts all of it in place or, with an error,
+	// none: then next is refused and cur stays. Prepare itself leaves
+	// nothing behind when it fails; commit may be nil.
+	Prepare func(cur, next *policy.Policy) (commit func() error, err error)
 }
 
 // New loads path; the error lists every problem of the file.
@@ -70,8 +77,12 @@ func (h *Holder) Reload() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	p, err := policy.Load(h.path)
+	var commit func() error
 	if err == nil && h.Prepare != nil {
-		err = h.Prepare(p)
+		commit, err = h.Prepare(h.cur.Load(), p)
+	}
+	if err == nil && commit != nil {
+		err = commit()
 	}
 	if err != nil {
 		var le *policy.LoadError
