@@ -212,6 +212,50 @@ func (l *locator) valueLine(path, v string) int {
 	return start
 }
 
+// valueLines returns, for each string of the array at path (an
+// endpoint's hosts), the line it is written on, as valueLine does for
+// one, in one pass: each is looked for from the line of the one before,
+// in the lines the array can span. A string not found (written with
+// escapes) gets the line of the key.
+func (l *locator) valueLines(path string, vs []string) []int32 {
+	out := make([]int32, len(vs))
+	start := l.line(path)
+	if start == 0 {
+		return out
+	}
+	end := min(len(l.lines), start-1+1000)
+	i := start - 1
+	for k, v := range vs {
+		out[k] = int32(start)
+		for j := i; j < end; j++ {
+			if containsQuoted(l.lines[j], v) {
+				out[k], i = int32(j+1), j
+				break
+			}
+		}
+	}
+	return out
+}
+
+// containsQuoted reports whether line holds v in double or single quotes
+// (v without characters that need escaping, as host patterns are).
+func containsQuoted(line, v string) bool {
+	for off := 0; off <= len(line); {
+		i := strings.Index(line[off:], v)
+		if i < 0 {
+			return false
+		}
+		i += off
+		if i > 0 && i+len(v) < len(line) {
+			if q := line[i-1]; (q == '"' || q == '\'') && line[i+len(v)] == q {
+				return true
+			}
+		}
+		off = i + 1
+	}
+	return false
+}
+
 // undecoded places a key reported by toml's MetaData.Undecoded, which
 // carries no array index: it returns the first not yet reported line whose
 // path equals k once array indexes are removed.

@@ -90,14 +90,14 @@ func (v View) PostfixPolicy(key string) (Answer, error) {
 }
 
 // compileAnswers renders the outbound policy text once at load time.
-func (ep *Endpoint) compileAnswers(p *Policy) {
+func (ep *Endpoint) compileAnswers(ctx unitCtx) {
 	o := &ep.Outbound
 	if !o.Active() {
 		return
 	}
 	if o.IssuerDN != nil || o.IssuerCN != "" {
-		if p.Settings.TrustAnchorDir != "" {
-			o.TrustAnchorFile = filepath.Join(p.Settings.TrustAnchorDir, ep.Name+".pem")
+		if ctx.trustAnchorDir != "" {
+			o.TrustAnchorFile = filepath.Join(ctx.trustAnchorDir, ep.Name+".pem")
 		}
 	}
 	ep.postfixOut = postfixEntry(o)

@@ -225,15 +225,17 @@ const anyDestination = "\x00"
 // found; otherwise it is an error (TEMP).
 func (v View) cutKey(key, prefix string) (Answer, error) {
 	var cands []*Endpoint
-	for _, ep := range v.p.Endpoints {
+	var pos []int32
+	for i, ep := range v.p.Endpoints {
 		if v.Active(ep, Outbound) && couldMatch(ep.Hosts, prefix) {
 			cands = append(cands, ep)
+			pos = append(pos, int32(i))
 		}
 	}
 	if len(cands) == 0 {
 		return Answer{}, nil
 	}
-	for _, top := range cands {
+	for t, top := range cands {
 		r := top.Rule(Outbound)
 		strictest := true
 		for _, o := range cands {
@@ -243,7 +245,7 @@ func (v View) cutKey(key, prefix string) (Answer, error) {
 			}
 		}
 		if strictest {
-			a := v.p.answer(top.pos, top.sendmailOut, Outbound)
+			a := v.p.answer(pos[t], top.sendmailOut, Outbound)
 			a.Truncated = true
 			return a, nil
 		}

@@ -1,0 +1,87 @@
+package policy
+
+import (
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+)
+
+// Same reports the first difference between two compiled policies, or
+// nil when they are the same policy: the same main file, settings and
+// files, the same endpoints in the same order (Endpoint.Equal, and
+// written in the same file and line), the same exceptions, warnings and
+// index of host patterns. It is how the tests and the benchmark prove
+// that a policy assembled from what a Loader kept equals one compiled
+// from scratch.
+func Same(a, b *Policy) error {
+	if a.File != b.File || a.MTA != b.MTA || a.PostfixVersion != b.PostfixVersion {
+		return fmt.Errorf("main file, mta or postfix_version: %s %s %s, %s %s %s", a.File, a.MTA, a.PostfixVersion, b.File, b.MTA, b.PostfixVersion)
+	}
+	if !reflect.DeepEqual(a.Settings, b.Settings) || !maps.Equal(a.lines, b.lines) {
+		return fmt.Errorf("settings: %+v, %+v", a.Settings, b.Settings)
+	}
+	if fa, fb := a.Files(), b.Files(); !slices.Equal(fa, fb) {
+		return fmt.Errorf("files: %d, %d", len(fa), len(fb))
+	}
+	if len(a.Endpoints) != len(b.Endpoints) {
+		return fmt.Errorf("%d endpoints, %d", len(a.Endpoints), len(b.Endpoints))
+	}
+	for i, x := range a.Endpoints {
+		y := b.Endpoints[i]
+		if !x.Equal(y) || x.File != y.File || x.Line != y.Line {
+			return fmt.Errorf("endpoint %d: %s (%s:%d), %s (%s:%d)", i, x.Name, x.File, x.Line, y.Name, y.File, y.Line)
+		}
+		if ex, ey := x.Exception, y.Exception; ex != nil && (ex.Line != ey.Line || ex.pos != ey.pos || ex.To.position(a) != ey.To.position(b)) {
+			return fmt.Errorf("endpoint %d: exception of %s", i, x.Name)
+		}
+	}
+	if len(a.exceptions) != len(b.exceptions) || a.relaxes != b.relaxes || a.askEveryClient != b.askEveryClient {
+		return fmt.Errorf("exceptions: %d, %d (relaxes %v, %v; asks every client %v, %v)", len(a.exceptions), len(b.exceptions), a.relaxes, b.relaxes, a.askEveryClient, b.askEveryClient)
+	}
+	for i, x := range a.exceptions {
+		if x.pos != b.exceptions[i].pos {
+			return fmt.Errorf("exception %d: at %d, %d", i, x.pos, b.exceptions[i].pos)
+		}
+	}
+	if len(a.warnings) != len(b.warnings) {
+		return fmt.Errorf("%d warnings, %d", len(a.warnings), len(b.warnings))
+	}
+	for i, w := range a.warnings {
+		if *w != *b.warnings[i] {
+			return fmt.Errorf("warning %d: %v, %v", i, w, b.warnings[i])
+		}
+	}
+	for _, d := range directions {
+		if err := a.ix[d].same(b.ix[d]); err != nil {
+			return fmt.Errorf("%s index: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// position returns ep's position in p.Endpoints (an exception's own), or
+// -1.
+func (ep *Endpoint) position(p *Policy) int {
+	if ep.Exception != nil {
+		return int(ep.Exception.pos)
+	}
+	return slices.Index(p.Endpoints, ep)
+}
+
+// same reports the first difference between two indexes.
+func (ix *index) same(o *index) error {
+	switch {
+	case !maps.Equal(ix.names, o.names):
+		return fmt.Errorf("names differ (%d, %d)", len(ix.names), len(o.names))
+	case !maps.Equal(ix.suffixes, o.suffixes):
+		return fmt.Errorf("subdomain patterns differ (%d, %d)", len(ix.suffixes), len(o.suffixes))
+	case !maps.Equal(ix.addrs, o.addrs):
+		return fmt.Errorf("addresses differ (%d, %d)", len(ix.addrs), len(o.addrs))
+	case !maps.Equal(ix.prefixes, o.prefixes):
+		return fmt.Errorf("ranges differ (%d, %d)", len(ix.prefixes), len(o.prefixes))
+	case !slices.Equal(ix.bits4, o.bits4) || !slices.Equal(ix.bits6, o.bits6):
+		return fmt.Errorf("range lengths differ")
+	}
+	return nil
+}
