@@ -15,8 +15,9 @@ import (
 )
 
 const checkHelp = `
-Reads the configuration, validates every endpoint and refuses anything the
-configured MTA could not enforce. It also reads the CA store and the server
+Reads the configuration (and the files its include patterns name),
+validates every endpoint and refuses anything the configured MTA could not
+enforce. It also reads the CA store and the server
 certificate: an issuer pin with no matching CA in the store, a file of the
 store that cannot be read or holds no CA, a private key readable by others,
 or an expired certificate is an error; a certificate
@@ -134,6 +135,9 @@ func summary(p *policy.Policy, notes []string) string {
 		p.File, mta, len(p.Endpoints), in, out, mon, hosts)
 	if n := len(p.Exceptions()); n > 0 {
 		s += fmt.Sprintf(" exceptions=%d", n)
+	}
+	if n := len(p.Files()); n > 1 {
+		s += fmt.Sprintf(" files=%d", n)
 	}
 	if len(notes) > 0 {
 		s += "; " + strings.Join(notes, "; ")

@@ -68,7 +68,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tlsgate serve: unexpected argument %q\n", pos[0])
 		return exitUsage
 	}
-	p, err := policy.Load(*file)
+	ld := policy.NewLoader(*file)
+	p, err := ld.Load()
 	if err != nil {
 		printLoadError(stderr, err)
 		return exitUsage
@@ -79,7 +80,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tlsgate serve: %v\n", err)
 		return exitUsage
 	}
-	holder := reload.NewWith(*file, p, log)
+	holder := reload.NewFrom(ld, p, log)
 	var m *metrics.Metrics
 	if holder.Policy().Settings.MetricsListen != "" {
 		m = metrics.New()
@@ -288,7 +289,7 @@ func waitForStop(h *reload.Holder, tr *trustState, log *slog.Logger, errc <-chan
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	p := h.Policy()
-	log.Info("start", "file", p.File, "mta", string(p.MTA), "endpoints", len(p.Endpoints), "pid", os.Getpid())
+	log.Info("start", "file", p.File, "mta", string(p.MTA), "endpoints", len(p.Endpoints), "files", len(p.Files()), "pid", os.Getpid())
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 	daily := time.NewTicker(expiryEvery)
 	defer daily.Stop()

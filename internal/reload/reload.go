@@ -1,8 +1,10 @@
 // Package reload holds the policy in force for tlsgate's long-running
-// servers and replaces it on reload: the new file is compiled completely
-// and whatever it needs outside the process is readied before it is
-// swapped in atomically, so a bad file leaves the old policy in force,
-// and lookups in flight finish on the policy they started with.
+// servers and replaces it on reload: the new configuration (the main file
+// and every file it includes) is compiled completely and whatever it
+// needs outside the process is readied before it is swapped in
+// atomically, so a bad file leaves the old policy in force, all of it,
+// and lookups in flight finish on the policy they started with. Only the
+// files whose content changed are compiled again (policy.Loader).
 package reload
 
 import (
@@ -12,6 +14,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
@@ -19,6 +22,7 @@ import (
 // Holder owns the current policy.
 type Holder struct {
 	path string
+	ld   *policy.Loader
 	log  *slog.Logger
 	cur  atomic.Pointer[policy.Policy]
 	gen  atomic.Uint64
@@ -39,21 +43,31 @@ type Holder struct {
 	Prepare func(cur, next *policy.Policy) (commit func() error, err error)
 }
 
-// New loads path; the error lists every problem of the file.
+// New loads path; the error lists every problem of its files.
 func New(path string, log *slog.Logger) (*Holder, error) {
-	p, err := policy.Load(path)
+	ld := policy.NewLoader(path)
+	p, err := ld.Load()
 	if err != nil {
 		return nil, err
 	}
-	return NewWith(path, p, log), nil
+	return NewFrom(ld, p, log), nil
 }
 
-// NewWith holds p, already loaded from path, as generation 1.
-func NewWith(path string, p *policy.Policy, log *slog.Logger) *Holder {
-	h := &Holder{path: path, log: log}
+// NewFrom holds p, just loaded by ld, as generation 1; reloads go on with
+// ld, which compiles again only the files that changed since.
+func NewFrom(ld *policy.Loader, p *policy.Policy, log *slog.Logger) *Holder {
+	h := &Holder{path: p.File, ld: ld, log: log}
 	h.cur.Store(p)
 	h.gen.Store(1)
 	releaseMemory()
+	return h
+}
+
+// NewWith holds p, loaded from path by other means, as generation 1; the
+// first reload compiles every file.
+func NewWith(path string, p *policy.Policy, log *slog.Logger) *Holder {
+	h := NewFrom(policy.NewLoader(path), p, log)
+	h.path = path
 	return h
 }
 
@@ -70,16 +84,19 @@ func (h *Holder) Policy() *policy.Policy { return h.cur.Load() }
 // Generation counts successful loads, starting at 1.
 func (h *Holder) Generation() uint64 { return h.gen.Load() }
 
-// Reload re-reads the file. On success the new policy replaces the old one
-// atomically; on failure the old one stays in force and every problem is
+// Reload re-reads the configuration. On success the new policy replaces
+// the old one atomically and the log line says what changed and how long
+// it took; on failure the old one stays in force and every problem is
 // logged.
 func (h *Holder) Reload() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	p, err := policy.Load(h.path)
+	t0 := time.Now()
+	cur := h.cur.Load()
+	p, err := h.ld.Load()
 	var commit func() error
 	if err == nil && h.Prepare != nil {
-		commit, err = h.Prepare(h.cur.Load(), p)
+		commit, err = h.Prepare(cur, p)
 	}
 	if err == nil && commit != nil {
 		err = commit()
@@ -103,9 +120,18 @@ func (h *Holder) Reload() error {
 	}
 	h.cur.Store(p)
 	g := h.gen.Add(1)
+	took := time.Since(t0)
 	releaseMemory()
 	if h.log != nil {
-		h.log.Info("reload", "result", "ok", "file", h.path, "generation", g, "endpoints", len(p.Endpoints))
+		d, st := policy.Diff(cur, p), h.ld.Stats()
+		args := []any{"result", "ok", "file", h.path, "generation", g, "endpoints", len(p.Endpoints),
+			"files", d.Files, "files_changed", d.FilesChanged, "compiled", st.Compiled,
+			"added", d.Added, "changed", d.Changed, "removed", d.Removed, "took", took.Round(time.Microsecond).String()}
+		if st.Rereads > 0 {
+			// A file was being written: it was read again until whole.
+			args = append(args, "rereads", st.Rereads)
+		}
+		h.log.Info("reload", args...)
 	}
 	if h.OnReload != nil {
 		h.OnReload("ok", g)

@@ -69,7 +69,7 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 			continue
 		}
 		if plan.Store == nil {
-			problems = append(problems, &policy.Problem{File: p.File, Line: ep.Line,
+			problems = append(problems, &policy.Problem{File: ep.File, Line: ep.Line,
 				Msg: fmt.Sprintf("endpoint %q outbound pins its issuer, but [certs] ca_store is not set", ep.Name)})
 			continue
 		}
@@ -84,7 +84,7 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 			if o.IssuerDN != nil {
 				want = o.IssuerDN.String()
 			}
-			problems = append(problems, &policy.Problem{File: p.File, Line: ep.Line,
+			problems = append(problems, &policy.Problem{File: ep.File, Line: ep.Line,
 				Msg: fmt.Sprintf("endpoint %q outbound pins issuer %q, but no CA certificate in %s has that subject; add it with: tlsgate certs store --store %s add CA.pem", ep.Name, want, s.CAStore, s.CAStore)})
 			continue
 		}

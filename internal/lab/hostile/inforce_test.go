@@ -1,9 +1,12 @@
 package hostile
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -289,6 +292,157 @@ func TestReloadKeepsUnreadableCA(t *testing.T) {
 	d.logs.waitFor(t, mark, "reload result=ok", 30*time.Second)
 	if b := l.files(t)["bundle.pem"]; strings.Count(b, "BEGIN CERTIFICATE") != 1 || strings.Contains(b, "Other CA") {
 		t.Errorf("bundle after the file was removed:\n%s", b)
+	}
+	d.checkServed(t)
+}
+
+// partnerEndpoints returns n endpoints p0 ... p(n-1), each with host
+// pK.example and outbound encryption.
+func partnerEndpoints(prefix string, n int) string {
+	var b strings.Builder
+	for k := range n {
+		fmt.Fprintf(&b, "[[endpoint]]\nname = \"%s%d\"\nhosts = [\"%s%d.example\"]\n  [endpoint.outbound]\n  encryption = true\n", prefix, k, prefix, k)
+	}
+	return b.String()
+}
+
+// TestReloadIncludedFiles: the daemon reads conf.d/*.toml. A bad file
+// there fails the reload and keeps the whole previous policy (the good
+// files changed with it are not taken either); a deleted file's
+// endpoints are gone; a renamed file's endpoints stay. Each reload line
+// says what changed.
+func TestReloadIncludedFiles(t *testing.T) {
+	t.Parallel()
+	confd := t.TempDir()
+	write := func(name, data string) { writeFileAtomic(t, filepath.Join(confd, name), []byte(data)) }
+	write("a.toml", partnerEndpoints("a", 3))
+	write("b.toml", partnerEndpoints("b", 2))
+	d := startDaemon(t, conf{Include: `["` + confd + `/*.toml"]`})
+	d.wantLookup(t, "a2.example", "OK encrypt")
+	d.wantLookup(t, "b1.example", "OK encrypt")
+
+	mark := d.logs.mark()
+	write("c.toml", partnerEndpoints("c", 1))
+	write("b.toml", partnerEndpoints("b", 2)+"[[endpoint]]\nname = \"broken\"\nhosts = [\"x.example\"]\n  [endpoint.outbound]\n  min_bits = 1\n")
+	d.reload()
+	d.logs.waitFor(t, mark, "reload result=failed", 30*time.Second)
+	if d.logs.count(mark, "file="+filepath.Join(confd, "b.toml")+" line=15") == 0 {
+		t.Errorf("the problem does not name b.toml and its line:\n%s", strings.Join(d.logs.since(mark), "\n"))
+	}
+	d.wantLookup(t, "c0.example", answerNotFound)
+	d.wantLookup(t, "b1.example", "OK encrypt")
+	d.checkServed(t)
+
+	mark = d.logs.mark()
+	write("b.toml", partnerEndpoints("b", 2))
+	d.reload()
+	line := d.logs.waitFor(t, mark, "reload result=", 30*time.Second)
+	if !strings.Contains(line, "result=ok") || !strings.Contains(line, " files=4 files_changed=1 compiled=1 added=1 changed=0 removed=0 ") {
+		t.Errorf("reload line: %s", line)
+	}
+	d.wantLookup(t, "c0.example", "OK encrypt")
+
+	mark = d.logs.mark()
+	if err := os.Remove(filepath.Join(confd, "b.toml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(confd, "a.toml"), filepath.Join(confd, "z.toml")); err != nil {
+		t.Fatal(err)
+	}
+	d.reload()
+	line = d.logs.waitFor(t, mark, "reload result=", 30*time.Second)
+	if !strings.Contains(line, "result=ok") || !strings.Contains(line, " files=3 files_changed=3 compiled=1 added=0 changed=0 removed=2 ") {
+		t.Errorf("reload line: %s", line)
+	}
+	d.wantLookup(t, "b1.example", answerNotFound)
+	d.wantLookup(t, "a2.example", "OK encrypt")
+	d.checkServed(t)
+}
+
+// TestReloadHalfWrittenFile: while a writer rewrites an included file in
+// place (truncate, part of it, a pause, the rest), as an editor or cp
+// does, SIGHUPs come one after the other. Every reload that is taken has
+// all endpoints (none from a file cut short), and a client asking for the
+// last endpoint of that file never gets NOTFOUND. The daemon must have
+// read the file again at least once (rereads=), or the test proves
+// nothing.
+func TestReloadHalfWrittenFile(t *testing.T) {
+	t.Parallel()
+	const n = 200
+	confd := t.TempDir()
+	big := filepath.Join(confd, "big.toml")
+	full := []byte(partnerEndpoints("p", n))
+	writeFileAtomic(t, big, full)
+	d := startDaemon(t, conf{Include: `["` + confd + `/*.toml"]`})
+	want := fmt.Sprintf(" endpoints=%d ", n+4)
+	last := fmt.Sprintf("p%d.example", n-1)
+	d.wantLookup(t, last, "OK encrypt")
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var writes, lookups, wrong atomic.Int64
+	wg.Go(func() {
+		f, err := os.OpenFile(big, os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				f.Truncate(0)
+				f.WriteAt(full, 0)
+				return
+			default:
+			}
+			cut := len(full) / 4 * (1 + i%3)
+			f.Truncate(0)
+			f.WriteAt(full[:cut], 0)
+			time.Sleep(time.Duration(1+i%3) * time.Millisecond)
+			f.WriteAt(full[cut:], int64(cut))
+			writes.Add(1)
+			if i%25 == 24 {
+				time.Sleep(150 * time.Millisecond) // a quiet moment, so that reloads get through
+			}
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r, err := d.lookup("tlspolicy", last)
+			lookups.Add(1)
+			if err != nil || r.String() != "OK encrypt" {
+				wrong.Add(1)
+				t.Errorf("%s → %q, %v", last, r.String(), err)
+				return
+			}
+		}
+	})
+	var ok, failed int
+	for range 30 {
+		mark := d.logs.mark()
+		d.reload()
+		line := d.logs.waitFor(t, mark, "reload result=", 30*time.Second)
+		switch {
+		case strings.Contains(line, "result=ok") && strings.Contains(line, want):
+			ok++
+		case strings.Contains(line, "result=ok"):
+			t.Errorf("a reload took a file cut short: %s", line)
+		default:
+			failed++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	rereads := d.logs.count(0, "rereads=")
+	record("reload: an included file rewritten in place", "%d rewrites during 30 reloads: %d taken whole, %d refused, %d read the file again; %d lookups of its last endpoint, %d wrong", writes.Load(), ok, failed, rereads, lookups.Load(), wrong.Load())
+	if rereads == 0 || ok == 0 {
+		t.Errorf("%d reloads taken, %d saw the file change: the reloads and the writes did not overlap", ok, rereads)
 	}
 	d.checkServed(t)
 }
