@@ -34,14 +34,18 @@ func (a *assembler) problem(file string, line int, format string, args ...any) {
 // between endpoints; with any, the error lists them all.
 func assemble(units []*unit) (*Policy, error) {
 	m := units[0]
-	p := &Policy{File: m.file, MTA: m.mta, PostfixVersion: m.postfixVersion, Settings: m.settings, lines: m.lines,
-		ix: [2]*index{newIndex(), newIndex()}, units: units}
-	a := &assembler{p: p}
+	var sizes indexSizes
 	n := 0
+	for _, u := range units {
+		n += len(u.eps)
+		sizes.add(&u.sizes)
+	}
+	p := &Policy{File: m.file, MTA: m.mta, PostfixVersion: m.postfixVersion, Settings: m.settings, lines: m.lines,
+		ix: newIndexes(sizes), units: units}
+	a := &assembler{p: p}
 	for _, u := range units {
 		a.problems = append(a.problems, u.problems...)
 		p.warnings = append(p.warnings, u.warnings...)
-		n += len(u.eps)
 	}
 	p.Endpoints = make([]*Endpoint, 0, n)
 	a.refs = make([]epRef, 0, n)
@@ -94,8 +98,8 @@ func (a *assembler) hostLine(i int32, j int) int {
 }
 
 // addHosts puts the patterns of the endpoint at position i (the last so
-// far) in the index of each direction it defines. A pattern may belong to
-// one endpoint per direction.
+// far) in the index, for each direction it defines. A pattern may belong
+// to one endpoint per direction.
 func (a *assembler) addHosts(i int32) {
 	p := a.p
 	ep := p.Endpoints[i]
@@ -104,12 +108,10 @@ func (a *assembler) addHosts(i int32) {
 		dir string
 	}
 	for k, h := range ep.Hosts {
+		prev := p.ix[0].add(h, i, ep.defines())
 		var taken []owner // other endpoints that have h, in direction order
 		for _, d := range directions {
-			if !ep.Defines(d) {
-				continue
-			}
-			o := p.ix[d].add(h, i)
+			o := prev[d]
 			if o == i {
 				text, line := a.firstHost(i, h)
 				a.problem(ep.File, a.hostLine(i, k), "host %q is listed twice in endpoint %q (as %q; first as %q on line %d)", h.Text, ep.Name, h.Canonical(), text, line)

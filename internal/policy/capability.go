@@ -5,7 +5,7 @@ import "strings"
 // capabilities refuses requirements the configured MTA cannot enforce,
 // each with the reason and what to write instead.
 func (c *compiler) capabilities(ep *Endpoint, path string) {
-	in, out := &ep.Inbound, &ep.Outbound
+	in, out := ep.Inbound, ep.Outbound
 	inP, outP := path+".inbound", path+".outbound"
 	switch c.ctx.mta {
 	case Postfix:

@@ -21,8 +21,9 @@ type compiler struct {
 	loc      *locator // lines of file, once decoded
 	ctx      unitCtx  // what the endpoints are checked and rendered against
 	problems []*Problem
-	warnings []*Problem
-	u        *unit // the result
+	warnings []warning
+	in       interner // shares equal requirements and answers among the file's endpoints
+	u        *unit    // the result
 }
 
 // rawException is an endpoint's exception_to, reason and expires as read.
@@ -30,11 +31,6 @@ type rawException struct {
 	to      string
 	reason  string
 	expires *rawTime
-}
-
-// warn records a warning at line.
-func (c *compiler) warn(line int, format string, args ...any) {
-	c.warnings = append(c.warnings, &Problem{File: c.file, Line: line, Warning: true, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (c *compiler) problem(line int, format string, args ...any) {
@@ -98,6 +94,7 @@ func compileIncluded(file, mainFile string, data content, ctx unitCtx) *unit {
 // finish hands the file's problems and warnings to its unit.
 func (c *compiler) finish() *unit {
 	c.u.problems, c.u.warnings = c.problems, c.warnings
+	c.u.compact()
 	if c.main {
 		c.u.ctx = c.u.context()
 	}
@@ -139,6 +136,7 @@ func (c *compiler) endpoints(raws []rawEndpoint) {
 		}
 		k := int32(len(u.eps))
 		u.eps = append(u.eps, ep)
+		u.sizes.count(ep.Hosts)
 		u.at = append(u.at, int32(len(u.lineTab)))
 		u.lineTab = append(u.lineTab, lines...)
 		if x != nil {
@@ -152,7 +150,7 @@ func (c *compiler) endpoints(raws []rawEndpoint) {
 		}
 		path := "endpoint." + strconv.Itoa(i)
 		c.capabilities(ep, path)
-		ep.compileAnswers(c.ctx)
+		ep.compileAnswers(c.ctx, &c.in)
 		c.answerSize(ep, path)
 		if c.ctx.mta == Postfix {
 			c.postfixOutboundHosts(ep, i)
@@ -170,9 +168,9 @@ const MaxReply = 100000
 // fit in a socketmap reply: the daemon would answer TEMP for every lookup
 // of it, and mail to it would stay queued.
 func (c *compiler) answerSize(ep *Endpoint, path string) {
-	text := ep.postfixOut
+	text := ep.postfixOut()
 	if c.ctx.mta == Sendmail {
-		text = ep.sendmailOut
+		text = ep.sendmailOut()
 	}
 	n := len("OK ") + len(text)
 	if n <= MaxReply {
@@ -369,13 +367,12 @@ func (c *compiler) endpoint(r *rawEndpoint, i int) (*Endpoint, []int32, *rawExce
 	if r.Inbound == nil && r.Outbound == nil {
 		c.at(path, "endpoint %q demands nothing: add an [endpoint.inbound] and/or [endpoint.outbound] table", label)
 	}
+	ep.Inbound, ep.Outbound = &noRequirements, &noRequirements
 	if r.Inbound != nil {
-		ep.defines[Inbound] = true
-		ep.Inbound = c.requirements(path+".inbound", label, Inbound, r.Inbound)
+		ep.Inbound = c.in.requirements(c.requirements(path+".inbound", label, Inbound, r.Inbound))
 	}
 	if r.Outbound != nil {
-		ep.defines[Outbound] = true
-		ep.Outbound = c.requirements(path+".outbound", label, Outbound, r.Outbound)
+		ep.Outbound = c.in.requirements(c.requirements(path+".outbound", label, Outbound, r.Outbound))
 	}
 	x := c.readException(r, path, label)
 	if len(c.problems) > n0 {

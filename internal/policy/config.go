@@ -118,10 +118,14 @@ type Endpoint struct {
 	Mode Mode
 	// Action is Defer (default) or Reject, for inbound failures.
 	Action Action
-	// Inbound holds the requirements when they connect to us.
-	Inbound Requirements
-	// Outbound holds the requirements when we connect to them.
-	Outbound Requirements
+	// Inbound holds the requirements when they connect to us. Never nil:
+	// without an [endpoint.inbound] table it demands nothing (Defines).
+	// Endpoints that demand the same share one Requirements; a compiled
+	// policy is never changed.
+	Inbound *Requirements
+	// Outbound holds the requirements when we connect to them, as
+	// Inbound.
+	Outbound *Requirements
 	// Exception is set when the endpoint temporarily relaxes an endpoint
 	// it is nested in (exception_to, reason, expires); nil otherwise.
 	Exception *Exception
@@ -131,23 +135,51 @@ type Endpoint struct {
 	// Line is where the endpoint starts in File.
 	Line int
 
-	defines     [2]bool // the file has [endpoint.inbound] / [endpoint.outbound]
-	postfixOut  string  // Postfix TLS policy table entry, "" if none
-	sendmailOut string  // Sendmail access-map RHS for tls_srv/tls_rcpt, "" if none
+	out *answers // the outbound answers, nil if none (shared like Outbound)
 }
+
+// answers are the texts the MTAs get for an endpoint's outbound
+// requirements.
+type answers struct {
+	postfix  string // Postfix TLS policy table entry
+	sendmail string // Sendmail access-map RHS for tls_srv/tls_rcpt
+}
+
+// postfixOut returns the Postfix TLS policy table entry, "" if none.
+func (ep *Endpoint) postfixOut() string {
+	if ep.out == nil {
+		return ""
+	}
+	return ep.out.postfix
+}
+
+// sendmailOut returns the Sendmail access-map RHS, "" if none.
+func (ep *Endpoint) sendmailOut() string {
+	if ep.out == nil {
+		return ""
+	}
+	return ep.out.sendmail
+}
+
+// noRequirements is what Inbound or Outbound points to for a direction
+// the endpoint does not define.
+var noRequirements Requirements
 
 // Defines reports whether the endpoint has a table for direction d
 // ([endpoint.inbound], [endpoint.outbound]). Only endpoints that define a
 // direction take part in it: an endpoint with only an outbound table
 // never decides who may connect to us.
-func (ep *Endpoint) Defines(d Direction) bool { return ep.defines[d] }
+func (ep *Endpoint) Defines(d Direction) bool { return ep.Requirements(d) != &noRequirements }
+
+// defines says which directions the endpoint defines.
+func (ep *Endpoint) defines() [2]bool { return [2]bool{ep.Defines(Inbound), ep.Defines(Outbound)} }
 
 // Requirements returns the endpoint's requirements in direction d.
 func (ep *Endpoint) Requirements(d Direction) *Requirements {
 	if d == Outbound {
-		return &ep.Outbound
+		return ep.Outbound
 	}
-	return &ep.Inbound
+	return ep.Inbound
 }
 
 // Rule returns what the endpoint demands in direction d: its mode and
@@ -224,7 +256,7 @@ type Policy struct {
 	askEveryClient bool
 	exceptions     []*Exception // in file order
 	relaxes        [2]bool      // some exception relaxes that direction
-	warnings       []*Problem   // found at load time, see Warnings
+	warnings       []warning    // found at load time, see Warnings
 	units          []*unit      // the files compiled, the main file first
 }
 

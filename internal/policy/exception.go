@@ -99,7 +99,10 @@ func (p *Policy) Exceptions() []*Exception { return p.exceptions }
 // within ExceptionWarning, and exceptions that have ended (their endpoint
 // no longer applies in the directions they relax, and the lines can go).
 func (p *Policy) Warnings(now time.Time) []*Problem {
-	out := append([]*Problem(nil), p.warnings...)
+	out := make([]*Problem, 0, len(p.warnings))
+	for _, w := range p.warnings {
+		out = append(out, w.problem())
+	}
 	for _, x := range p.exceptions {
 		end := x.ExpiresAt(now.Location())
 		switch left := end.Sub(now); {

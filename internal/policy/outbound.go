@@ -86,22 +86,24 @@ func (v View) PostfixPolicy(key string) (Answer, error) {
 	if !ok {
 		return Answer{}, nil
 	}
-	return v.p.answer(i, v.p.Endpoints[i].postfixOut, Outbound), nil
+	return v.p.answer(i, v.p.Endpoints[i].postfixOut(), Outbound), nil
 }
 
-// compileAnswers renders the outbound policy text once at load time.
-func (ep *Endpoint) compileAnswers(ctx unitCtx) {
-	o := &ep.Outbound
+// compileAnswers sets the endpoint's trust-anchor file and renders its
+// outbound policy texts, once at load time; endpoints whose outbound
+// requirements are the same share them (and their answers) through in.
+func (ep *Endpoint) compileAnswers(ctx unitCtx, in *interner) {
+	o := ep.Outbound
 	if !o.Active() {
 		return
 	}
-	if o.IssuerDN != nil || o.IssuerCN != "" {
-		if ctx.trustAnchorDir != "" {
-			o.TrustAnchorFile = filepath.Join(ctx.trustAnchorDir, ep.Name+".pem")
-		}
+	if (o.IssuerDN != nil || o.IssuerCN != "") && ctx.trustAnchorDir != "" {
+		cp := *o
+		cp.TrustAnchorFile = filepath.Join(ctx.trustAnchorDir, ep.Name+".pem")
+		o = &cp
 	}
-	ep.postfixOut = postfixEntry(o)
-	ep.sendmailOut = sendmailRHS(o)
+	in.mta = ctx.mta
+	ep.Outbound, ep.out = in.outbound(o)
 }
 
 // postfixEntry renders an smtp_tls_policy_maps entry using only what

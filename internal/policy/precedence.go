@@ -95,36 +95,35 @@ func (a *assembler) closestName(s string) string {
 // it, so the check is linear in the number of patterns.
 func (a *assembler) precedence() {
 	p := a.p
-	for _, d := range directions {
-		ix := p.ix[d]
-		for i, ep := range p.Endpoints {
-			if !ep.Defines(d) {
-				continue
-			}
-			var seen map[int32]bool
-			for k, h := range ep.Hosts {
-				ix.covers(h, func(o int32, by Pattern) {
-					if o == int32(i) || seen[o] {
-						return
+	var weaker [2][]*Problem // inbound's first, as the file is read per direction
+	for i, ep := range p.Endpoints {
+		var seen [2]map[int32]bool
+		for k, h := range ep.Hosts {
+			p.ix[0].covers(h, func(o owners, by Pattern) {
+				for _, d := range directions {
+					outerPos := o[d]
+					if !ep.Defines(d) || outerPos < 0 || outerPos == int32(i) || seen[d][outerPos] {
+						continue
 					}
-					if seen == nil {
-						seen = map[int32]bool{}
+					if seen[d] == nil {
+						seen[d] = map[int32]bool{}
 					}
-					seen[o] = true
-					outer := p.Endpoints[o]
+					seen[d][outerPos] = true
+					outer := p.Endpoints[outerPos]
 					short := ep.Rule(d).Shortfalls(outer.Rule(d))
 					if len(short) == 0 {
-						return
+						continue
 					}
 					if x := ep.Exception; x != nil && x.To == outer {
 						x.relaxes[d] = true
-						return
+						continue
 					}
-					a.problem(ep.File, a.hostLine(int32(i), k), "%s", weakerMessage(ep, outer, d, h, by, short))
-				})
-			}
+					weaker[d] = append(weaker[d], &Problem{File: ep.File, Line: a.hostLine(int32(i), k), Msg: weakerMessage(ep, outer, d, h, by, short)})
+				}
+			})
 		}
 	}
+	a.problems = append(append(a.problems, weaker[Inbound]...), weaker[Outbound]...)
 	for _, x := range p.exceptions {
 		a.checkException(x)
 		for _, d := range directions {
@@ -189,8 +188,8 @@ func (a *assembler) uncovered(d Direction, ep, to *Endpoint) []int {
 	var out []int
 	for k, h := range ep.Hosts {
 		found := false
-		p.ix[d].covers(h, func(o int32, _ Pattern) {
-			if p.Endpoints[o] == to {
+		p.ix[0].covers(h, func(o owners, _ Pattern) {
+			if o[d] >= 0 && p.Endpoints[o[d]] == to {
 				found = true
 			}
 		})
@@ -236,5 +235,38 @@ func (c *compiler) postfixOutboundHosts(ep *Endpoint, i int) {
 		c.problem(line, "endpoint %q outbound: Postfix looks up its TLS policy with the next-hop domain (example.com, [mx.example.com]), never with the MX host's address, so hosts that are only addresses and ranges (%s) would apply to no mail routed by MX, only to next hops written as an address ([203.0.113.25] in transport or relayhost); list the partner's domain (and .domain) or its MX host names in hosts", ep.Name, hostList(ep, addrs))
 		return
 	}
-	c.warn(line, "endpoint %q outbound: Postfix looks up its TLS policy with the next-hop domain, never with the MX host's address, so for outbound mail its addresses and ranges (%s) match only next hops written as an address ([203.0.113.25] in transport or relayhost); for mail routed by MX the names in hosts decide", ep.Name, hostList(ep, addrs))
+	c.warnings = append(c.warnings, warning{ep: ep, line: int32(line), kind: warnOutboundAddrs})
+}
+
+// warning is something to look at found at load time, said in words only
+// when asked for (Policy.Warnings): a policy of many endpoints keeps no
+// text it may never print.
+type warning struct {
+	ep   *Endpoint
+	line int32
+	kind warningKind
+}
+
+type warningKind uint8
+
+const (
+	// warnOutboundAddrs: a Postfix outbound endpoint lists addresses or
+	// ranges besides names.
+	warnOutboundAddrs warningKind = iota
+)
+
+// problem says the warning at its file and line.
+func (w warning) problem() *Problem {
+	var msg string
+	switch w.kind {
+	case warnOutboundAddrs:
+		var addrs []int
+		for k, h := range w.ep.Hosts {
+			if h.Kind == PatternAddr || h.Kind == PatternPrefix {
+				addrs = append(addrs, k)
+			}
+		}
+		msg = fmt.Sprintf("endpoint %q outbound: Postfix looks up its TLS policy with the next-hop domain, never with the MX host's address, so for outbound mail its addresses and ranges (%s) match only next hops written as an address ([203.0.113.25] in transport or relayhost); for mail routed by MX the names in hosts decide", w.ep.Name, hostList(w.ep, addrs))
+	}
+	return &Problem{File: w.ep.File, Line: int(w.line), Warning: true, Msg: msg}
 }

@@ -48,14 +48,12 @@ func Same(a, b *Policy) error {
 		return fmt.Errorf("%d warnings, %d", len(a.warnings), len(b.warnings))
 	}
 	for i, w := range a.warnings {
-		if *w != *b.warnings[i] {
-			return fmt.Errorf("warning %d: %v, %v", i, w, b.warnings[i])
+		if x, y := w.problem(), b.warnings[i].problem(); *x != *y {
+			return fmt.Errorf("warning %d: %v, %v", i, x, y)
 		}
 	}
-	for _, d := range directions {
-		if err := a.ix[d].same(b.ix[d]); err != nil {
-			return fmt.Errorf("%s index: %w", d, err)
-		}
+	if err := a.ix[0].same(b.ix[0].hostIndex); err != nil {
+		return fmt.Errorf("index: %w", err)
 	}
 	return nil
 }
@@ -70,7 +68,7 @@ func (ep *Endpoint) position(p *Policy) int {
 }
 
 // same reports the first difference between two indexes.
-func (ix *index) same(o *index) error {
+func (ix *hostIndex) same(o *hostIndex) error {
 	switch {
 	case !maps.Equal(ix.names, o.names):
 		return fmt.Errorf("names differ (%d, %d)", len(ix.names), len(o.names))
@@ -80,8 +78,8 @@ func (ix *index) same(o *index) error {
 		return fmt.Errorf("addresses differ (%d, %d)", len(ix.addrs), len(o.addrs))
 	case !maps.Equal(ix.prefixes, o.prefixes):
 		return fmt.Errorf("ranges differ (%d, %d)", len(ix.prefixes), len(o.prefixes))
-	case !slices.Equal(ix.bits4, o.bits4) || !slices.Equal(ix.bits6, o.bits6):
-		return fmt.Errorf("range lengths differ")
+	case !slices.Equal(ix.bits4, o.bits4) || !slices.Equal(ix.bits6, o.bits6) || ix.depths != o.depths:
+		return fmt.Errorf("range lengths or subdomain depths differ")
 	}
 	return nil
 }

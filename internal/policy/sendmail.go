@@ -62,7 +62,7 @@ func (v View) SendmailAccess(key string) (Answer, error) {
 		if !ok {
 			return Answer{}, nil
 		}
-		return v.p.answer(i, v.p.Endpoints[i].sendmailOut, Outbound), nil
+		return v.p.answer(i, v.p.Endpoints[i].sendmailOut(), Outbound), nil
 	case "srv_features":
 		if cut {
 			// Asking for a certificate refuses nobody.
@@ -98,7 +98,7 @@ func (v View) tlsRcpt(val string) Answer {
 	if !ok {
 		return Answer{}
 	}
-	return v.p.answer(i, v.p.Endpoints[i].sendmailOut, Outbound)
+	return v.p.answer(i, v.p.Endpoints[i].sendmailOut(), Outbound)
 }
 
 // domainLookup finds the endpoint for a recipient domain: a name or a
@@ -245,7 +245,7 @@ func (v View) cutKey(key, prefix string) (Answer, error) {
 			}
 		}
 		if strictest {
-			a := v.p.answer(pos[t], top.sendmailOut, Outbound)
+			a := v.p.answer(pos[t], top.sendmailOut(), Outbound)
 			a.Truncated = true
 			return a, nil
 		}

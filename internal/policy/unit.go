@@ -29,8 +29,9 @@ type unit struct {
 	at       []int32
 	lineTab  []int32
 	exc      map[int32]*rawException // eps[k]'s exception as read, if any
+	sizes    indexSizes              // the host patterns of eps, by kind
 	problems []*Problem
-	warnings []*Problem
+	warnings []warning
 }
 
 // Positions in an endpoint's lines (unit.at).

@@ -64,7 +64,7 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 	}
 	var problems []*policy.Problem
 	for _, ep := range p.Endpoints {
-		o := &ep.Outbound
+		o := ep.Outbound
 		if o.TrustAnchorFile == "" {
 			continue
 		}
