@@ -69,7 +69,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	ld := policy.NewLoader(*file)
-	p, err := ld.Load()
+	p, err := reload.Load(ld)
 	if err != nil {
 		printLoadError(stderr, err)
 		return exitUsage

@@ -19,6 +19,7 @@ type compiler struct {
 	mainFile string   // the main file (the same for the main file)
 	main     bool     // file is the main file
 	loc      *locator // lines of file, once decoded
+	base     int      // lines of the file before the text compiled (a piece)
 	ctx      unitCtx  // what the endpoints are checked and rendered against
 	problems []*Problem
 	warnings []warning
@@ -49,7 +50,7 @@ var postfixVersionRE = regexp.MustCompile(`^3\.[0-9]+(\.[0-9]+)?$`)
 // compileMain compiles the main file: its settings, the include
 // patterns, and its endpoints on those settings.
 func compileMain(file string, data content, parseOnly bool) *unit {
-	c := &compiler{file: file, mainFile: file, main: true, u: &unit{file: file, sum: data.sum, main: true}}
+	c := &compiler{file: file, mainFile: file, main: true, u: &unit{file: file, key: file, sum: data.sum, main: true}}
 	var raw rawFile
 	if c.decode(data.data, &raw) {
 		u := c.u
@@ -83,7 +84,14 @@ func compileMain(file string, data content, parseOnly bool) *unit {
 // compileIncluded compiles an included file's endpoints on ctx, the main
 // file's settings.
 func compileIncluded(file, mainFile string, data content, ctx unitCtx) *unit {
-	c := &compiler{file: file, mainFile: mainFile, ctx: ctx, u: &unit{file: file, sum: data.sum, ctx: ctx}}
+	return compilePiece(file, mainFile, file, data, 1, ctx)
+}
+
+// compilePiece compiles [[endpoint]] tables that start on line of file (a
+// piece of a large file, or all of an included one) on ctx; key names
+// the unit.
+func compilePiece(file, mainFile, key string, data content, line int, ctx unitCtx) *unit {
+	c := &compiler{file: file, mainFile: mainFile, ctx: ctx, base: line - 1, u: &unit{file: file, key: key, sum: data.sum, ctx: ctx}}
 	var raw rawFile
 	if c.decode(data.data, &raw) {
 		c.endpoints(raw.Endpoint)

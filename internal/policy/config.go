@@ -339,11 +339,12 @@ const maxUnknownKeys = 100
 // whether raw may be compiled: after a syntax or type error, or a key in
 // the wrong case, the file's other problems would only be consequences.
 func (c *compiler) decode(data []byte, raw *rawFile) bool {
-	if err := checkShape(c.file, data); err != nil {
+	// A piece's shape was checked with its whole file.
+	if err := checkShape(c.file, data); c.base == 0 && err != nil {
 		c.problems = append(c.problems, err.(*LoadError).Problems...)
 		return false
 	}
-	c.loc = newLocator(data)
+	c.loc = newLocator(data, c.base)
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(raw)
 	var pe toml.ParseError
 	if err != nil && errors.As(err, &pe) {

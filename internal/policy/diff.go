@@ -20,45 +20,46 @@ type Delta struct {
 // of files that changed are compared: a file whose content is the same in
 // both holds the same endpoints.
 func Diff(prev, next *Policy) Delta {
-	d := Delta{Files: len(next.units)}
-	prevFiles := make(map[string]*unit, len(prev.units))
+	d := Delta{Files: len(next.Files())}
+	prevUnits := make(map[string]*unit, len(prev.units))
 	for _, u := range prev.units {
-		prevFiles[u.file] = u
+		prevUnits[u.key] = u
 	}
-	nextFiles := make(map[string]*unit, len(next.units))
+	nextUnits := make(map[string]*unit, len(next.units))
 	for _, u := range next.units {
-		nextFiles[u.file] = u
+		nextUnits[u.key] = u
 	}
-	// A file is the same in both when it has the same content, compiled
-	// on the same settings (a unit compiled again from the same bytes
-	// holds equal endpoints).
+	// A unit is the same in both when it has the same content at the same
+	// place, compiled on the same settings (a unit compiled again from
+	// the same bytes holds equal endpoints).
 	same := func(u *unit, other map[string]*unit) bool {
-		o := other[u.file]
+		o := other[u.key]
 		return o != nil && o.sum == u.sum && o.ctx == u.ctx
 	}
+	changed := map[string]bool{} // files with a unit added, changed or removed
 	inPrev := make(map[*unit]bool, len(next.units))
 	for _, u := range next.units {
-		if same(u, prevFiles) {
+		if same(u, prevUnits) {
 			inPrev[u] = true
 		} else {
-			d.FilesChanged++
+			changed[u.file] = true
 		}
 	}
 	inNext := make(map[*unit]bool, len(prev.units))
 	for _, u := range prev.units {
-		if same(u, nextFiles) {
+		if same(u, nextUnits) {
 			inNext[u] = true
+		} else {
+			changed[u.file] = true
 		}
 	}
+	d.FilesChanged = len(changed)
 	// A policy's endpoints are its units' in order (an exception as its
 	// own copy): a unit's start in Endpoints is the sum of the units
 	// before it.
 	gone := map[string]*Endpoint{}
 	off := 0
 	for _, u := range prev.units {
-		if nextFiles[u.file] == nil {
-			d.FilesChanged++
-		}
 		if !inNext[u] {
 			for k, ep := range u.eps {
 				gone[lowerASCII(ep.Name)] = prev.Endpoints[off+k]

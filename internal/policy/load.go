@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,8 +39,17 @@ func Parse(name string, data []byte) (*Policy, error) {
 // policy Load would give. A Loader is for one goroutine at a time.
 type Loader struct {
 	path  string
-	units map[string]*unit // by path, as the last Load saw them
+	files map[string]*fileRec // by path, as the last Load saw them
 	stats LoadStats
+}
+
+// fileRec is a file as a Loader last read it: its content and state, and
+// the units it was compiled into (one, or a head and pieces; see split).
+type fileRec struct {
+	sum   [sha256.Size]byte
+	state fileState
+	ctx   unitCtx
+	units []*unit
 }
 
 // LoadStats says what a Load read and compiled.
@@ -47,8 +57,9 @@ type LoadStats struct {
 	// Files is how many files were read: the main file and the files it
 	// includes.
 	Files int
-	// Compiled is how many of them were compiled: new files, files whose
-	// content changed, and every included file when the main file's
+	// Compiled is how many of them were compiled, in full or in part:
+	// new files, files whose content changed (of a large file, only the
+	// pieces that changed), and every included file when the main file's
 	// settings they depend on changed (mta, postfix_version,
 	// trust_anchor_dir, delegation_listen).
 	Compiled int
@@ -71,67 +82,129 @@ func (l *Loader) Load() (*Policy, error) {
 	t0 := time.Now()
 	defer func() { l.stats.Took = time.Since(t0) }()
 	l.stats = LoadStats{Files: 1}
-	data, pr := readFile(l.path, l.units[l.path])
+	next := make(map[string]*fileRec, len(l.files))
+	data, pr := readFile(l.path, l.files[l.path])
 	if pr != nil {
 		return nil, &LoadError{Problems: []*Problem{pr}}
 	}
 	l.stats.Rereads = data.rereads
-	main := l.units[l.path]
-	if main == nil || !main.main || main.sum != data.sum {
-		main = compileMain(l.path, data, false)
+	mainRec, compiled := l.file(l.path, data, true, unitCtx{})
+	if compiled {
 		l.stats.Compiled++
 	}
-	main.state = data.state
+	next[l.path] = mainRec
 	data = content{}
-	paths, problems := main.expand()
-	units := make([]*unit, 1+len(paths))
-	units[0] = main
+	head := mainRec.units[0]
+	paths, problems := head.expand()
+	recs := make([]*fileRec, len(paths))
 	readProblems := make([]*Problem, len(paths))
-	ctx := main.ctx
-	var compiled, rereads atomic.Int32
+	var nCompiled, rereads atomic.Int32
 	parallel(len(paths), func(i int) {
-		path := paths[i]
-		data, pr := readFile(path, l.units[path])
+		data, pr := readFile(paths[i], l.files[paths[i]])
 		if pr != nil {
 			readProblems[i] = pr
 			return
 		}
 		rereads.Add(int32(data.rereads))
-		if u := l.units[path]; u != nil && !u.main && u.sum == data.sum && u.ctx == ctx {
-			u.state = data.state
-			units[i+1] = u
-			return
+		rec, compiled := l.file(paths[i], data, false, head.ctx)
+		if compiled {
+			nCompiled.Add(1)
 		}
-		units[i+1] = compileIncluded(path, l.path, data, ctx)
-		compiled.Add(1)
+		recs[i] = rec
 	})
 	l.stats.Files += len(paths)
-	l.stats.Compiled += int(compiled.Load())
+	l.stats.Compiled += int(nCompiled.Load())
 	l.stats.Rereads += int(rereads.Load())
-	for _, pr := range readProblems {
-		if pr != nil {
+	units := slices.Clone(mainRec.units)
+	for i, rec := range recs {
+		if pr := readProblems[i]; pr != nil {
 			problems = append(problems, pr)
+			continue
 		}
+		next[paths[i]] = rec
+		units = append(units, rec.units...)
 	}
-	next := make(map[string]*unit, len(units))
-	for _, u := range units {
-		if u != nil {
-			next[u.file] = u
-		}
-	}
-	l.units = next
+	l.files = next
 	if len(problems) > 0 {
 		// A file that cannot be read (or a pattern that cannot be
 		// expanded) stops the load: the policy would lack endpoints.
 		for _, u := range units {
-			if u != nil {
-				problems = append(problems, u.problems...)
-			}
+			problems = append(problems, u.problems...)
 		}
 		return nil, &LoadError{Problems: problems}
 	}
 	return assemble(units)
 }
+
+// file returns the units of a file just read: those of the last Load if
+// the file and the settings it was compiled on are the same, else the
+// file compiled again (of a large file, only the pieces that changed),
+// and whether anything was compiled. ctx is the main file's, for an
+// included file.
+func (l *Loader) file(path string, data content, main bool, ctx unitCtx) (*fileRec, bool) {
+	prev := l.files[path]
+	if prev != nil && prev.sum == data.sum && (main || prev.ctx == ctx) {
+		return &fileRec{sum: data.sum, state: data.state, ctx: ctx, units: prev.units}, false
+	}
+	rec := &fileRec{sum: data.sum, state: data.state, ctx: ctx}
+	whole := func() (*fileRec, bool) {
+		if main {
+			rec.units = []*unit{compileMain(path, data, false)}
+		} else {
+			rec.units = []*unit{compileIncluded(path, l.path, data, ctx)}
+		}
+		return rec, true
+	}
+	if len(data.data) <= splitAbove {
+		return whole()
+	}
+	head, pieces, ok := split(data.data, main)
+	if !ok {
+		return whole()
+	}
+	old := map[string]*unit{}
+	if prev != nil {
+		for _, u := range prev.units {
+			old[u.key] = u
+		}
+	}
+	var units []*unit
+	if main {
+		h := content{data: head, sum: sha256.Sum256(head)}
+		hu := old[path]
+		if hu == nil || !hu.main || hu.sum != h.sum {
+			hu = compileMain(path, h, false)
+		}
+		if len(hu.problems) > 0 {
+			return whole()
+		}
+		ctx = hu.ctx
+		units = append(units, hu)
+	}
+	out := make([]*unit, len(pieces))
+	parallel(len(pieces), func(i int) {
+		pc := pieces[i]
+		sum := sha256.Sum256(pc.data)
+		key := pieceKey(path, pc.line)
+		if u := old[key]; u != nil && u.sum == sum && u.ctx == ctx {
+			out[i] = u
+			return
+		}
+		out[i] = compilePiece(path, l.path, key, content{data: pc.data, sum: sum}, pc.line, ctx)
+	})
+	for _, u := range out {
+		if len(u.problems) > 0 {
+			// The whole file says its problems as a whole decoding does.
+			return whole()
+		}
+	}
+	rec.ctx = ctx
+	rec.units = append(units, out...)
+	return rec, true
+}
+
+// pieceKey names the piece of path that starts on line.
+func pieceKey(path string, line int) string { return path + "#" + strconv.Itoa(line) }
 
 // parallel calls f(0) ... f(n-1), on as many goroutines as there are
 // CPUs to run them.
@@ -208,9 +281,11 @@ func hasMeta(path string) bool { return strings.ContainsAny(path, `*?[\`) }
 // Files returns the files the policy was compiled from: the main file,
 // then each included file in the order their endpoints appear.
 func (p *Policy) Files() []string {
-	out := make([]string, len(p.units))
-	for i, u := range p.units {
-		out[i] = u.file
+	var out []string
+	for _, u := range p.units {
+		if len(out) == 0 || out[len(out)-1] != u.file {
+			out = append(out, u.file)
+		}
 	}
 	return out
 }

@@ -11,19 +11,32 @@ import (
 // plain layout used in tlsgate files (tables, arrays of tables, key = value
 // lines); anything it cannot place is reported at the enclosing table.
 type locator struct {
+	base  int // lines of the file before data (a piece; see split)
 	lines []string
 	keys  map[string]int   // "endpoint.2.inbound.min_bits" → line (1-based)
 	used  map[int]bool     // lines already reported by undecoded
 	byKey map[string][]int // key path without array indexes → its lines, ascending (built by undecoded)
 }
 
-func newLocator(data []byte) *locator {
+// newLocator reads data, which starts on line base+1 of its file. Only
+// lines that start outside strings, comments and brackets can hold a
+// table header or a key (scanLines): a multi-line string may hold a line
+// like "[certs]" that is no table.
+func newLocator(data []byte, base int) *locator {
 	lines := strings.Split(string(data), "\n")
-	l := &locator{lines: lines, keys: make(map[string]int, len(lines)), used: map[int]bool{}}
+	l := &locator{base: base, lines: lines, keys: make(map[string]int, len(lines)), used: map[int]bool{}}
+	eligible := make([]bool, len(lines)+1)
+	scanLines(data, func(_, line int, _ []byte) bool {
+		eligible[line-1] = true
+		return true
+	})
 	counts := map[string]int{}
 	table := ""
 	for i, line := range l.lines {
-		n := i + 1
+		if !eligible[i] {
+			continue
+		}
+		n := base + i + 1
 		if name, ok := matchHeader(line, true); ok {
 			name = cleanKey(name)
 			counts[name]++
@@ -185,8 +198,8 @@ func lineOf(keys map[string]int, path string) int {
 // value returns the text after '=' on the line of path, without a
 // trailing comment (for messages that quote what was written).
 func (l *locator) value(path string) string {
-	n := l.line(path)
-	if n == 0 || n > len(l.lines) {
+	n := l.line(path) - l.base
+	if n <= 0 || n > len(l.lines) {
 		return ""
 	}
 	_, v, _ := strings.Cut(l.lines[n-1], "=")
@@ -204,9 +217,9 @@ func (l *locator) valueLine(path, v string) int {
 		return 0
 	}
 	q := strconv.Quote(v)
-	for i := start - 1; i < len(l.lines) && i < start-1+1000; i++ {
+	for i := start - 1 - l.base; i < len(l.lines) && i < start-1-l.base+1000; i++ {
 		if strings.Contains(l.lines[i], q) || strings.Contains(l.lines[i], "'"+v+"'") {
-			return i + 1
+			return l.base + i + 1
 		}
 	}
 	return start
@@ -223,13 +236,13 @@ func (l *locator) valueLines(path string, vs []string) []int32 {
 	if start == 0 {
 		return out
 	}
-	end := min(len(l.lines), start-1+1000)
-	i := start - 1
+	end := min(len(l.lines), start-1-l.base+1000)
+	i := start - 1 - l.base
 	for k, v := range vs {
 		out[k] = int32(start)
 		for j := i; j < end; j++ {
 			if containsQuoted(l.lines[j], v) {
-				out[k], i = int32(j+1), j
+				out[k], i = int32(l.base+j+1), j
 				break
 			}
 		}

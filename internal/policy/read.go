@@ -78,7 +78,7 @@ var errUnsettled = errors.New("unsettled")
 // readFile reads the file at path for Load: a regular file of at most
 // MaxFileSize bytes, read while it does not change. prev is the last read
 // of the same path, if any. Its errors are problems naming the file.
-func readFile(path string, prev *unit) (content, *Problem) {
+func readFile(path string, prev *fileRec) (content, *Problem) {
 	for attempt := range readAttempts {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt) * settleTime)

@@ -9,11 +9,11 @@ import "crypto/sha256"
 // assembled from units shares them, and so does the next one when the
 // file did not change.
 type unit struct {
-	file  string
-	sum   [sha256.Size]byte // of the file's content
-	state fileState         // the file's as last read (see readFile)
-	main  bool
-	ctx   unitCtx // the endpoints were compiled on this
+	file string
+	key  string            // file, or file#LINE for a piece (see split)
+	sum  [sha256.Size]byte // of the content compiled
+	main bool
+	ctx  unitCtx // the endpoints were compiled on this
 
 	// The main file only.
 	mta            MTA

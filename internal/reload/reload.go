@@ -43,10 +43,27 @@ type Holder struct {
 	Prepare func(cur, next *policy.Policy) (commit func() error, err error)
 }
 
+// loadGCPercent is the garbage collector's target (GOGC) while a
+// configuration loads: the load makes much garbage while the policy it
+// builds grows, and the default target of 100 lets the heap reach twice
+// the policy before the garbage is collected.
+const loadGCPercent = 50
+
+// Load runs ld.Load with the garbage collector's target at most
+// loadGCPercent, and returns the policy and error it gave.
+func Load(ld *policy.Loader) (*policy.Policy, error) {
+	old := debug.SetGCPercent(loadGCPercent)
+	if old >= 0 && old < loadGCPercent {
+		debug.SetGCPercent(old)
+	}
+	defer debug.SetGCPercent(old)
+	return ld.Load()
+}
+
 // New loads path; the error lists every problem of its files.
 func New(path string, log *slog.Logger) (*Holder, error) {
 	ld := policy.NewLoader(path)
-	p, err := ld.Load()
+	p, err := Load(ld)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +110,7 @@ func (h *Holder) Reload() error {
 	defer h.mu.Unlock()
 	t0 := time.Now()
 	cur := h.cur.Load()
-	p, err := h.ld.Load()
+	p, err := Load(h.ld)
 	var commit func() error
 	if err == nil && h.Prepare != nil {
 		commit, err = h.Prepare(cur, p)
