@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -145,6 +146,9 @@ func (c *compiler) endpoints(raws []rawEndpoint) {
 		k := int32(len(u.eps))
 		u.eps = append(u.eps, ep)
 		u.sizes.count(ep.Hosts)
+		if ep.Inbound.RequestCert && !u.asks {
+			u.asks = slices.ContainsFunc(ep.Hosts, func(h Pattern) bool { return h.Kind == PatternName || h.Kind == PatternSubdomains })
+		}
 		u.at = append(u.at, int32(len(u.lineTab)))
 		u.lineTab = append(u.lineTab, lines...)
 		if x != nil {

@@ -258,6 +258,10 @@ type Policy struct {
 	relaxes        [2]bool      // some exception relaxes that direction
 	warnings       []warning    // found at load time, see Warnings
 	units          []*unit      // the files compiled, the main file first
+	// byID holds each endpoint under its ID (unit.ids), which the index
+	// gives: IDs, unlike positions in Endpoints, stay the same from one
+	// policy to the next, so that the next can copy the index (patch).
+	byID []*Endpoint
 }
 
 type rawFile struct {

@@ -208,7 +208,7 @@ func (p *Policy) covering(addr netip.Addr, clientName, sender string, g gone) []
 		if !ok {
 			return
 		}
-		ep := p.Endpoints[i]
+		ep := p.byID[i]
 		for _, e := range out {
 			if e == ep {
 				return

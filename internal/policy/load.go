@@ -28,7 +28,10 @@ func Load(path string) (*Policy, error) { return NewLoader(path).Load() }
 // the included files).
 func Parse(name string, data []byte) (*Policy, error) {
 	u := compileMain(name, content{data: data, sum: sha256.Sum256(data)}, true)
-	return assemble([]*unit{u})
+	var ids idAlloc
+	ids.give(u)
+	p, _, err := assemble([]*unit{u})
+	return p, err
 }
 
 // Loader loads a configuration again and again, as the daemon does on
@@ -40,7 +43,58 @@ func Parse(name string, data []byte) (*Policy, error) {
 type Loader struct {
 	path  string
 	files map[string]*fileRec // by path, as the last Load saw them
+	last  *assembly           // the last policy assembled
+	ids   idAlloc
+	live  map[*unit]bool // the units of files and last, which hold their IDs
 	stats LoadStats
+	// patched counts the loads whose policy was patched from the last
+	// one (for the tests).
+	patched int
+}
+
+// idAlloc gives endpoints IDs (Policy.byID): the smallest free ones, so
+// that IDs stay below about twice the endpoints in use.
+type idAlloc struct {
+	next int32
+	free []int32 // given back, taken last in first out
+}
+
+// give gives u's endpoints IDs, if it has none yet.
+func (a *idAlloc) give(u *unit) {
+	if u.ids != nil || len(u.eps) == 0 {
+		return
+	}
+	u.ids = make([]int32, len(u.eps))
+	for k := range u.ids {
+		if n := len(a.free); n > 0 {
+			u.ids[k], a.free = a.free[n-1], a.free[:n-1]
+			continue
+		}
+		u.ids[k] = a.next
+		a.next++
+	}
+}
+
+// account gives the IDs of the units no longer kept (in files or last)
+// back, and new units IDs.
+func (l *Loader) account() {
+	live := map[*unit]bool{}
+	for _, rec := range l.files {
+		for _, u := range rec.units {
+			live[u] = true
+		}
+	}
+	if l.last != nil {
+		for _, u := range l.last.p.units {
+			live[u] = true
+		}
+	}
+	for u := range l.live {
+		if !live[u] {
+			l.ids.free = append(l.ids.free, u.ids...)
+		}
+	}
+	l.live = live
 }
 
 // fileRec is a file as a Loader last read it: its content and state, and
@@ -89,11 +143,11 @@ func (l *Loader) Load() (*Policy, error) {
 	}
 	l.stats.Rereads = data.rereads
 	mainRec, compiled := l.file(l.path, data, true, unitCtx{})
+	data.release()
 	if compiled {
 		l.stats.Compiled++
 	}
 	next[l.path] = mainRec
-	data = content{}
 	head := mainRec.units[0]
 	paths, problems := head.expand()
 	recs := make([]*fileRec, len(paths))
@@ -107,6 +161,7 @@ func (l *Loader) Load() (*Policy, error) {
 		}
 		rereads.Add(int32(data.rereads))
 		rec, compiled := l.file(paths[i], data, false, head.ctx)
+		data.release()
 		if compiled {
 			nCompiled.Add(1)
 		}
@@ -125,6 +180,10 @@ func (l *Loader) Load() (*Policy, error) {
 		units = append(units, rec.units...)
 	}
 	l.files = next
+	for _, u := range units {
+		l.ids.give(u)
+	}
+	defer l.account()
 	if len(problems) > 0 {
 		// A file that cannot be read (or a pattern that cannot be
 		// expanded) stops the load: the policy would lack endpoints.
@@ -133,7 +192,19 @@ func (l *Loader) Load() (*Policy, error) {
 		}
 		return nil, &LoadError{Problems: problems}
 	}
-	return assemble(units)
+	if l.last != nil {
+		if p, a, ok := patch(l.last, units); ok {
+			l.last = a
+			l.patched++
+			return p, nil
+		}
+	}
+	p, a, err := assemble(units)
+	if err != nil {
+		return nil, err
+	}
+	l.last = a
+	return p, nil
 }
 
 // file returns the units of a file just read: those of the last Load if

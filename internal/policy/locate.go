@@ -227,46 +227,58 @@ func (l *locator) valueLine(path, v string) int {
 
 // valueLines returns, for each string of the array at path (an
 // endpoint's hosts), the line it is written on, as valueLine does for
-// one, in one pass: each is looked for from the line of the one before,
-// in the lines the array can span. A string not found (written with
-// escapes) gets the line of the key.
+// one, in one pass: each is looked for from where the one before was
+// found, in the lines the array can span, so that a million hosts on one
+// line cost one pass over it. A string not found (written with escapes)
+// gets the line of the key; after maxMisses of them the rest are not
+// looked for.
 func (l *locator) valueLines(path string, vs []string) []int32 {
+	const maxMisses = 16
 	out := make([]int32, len(vs))
 	start := l.line(path)
 	if start == 0 {
 		return out
 	}
 	end := min(len(l.lines), start-1-l.base+1000)
-	i := start - 1 - l.base
+	j, off := start-1-l.base, 0 // where the search goes on: line and offset in it
+	misses := 0
 	for k, v := range vs {
 		out[k] = int32(start)
-		for j := i; j < end; j++ {
-			if containsQuoted(l.lines[j], v) {
-				out[k], i = int32(l.base+j+1), j
+		if misses >= maxMisses {
+			continue
+		}
+		found := false
+		for jj, o := j, off; jj < end; jj, o = jj+1, 0 {
+			if at := indexQuoted(l.lines[jj][o:], v); at >= 0 {
+				out[k], j, off, found = int32(l.base+jj+1), jj, o+at+len(v), true
 				break
 			}
+		}
+		if !found {
+			misses++
 		}
 	}
 	return out
 }
 
-// containsQuoted reports whether line holds v in double or single quotes
-// (v without characters that need escaping, as host patterns are).
-func containsQuoted(line, v string) bool {
+// indexQuoted returns the index of v in line where it stands in double or
+// single quotes (v without characters that need escaping, as host
+// patterns are), or -1.
+func indexQuoted(line, v string) int {
 	for off := 0; off <= len(line); {
 		i := strings.Index(line[off:], v)
 		if i < 0 {
-			return false
+			return -1
 		}
 		i += off
 		if i > 0 && i+len(v) < len(line) {
 			if q := line[i-1]; (q == '"' || q == '\'') && line[i+len(v)] == q {
-				return true
+				return i
 			}
 		}
 		off = i + 1
 	}
-	return false
+	return -1
 }
 
 // undecoded places a key reported by toml's MetaData.Undecoded, which

@@ -50,8 +50,7 @@ func (v View) Outbound(key string) (Answer, error) {
 	return v.PostfixPolicy(key)
 }
 
-func (p *Policy) answer(i int32, text string, d Direction) Answer {
-	ep := p.Endpoints[i]
+func (p *Policy) answer(ep *Endpoint, text string, d Direction) Answer {
 	a := Answer{Endpoint: ep, Exception: exceptionIn(ep, d), Rules: text}
 	if ep.Mode == Enforce && text != "" {
 		a.Found, a.Text = true, text
@@ -86,7 +85,8 @@ func (v View) PostfixPolicy(key string) (Answer, error) {
 	if !ok {
 		return Answer{}, nil
 	}
-	return v.p.answer(i, v.p.Endpoints[i].postfixOut(), Outbound), nil
+	ep := v.p.byID[i]
+	return v.p.answer(ep, ep.postfixOut(), Outbound), nil
 }
 
 // compileAnswers sets the endpoint's trust-anchor file and renders its

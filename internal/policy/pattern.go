@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -191,10 +192,97 @@ type hostIndex struct {
 	// labels (k < 64; deeper ones set bit 63): a name's parent domains
 	// of other depths need no probe.
 	depths uint64
+	// How many patterns there are of each depth and prefix length: the
+	// counts bits4, bits6 and depths are made from (finish), kept so that
+	// a copy of the index can lose patterns (patch).
+	depthN [64]int32
+	bitsN4 [33]int32
+	bitsN6 [129]int32
 }
 
-// owners are the positions of the endpoints that list a pattern, by
-// direction; -1 for none.
+// finish makes bits4, bits6 and depths from the counts.
+func (ix *hostIndex) finish() {
+	ix.bits4, ix.bits6, ix.depths = ix.bits4[:0], ix.bits6[:0], 0
+	for b := len(ix.bitsN4) - 1; b >= 0; b-- {
+		if ix.bitsN4[b] > 0 {
+			ix.bits4 = append(ix.bits4, b)
+		}
+	}
+	for b := len(ix.bitsN6) - 1; b >= 0; b-- {
+		if ix.bitsN6[b] > 0 {
+			ix.bits6 = append(ix.bits6, b)
+		}
+	}
+	for k, n := range ix.depthN {
+		if n > 0 {
+			ix.depths |= 1 << k
+		}
+	}
+}
+
+// count adds delta to the count of p's depth or prefix length.
+func (ix *hostIndex) count(p Pattern, delta int32) {
+	switch p.Kind {
+	case PatternSubdomains:
+		ix.depthN[min(labels(p.Name), 63)] += delta
+	case PatternPrefix:
+		if p.Prefix.Addr().Is4() {
+			ix.bitsN4[p.Prefix.Bits()] += delta
+		} else {
+			ix.bitsN6[p.Prefix.Bits()] += delta
+		}
+	}
+}
+
+// clone returns a copy of the index, its maps copied (not rebuilt).
+func (ix *hostIndex) clone() *hostIndex {
+	c := *ix
+	c.names, c.suffixes = maps.Clone(ix.names), maps.Clone(ix.suffixes)
+	c.addrs, c.prefixes = maps.Clone(ix.addrs), maps.Clone(ix.prefixes)
+	c.bits4, c.bits6 = slices.Clone(ix.bits4), slices.Clone(ix.bits6)
+	return &c
+}
+
+// release takes p away from endpoint i in every direction i has it.
+func (ix *hostIndex) release(p Pattern, i int32) {
+	var gone bool
+	switch p.Kind {
+	case PatternName:
+		gone = unclaim(ix.names, p.Name, i)
+	case PatternSubdomains:
+		gone = unclaim(ix.suffixes, p.Name, i)
+	case PatternAddr:
+		gone = unclaim(ix.addrs, p.Prefix.Addr(), i)
+	default:
+		gone = unclaim(ix.prefixes, p.Prefix, i)
+	}
+	if gone {
+		ix.count(p, -1)
+	}
+}
+
+// unclaim takes key away from endpoint i; it reports whether the key
+// left the map (no direction has an endpoint any more).
+func unclaim[K comparable](m map[K]owners, key K, i int32) bool {
+	o, ok := m[key]
+	if !ok {
+		return false
+	}
+	for d := range o {
+		if o[d] == i {
+			o[d] = -1
+		}
+	}
+	if o == noOwners {
+		delete(m, key)
+		return true
+	}
+	m[key] = o
+	return false
+}
+
+// owners are the IDs (Policy.byID) of the endpoints that list a pattern,
+// by direction; -1 for none.
 type owners [2]int32
 
 var noOwners = owners{-1, -1}
@@ -253,30 +341,30 @@ func depthBit(k int) uint64 { return 1 << min(k, 63) }
 // add records p for endpoint i in each direction it defines where no
 // endpoint has p yet. It returns the owners p had before: the endpoints
 // that keep it (-1 where i took it or does not define the direction).
+// Call finish once every pattern is in.
 func (ix *hostIndex) add(p Pattern, i int32, defines [2]bool) owners {
+	var prev owners
+	var created bool
 	switch p.Kind {
 	case PatternName:
-		return claim(ix.names, p.Name, i, defines)
+		prev, created = claim(ix.names, p.Name, i, defines)
 	case PatternSubdomains:
-		ix.depths |= depthBit(labels(p.Name))
-		return claim(ix.suffixes, p.Name, i, defines)
+		prev, created = claim(ix.suffixes, p.Name, i, defines)
 	case PatternAddr:
-		return claim(ix.addrs, p.Prefix.Addr(), i, defines)
+		prev, created = claim(ix.addrs, p.Prefix.Addr(), i, defines)
+	default:
+		prev, created = claim(ix.prefixes, p.Prefix, i, defines)
 	}
-	bits := &ix.bits6
-	if p.Prefix.Addr().Is4() {
-		bits = &ix.bits4
+	if created {
+		ix.count(p, 1)
 	}
-	if !slices.Contains(*bits, p.Prefix.Bits()) {
-		*bits = append(*bits, p.Prefix.Bits())
-		slices.SortFunc(*bits, func(a, b int) int { return b - a })
-	}
-	return claim(ix.prefixes, p.Prefix, i, defines)
+	return prev
 }
 
 // claim gives key to endpoint i in the directions it defines that have
-// no endpoint yet, with one lookup and at most one store.
-func claim[K comparable](m map[K]owners, key K, i int32, defines [2]bool) owners {
+// no endpoint yet, with one lookup and at most one store; it reports
+// whether the key was new.
+func claim[K comparable](m map[K]owners, key K, i int32, defines [2]bool) (owners, bool) {
 	o, ok := m[key]
 	if !ok {
 		o = noOwners
@@ -293,7 +381,7 @@ func claim[K comparable](m map[K]owners, key K, i int32, defines [2]bool) owners
 	if changed {
 		m[key] = o
 	}
-	return prev
+	return prev, !ok && changed
 }
 
 // gone reports whether an indexed endpoint is absent at the moment of a

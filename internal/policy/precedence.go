@@ -35,6 +35,7 @@ func (a *assembler) exceptions(names map[string]int32) {
 		if raw := r.u.exc[r.k]; raw != nil && raw.to != "" && raw.expires != nil {
 			cp := *p.Endpoints[i]
 			p.Endpoints[i] = &cp
+			p.byID[a.id(int32(i))] = &cp
 			xs = append(xs, int32(i))
 		}
 	}
@@ -47,11 +48,11 @@ func (a *assembler) exceptions(names map[string]int32) {
 		case !ok:
 			a.problem(ep.File, line, "endpoint %q: exception_to = %q names no endpoint%s", ep.Name, raw.to, a.closestName(raw.to))
 			continue
-		case j == i:
+		case j == a.id(i):
 			a.problem(ep.File, line, "endpoint %q: exception_to names the endpoint itself; name the endpoint it is nested in and relaxes", ep.Name)
 			continue
 		}
-		x := &Exception{Endpoint: ep, To: p.Endpoints[j], Reason: raw.reason, Line: r.u.line(r.k, lineExpires), pos: i}
+		x := &Exception{Endpoint: ep, To: p.byID[j], Reason: raw.reason, Line: r.u.line(r.k, lineExpires), pos: i}
 		if t := raw.expires.t; t.Location().String() == "date-local" {
 			y, m, d := t.Date()
 			x.date = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
@@ -98,18 +99,19 @@ func (a *assembler) precedence() {
 	var weaker [2][]*Problem // inbound's first, as the file is read per direction
 	for i, ep := range p.Endpoints {
 		var seen [2]map[int32]bool
+		id := a.id(int32(i))
 		for k, h := range ep.Hosts {
 			p.ix[0].covers(h, func(o owners, by Pattern) {
 				for _, d := range directions {
-					outerPos := o[d]
-					if !ep.Defines(d) || outerPos < 0 || outerPos == int32(i) || seen[d][outerPos] {
+					outerID := o[d]
+					if !ep.Defines(d) || outerID < 0 || outerID == id || seen[d][outerID] {
 						continue
 					}
 					if seen[d] == nil {
 						seen[d] = map[int32]bool{}
 					}
-					seen[d][outerPos] = true
-					outer := p.Endpoints[outerPos]
+					seen[d][outerID] = true
+					outer := p.byID[outerID]
 					short := ep.Rule(d).Shortfalls(outer.Rule(d))
 					if len(short) == 0 {
 						continue
@@ -189,7 +191,7 @@ func (a *assembler) uncovered(d Direction, ep, to *Endpoint) []int {
 	for k, h := range ep.Hosts {
 		found := false
 		p.ix[0].covers(h, func(o owners, _ Pattern) {
-			if o[d] >= 0 && p.Endpoints[o[d]] == to {
+			if o[d] >= 0 && p.byID[o[d]] == to {
 				found = true
 			}
 		})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -69,7 +70,23 @@ type content struct {
 	data    []byte
 	sum     [sha256.Size]byte
 	state   fileState
-	rereads int // times the file was read again because it changed
+	rereads int           // times the file was read again because it changed
+	buf     *bytes.Buffer // holds data, from buffers; see release
+}
+
+// buffers are the buffers files are read into: a reload reads every file
+// and keeps the bytes of only those that changed, and only until they are
+// compiled, so the same few buffers serve (instead of garbage the size of
+// the configuration, and the collections it would cost).
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// release gives c's buffer back; c.data must not be used afterwards.
+// Nothing compiled keeps it: the decoder copies what it reads.
+func (c *content) release() {
+	if c.buf != nil {
+		buffers.Put(c.buf)
+		c.buf, c.data = nil, nil
+	}
 }
 
 // errUnsettled says that a file changed while it was read.
@@ -85,6 +102,7 @@ func readFile(path string, prev *fileRec) (content, *Problem) {
 		}
 		c, err := readOnce(path)
 		if err == nil && prev != nil && c.sum != prev.sum && c.state.sameTimes(prev.state) {
+			c.release()
 			err = errUnsettled
 		}
 		switch {
@@ -120,7 +138,14 @@ func readOnce(path string) (content, error) {
 		return content{}, fmt.Errorf("cannot read: %v", err)
 	}
 	regular := fi.Mode().IsRegular()
-	var buf bytes.Buffer
+	buf := buffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	done := false
+	defer func() {
+		if !done {
+			buffers.Put(buf)
+		}
+	}()
 	if regular {
 		// Refuse an oversized file without reading it, and read a normal
 		// one into a buffer of its size (not up to twice that).
@@ -135,8 +160,9 @@ func readOnce(path string) (content, error) {
 	if buf.Len() > MaxFileSize {
 		return content{}, fmt.Errorf("file is larger than %d bytes", MaxFileSize)
 	}
-	c := content{data: buf.Bytes(), sum: sha256.Sum256(buf.Bytes())}
+	c := content{data: buf.Bytes(), sum: sha256.Sum256(buf.Bytes()), buf: buf}
 	if !regular {
+		done = true
 		return c, nil // a FIFO or device: nothing to compare
 	}
 	before := stateOf(fi)
@@ -162,6 +188,7 @@ func readOnce(path string) (content, error) {
 			return content{}, errUnsettled
 		}
 		if wait <= 0 {
+			done = true // the caller releases it
 			return c, nil
 		}
 		step := min(wait, settleTime)

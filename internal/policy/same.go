@@ -52,7 +52,14 @@ func Same(a, b *Policy) error {
 			return fmt.Errorf("warning %d: %v, %v", i, x, y)
 		}
 	}
-	if err := a.ix[0].same(b.ix[0].hostIndex); err != nil {
+	for _, p := range []*Policy{a, b} {
+		for i, pos := range p.positions() {
+			if (pos >= 0) != (p.byID[i] != nil) || pos >= 0 && p.byID[i] != p.Endpoints[pos] {
+				return fmt.Errorf("%s: endpoint ID %d is not the endpoint at its position", p.File, i)
+			}
+		}
+	}
+	if err := a.ix[0].same(b.ix[0].hostIndex, a.positions(), b.positions()); err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
 	return nil
@@ -67,16 +74,43 @@ func (ep *Endpoint) position(p *Policy) int {
 	return slices.Index(p.Endpoints, ep)
 }
 
-// same reports the first difference between two indexes.
-func (ix *hostIndex) same(o *hostIndex) error {
+// positions maps each endpoint ID of p to its position in Endpoints (-1
+// for none): p's endpoints are those of its units, in order.
+func (p *Policy) positions() []int32 {
+	pos := make([]int32, len(p.byID))
+	for i := range pos {
+		pos[i] = -1
+	}
+	n := int32(0)
+	for _, u := range p.units {
+		for _, id := range u.ids {
+			pos[id] = n
+			n++
+		}
+	}
+	return pos
+}
+
+// same reports the first difference between two indexes, whose owners
+// are IDs of two policies: posA and posB map them to positions.
+func (ix *hostIndex) same(o *hostIndex, posA, posB []int32) error {
+	at := func(pos []int32, w owners) owners {
+		for d, id := range w {
+			if id >= 0 {
+				w[d] = pos[id]
+			}
+		}
+		return w
+	}
+	eq := func(x, y owners) bool { return at(posA, x) == at(posB, y) }
 	switch {
-	case !maps.Equal(ix.names, o.names):
+	case !maps.EqualFunc(ix.names, o.names, eq):
 		return fmt.Errorf("names differ (%d, %d)", len(ix.names), len(o.names))
-	case !maps.Equal(ix.suffixes, o.suffixes):
+	case !maps.EqualFunc(ix.suffixes, o.suffixes, eq):
 		return fmt.Errorf("subdomain patterns differ (%d, %d)", len(ix.suffixes), len(o.suffixes))
-	case !maps.Equal(ix.addrs, o.addrs):
+	case !maps.EqualFunc(ix.addrs, o.addrs, eq):
 		return fmt.Errorf("addresses differ (%d, %d)", len(ix.addrs), len(o.addrs))
-	case !maps.Equal(ix.prefixes, o.prefixes):
+	case !maps.EqualFunc(ix.prefixes, o.prefixes, eq):
 		return fmt.Errorf("ranges differ (%d, %d)", len(ix.prefixes), len(o.prefixes))
 	case !slices.Equal(ix.bits4, o.bits4) || !slices.Equal(ix.bits6, o.bits6) || ix.depths != o.depths:
 		return fmt.Errorf("range lengths or subdomain depths differ")

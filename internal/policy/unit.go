@@ -23,6 +23,7 @@ type unit struct {
 	includes       []includePattern
 
 	eps []*Endpoint // those without problems, in file order
+	ids []int32     // eps[k]'s ID (Policy.byID), given when the unit is first used
 	// at[k] is where eps[k]'s lines start in lines: in lineTab the lines of its name,
 	// hosts key, exception_to and expires, then of each of its hosts (see
 	// the line* constants), for problems found once all files are known.
@@ -30,6 +31,7 @@ type unit struct {
 	lineTab  []int32
 	exc      map[int32]*rawException // eps[k]'s exception as read, if any
 	sizes    indexSizes              // the host patterns of eps, by kind
+	asks     bool                    // an endpoint needs the client's certificate and lists a name (Policy.AsksEveryClient)
 	problems []*Problem
 	warnings []warning
 }

@@ -120,6 +120,11 @@ func TestPrepareAndCommit(t *testing.T) {
 	first := h.Policy()
 	var commits int
 	var inForceAtCommit *policy.Policy
+	// A changed file, so that a reload makes a new policy (an unchanged
+	// one gives the same).
+	if err := os.WriteFile(path, []byte(strings.Replace(good, "a.example", "b.example", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name       string
 		prepareErr error
@@ -159,5 +164,24 @@ func TestPrepareAndCommit(t *testing.T) {
 	}
 	if commits != 1 || inForceAtCommit != first || h.Policy() == first || h.Generation() != 2 {
 		t.Errorf("commits %d, in force at commit: old %v, generation %d", commits, inForceAtCommit == first, h.Generation())
+	}
+}
+
+// TestUnchangedReload: a reload of unchanged files keeps the same policy
+// object (nothing compiled, nothing assembled) and says so.
+func TestUnchangedReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.toml")
+	os.WriteFile(path, []byte(good), 0o644)
+	var logs bytes.Buffer
+	h, err := New(path, slog.New(logx.NewWriter(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := h.Policy()
+	if err := h.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if h.Policy() != first || h.Generation() != 2 || !strings.Contains(logs.String(), "reload result=ok file="+path+" generation=2 endpoints=1 files=1 files_changed=0 compiled=0 added=0 changed=0 removed=0 took=") {
+		t.Errorf("unchanged reload: same policy %v, generation %d, logs:\n%s", h.Policy() == first, h.Generation(), logs.String())
 	}
 }
