@@ -81,7 +81,16 @@ func NormalizeName(s string) (string, error) {
 	if len(s) > 253 {
 		return "", fmt.Errorf("%q is longer than 253 characters", s)
 	}
-	for _, label := range strings.Split(s, ".") {
+	for rest := s; rest != ""; {
+		label := rest
+		if dot := strings.IndexByte(rest, '.'); dot >= 0 {
+			label, rest = rest[:dot], rest[dot+1:]
+			if rest == "" {
+				return "", fmt.Errorf("%q has an empty label", s)
+			}
+		} else {
+			rest = ""
+		}
 		if label == "" {
 			return "", fmt.Errorf("%q has an empty label", s)
 		}
