@@ -7,7 +7,8 @@ import (
 
 // compact moves what the unit's endpoints keep into a few large blocks,
 // one per kind: the endpoints themselves, their host patterns, their
-// requirements and answers, fingerprints, and all their strings in one.
+// requirements, fingerprints, and all their strings (answers once each) in
+// one.
 // They were allocated one by one among the decoder's garbage, so that
 // after a load each page of the heap held a few of them and could not be
 // given back; packed, a policy of 10,000 endpoints takes its own size in
@@ -20,9 +21,7 @@ func (u *unit) compact() {
 	var s stringPack
 	nHosts := 0
 	reqs := map[*Requirements]*Requirements{}
-	outs := map[*answers]*answers{}
 	var reqOrder []*Requirements
-	var outOrder []*answers
 	nFP := 0
 	for _, ep := range u.eps {
 		nHosts += len(ep.Hosts)
@@ -33,12 +32,6 @@ func (u *unit) compact() {
 					reqOrder = append(reqOrder, r)
 					nFP += len(r.Fingerprints)
 				}
-			}
-		}
-		if ep.out != nil {
-			if _, ok := outs[ep.out]; !ok {
-				outs[ep.out] = nil
-				outOrder = append(outOrder, ep.out)
 			}
 		}
 	}
@@ -54,8 +47,12 @@ func (u *unit) compact() {
 	for _, r := range reqOrder {
 		size += len(r.CN) + len(r.IssuerCN) + len(r.TrustAnchorFile)
 	}
-	for _, a := range outOrder {
-		size += len(a.postfix) + len(a.sendmail)
+	answers := map[string]bool{} // packed once each: endpoints share them
+	for _, ep := range u.eps {
+		if !answers[ep.out] {
+			answers[ep.out] = true
+			size += len(ep.out)
+		}
 	}
 	s.b.Grow(size)
 	for _, ep := range u.eps {
@@ -80,12 +77,8 @@ func (u *unit) compact() {
 		}
 		reqs[r] = nr
 	}
-	outArena := make([]answers, len(outOrder))
-	for i, a := range outOrder {
-		outArena[i] = *a
-		s.add(&outArena[i].postfix)
-		s.add(&outArena[i].sendmail)
-		outs[a] = &outArena[i]
+	for _, ep := range u.eps {
+		s.addShared(&ep.out)
 	}
 
 	hosts := make([]Pattern, 0, nHosts)
@@ -103,9 +96,6 @@ func (u *unit) compact() {
 		if r := reqs[ep.Outbound]; r != nil {
 			ne.Outbound = r
 		}
-		if ep.out != nil {
-			ne.out = outs[ep.out]
-		}
 		moved[ep] = ne
 		u.eps[k] = ne
 	}
@@ -118,15 +108,16 @@ func (u *unit) compact() {
 	u.lineTab = slices.Clone(u.lineTab)
 	u.warnings = slices.Clone(u.warnings)
 	// The strings last: the fields packed above now live in the arenas.
-	s.cut(eps, reqArena, outArena)
+	s.cut(eps, reqArena)
 }
 
 // stringPack packs strings into one text: add and addPattern append them
 // in some order; cut, called with the same fields in the same order (on
 // the copies of the structs that held them), points each into the text.
 type stringPack struct {
-	b     strings.Builder
-	spans []span
+	b      strings.Builder
+	spans  []span
+	shared map[string]span // see addShared
 }
 
 // span is where a packed string lies in the text.
@@ -138,6 +129,22 @@ func (s *stringPack) add(f *string) {
 		s.b.WriteString(*f)
 		s.spans = append(s.spans, span{start, s.b.Len()})
 	}
+}
+
+// addShared packs a string that many fields hold (an answer): once.
+func (s *stringPack) addShared(f *string) {
+	if *f == "" {
+		return
+	}
+	if sp, ok := s.shared[*f]; ok {
+		s.spans = append(s.spans, sp)
+		return
+	}
+	s.add(f)
+	if s.shared == nil {
+		s.shared = map[string]span{}
+	}
+	s.shared[*f] = s.spans[len(s.spans)-1]
 }
 
 // addPattern packs a pattern's Text and its Name, which is a part of Text
@@ -157,7 +164,7 @@ func (s *stringPack) addPattern(h *Pattern) {
 
 // cut makes the text and points the fields into it, in the order they
 // were packed.
-func (s *stringPack) cut(eps []Endpoint, reqs []Requirements, outs []answers) {
+func (s *stringPack) cut(eps []Endpoint, reqs []Requirements) {
 	text := s.b.String()
 	i := 0
 	next := func(f *string) {
@@ -180,8 +187,7 @@ func (s *stringPack) cut(eps []Endpoint, reqs []Requirements, outs []answers) {
 		next(&reqs[k].IssuerCN)
 		next(&reqs[k].TrustAnchorFile)
 	}
-	for k := range outs {
-		next(&outs[k].postfix)
-		next(&outs[k].sendmail)
+	for k := range eps {
+		next(&eps[k].out)
 	}
 }

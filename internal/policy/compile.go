@@ -180,10 +180,7 @@ const MaxReply = 100000
 // fit in a socketmap reply: the daemon would answer TEMP for every lookup
 // of it, and mail to it would stay queued.
 func (c *compiler) answerSize(ep *Endpoint, path string) {
-	text := ep.postfixOut()
-	if c.ctx.mta == Sendmail {
-		text = ep.sendmailOut()
-	}
+	text := ep.out
 	n := len("OK ") + len(text)
 	if n <= MaxReply {
 		return

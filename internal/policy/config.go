@@ -135,30 +135,19 @@ type Endpoint struct {
 	// Line is where the endpoint starts in File.
 	Line int
 
-	out *answers // the outbound answers, nil if none (shared like Outbound)
+	// out is the outbound answer in the grammar of the configured MTA
+	// (a Postfix TLS policy table entry, a Sendmail access-map RHS), ""
+	// if none; kept in the endpoint, so that an answer touches no other
+	// block of memory.
+	out string
 }
 
-// answers are the texts the MTAs get for an endpoint's outbound
-// requirements.
-type answers struct {
-	postfix  string // Postfix TLS policy table entry
-	sendmail string // Sendmail access-map RHS for tls_srv/tls_rcpt
-}
-
-// postfixOut returns the Postfix TLS policy table entry, "" if none.
-func (ep *Endpoint) postfixOut() string {
-	if ep.out == nil {
+// outFor returns ep's outbound answer if the policy is for mta, else "".
+func (p *Policy) outFor(ep *Endpoint, mta MTA) string {
+	if p.MTA != mta {
 		return ""
 	}
-	return ep.out.postfix
-}
-
-// sendmailOut returns the Sendmail access-map RHS, "" if none.
-func (ep *Endpoint) sendmailOut() string {
-	if ep.out == nil {
-		return ""
-	}
-	return ep.out.sendmail
+	return ep.out
 }
 
 // noRequirements is what Inbound or Outbound points to for a direction

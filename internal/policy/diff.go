@@ -94,7 +94,7 @@ func Diff(prev, next *Policy) Delta {
 // the same name: everything but where they are written (File, Line).
 func (ep *Endpoint) Equal(o *Endpoint) bool {
 	if ep.Name != o.Name || ep.Notes != o.Notes || ep.Mode != o.Mode || ep.Action != o.Action || ep.defines() != o.defines() ||
-		ep.postfixOut() != o.postfixOut() || ep.sendmailOut() != o.sendmailOut() ||
+		ep.out != o.out ||
 		!slices.Equal(ep.Hosts, o.Hosts) || !reflect.DeepEqual(ep.Inbound, o.Inbound) || !reflect.DeepEqual(ep.Outbound, o.Outbound) {
 		return false
 	}

@@ -174,7 +174,7 @@ func dumpPolicy(p *Policy) string {
 	fmt.Fprintf(&b, "mta=%s version=%s settings=%+v ask=%v relaxes=%v\n", p.MTA, p.PostfixVersion, p.Settings, p.askEveryClient, p.relaxes)
 	for _, ep := range p.Endpoints {
 		fmt.Fprintf(&b, "endpoint %s line=%d mode=%s action=%s defines=%v file=%s\n  in=%+v\n  out=%+v\n  postfix=%q sendmail=%q\n",
-			ep.Name, ep.Line, ep.Mode, ep.Action, ep.defines(), ep.File, *ep.Inbound, *ep.Outbound, ep.postfixOut(), ep.sendmailOut())
+			ep.Name, ep.Line, ep.Mode, ep.Action, ep.defines(), ep.File, *ep.Inbound, *ep.Outbound, ep.out, "")
 		for _, h := range ep.Hosts {
 			fmt.Fprintf(&b, "  host %+v\n", h)
 		}

@@ -12,7 +12,7 @@ import (
 type interner struct {
 	mta  MTA // whose answers are rendered
 	reqs map[string]*Requirements
-	outs map[*Requirements]*answers
+	outs map[*Requirements]string
 }
 
 // requirements returns the shared copy of r.
@@ -30,20 +30,19 @@ func (in *interner) requirements(r Requirements) *Requirements {
 }
 
 // outbound returns the shared copy of outbound requirements o with their
-// answers.
-func (in *interner) outbound(o *Requirements) (*Requirements, *answers) {
+// answer for the MTA.
+func (in *interner) outbound(o *Requirements) (*Requirements, string) {
 	o = in.requirements(*o)
 	if in.outs == nil {
-		in.outs = map[*Requirements]*answers{}
+		in.outs = map[*Requirements]string{}
 	}
 	a, ok := in.outs[o]
 	if !ok {
-		a = &answers{}
 		switch in.mta {
 		case Postfix:
-			a.postfix = postfixEntry(o)
+			a = postfixEntry(o)
 		case Sendmail:
-			a.sendmail = sendmailRHS(o)
+			a = sendmailRHS(o)
 		}
 		in.outs[o] = a
 	}

@@ -86,7 +86,7 @@ func (v View) PostfixPolicy(key string) (Answer, error) {
 		return Answer{}, nil
 	}
 	ep := v.p.byID[i]
-	return v.p.answer(ep, ep.postfixOut(), Outbound), nil
+	return v.p.answer(ep, v.p.outFor(ep, Postfix), Outbound), nil
 }
 
 // compileAnswers sets the endpoint's trust-anchor file and renders its

@@ -63,7 +63,7 @@ func (v View) SendmailAccess(key string) (Answer, error) {
 			return Answer{}, nil
 		}
 		ep := v.p.byID[i]
-		return v.p.answer(ep, ep.sendmailOut(), Outbound), nil
+		return v.p.answer(ep, v.p.outFor(ep, Sendmail), Outbound), nil
 	case "srv_features":
 		if cut {
 			// Asking for a certificate refuses nobody.
@@ -100,7 +100,7 @@ func (v View) tlsRcpt(val string) Answer {
 		return Answer{}
 	}
 	ep := v.p.byID[i]
-	return v.p.answer(ep, ep.sendmailOut(), Outbound)
+	return v.p.answer(ep, v.p.outFor(ep, Sendmail), Outbound)
 }
 
 // domainLookup finds the endpoint for a recipient domain: a name or a
@@ -245,7 +245,7 @@ func (v View) cutKey(key, prefix string) (Answer, error) {
 			}
 		}
 		if strictest {
-			a := v.p.answer(top, top.sendmailOut(), Outbound)
+			a := v.p.answer(top, v.p.outFor(top, Sendmail), Outbound)
 			a.Truncated = true
 			return a, nil
 		}

@@ -158,7 +158,8 @@ func (r *runner) sizeTree(s *Section) error {
 
 // liveBytes loads cfg in this process with every allocation recorded
 // (runtime.MemProfileRate = 1) and returns the bytes still in use by what
-// the load allocated, from the heap profile: the policy itself. The
+// the policy package allocated, from the heap profile: the policy itself
+// (nothing else of the package is live in the runner then). The
 // profile is written to profPath, and the largest allocation sites are
 // returned with their share.
 func liveBytes(cfg, profPath string) (int64, []string, error) {
@@ -186,8 +187,10 @@ func liveBytes(cfg, profPath string) (int64, []string, error) {
 }
 
 // policyInUse sums, in a heap profile in text form (debug=1), the bytes in
-// use by allocations made under policy.Load, and names the largest sites
-// (the innermost policy function).
+// use by allocations made by the policy package (the load compiles files
+// and pieces on goroutines of their own, so the stacks do not all reach
+// policy.Load), and names the largest sites (the innermost policy
+// function, with file and line).
 func policyInUse(text []byte) (int64, []string) {
 	var total int64
 	bySite := map[string]int64{}
@@ -221,7 +224,7 @@ func policyInUse(text []byte) (int64, []string) {
 					site += " " + filepath.Base(f[3]) // file:line, which block
 				}
 			}
-			if strings.HasSuffix(fn, "/internal/policy.Load") {
+			if strings.Contains(fn, "/internal/policy.") {
 				under = true
 			}
 			continue
@@ -257,12 +260,12 @@ func policyInUse(text []byte) (int64, []string) {
 
 // nestingCost measures the never-weaker check: the same trees without and
 // with an endpoint that covers every other (ConfigOptions.Nested), at two
-// sizes, timed as a reload in which no file changed (so that it is the
-// assembly of the files: index, names, exceptions and the nesting check),
-// the best of three.
+// sizes, timed as a reload after one file changed (a comment added, so
+// that the policy is patched, not assembled anew, but exceptions and
+// nesting are checked for every endpoint), the best of three.
 func (r *runner) nestingCost(s *Section) error {
 	sizes := []int{r.o.TreeEndpoints / 10, r.o.TreeEndpoints}
-	t := Table{Title: "The never-weaker check at scale: assembling a policy from files already compiled (a reload in which no file changed), best of 3, in process",
+	t := Table{Title: "The never-weaker check at scale: a reload after one file changed (which checks exceptions and nesting for every endpoint), best of 3, in process",
 		Header: []string{"endpoints", "files", "no nesting ms", "every endpoint nested in one ms", "nested vs not"}}
 	var nested [2]time.Duration
 	for k, n := range sizes {
@@ -283,7 +286,14 @@ func (r *runner) nestingCost(s *Section) error {
 				return fmt.Errorf("nesting: %d endpoints: no umbrella", n)
 			}
 			best := time.Hour
-			for range 3 {
+			for i := range 3 {
+				f, err := os.OpenFile(tr.Changed, os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(f, "# change %d\n", i)
+				f.Close()
+				time.Sleep(quiet)
 				t0 := time.Now()
 				if _, err := l.Load(); err != nil {
 					return err
@@ -291,7 +301,7 @@ func (r *runner) nestingCost(s *Section) error {
 				best = min(best, time.Since(t0))
 			}
 			got[j] = best
-			r.data.add(Measurement{Section: "size", Subject: "in-process", Variant: strconv.Itoa(n), Metric: fmt.Sprintf("assemble_ms_nested_%v", nest), Value: ms(best)})
+			r.data.add(Measurement{Section: "size", Subject: "in-process", Variant: strconv.Itoa(n), Metric: fmt.Sprintf("check_ms_nested_%v", nest), Value: ms(best)})
 			p, l = nil, nil
 			os.RemoveAll(dir)
 			runtime.GC()
@@ -303,6 +313,6 @@ func (r *runner) nestingCost(s *Section) error {
 	t.Notes = append(t.Notes, fmt.Sprintf("Ten times the endpoints took %.1fx the time with every endpoint nested: linear (quadratic would be 100x). Each host pattern is looked up once per label or prefix length above it that some pattern has.", growth))
 	s.Tables = append(s.Tables, t)
 	s.Targets = append(s.Targets, Target{Name: fmt.Sprintf("14. never-weaker check, %d vs %d endpoints all nested", sizes[1], sizes[0]), Want: "linear (≈ 10x)",
-		Got: fmt.Sprintf("%.1fx", growth), Met: growth < 20, Note: "assembly of already compiled files, best of 3"})
+		Got: fmt.Sprintf("%.1fx", growth), Met: growth < 20, Note: "a reload after one file changed, which checks every endpoint; best of 3"})
 	return nil
 }
