@@ -50,6 +50,12 @@ func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 		}
 		out = append(out, c)
 	}
+	if begun := bytes.Count(data, []byte("-----BEGIN ")); begun > n {
+		// pem.Decode passes over a block it cannot read (no END line,
+		// bad base64): a file cut short or damaged must not pass as the
+		// certificates it still has.
+		return nil, fmt.Errorf("certs: %d of %d PEM blocks cannot be read (cut short or damaged)", begun-n, begun)
+	}
 	if len(out) == 0 {
 		return nil, errors.New("certs: no \"-----BEGIN CERTIFICATE-----\" block found")
 	}

@@ -31,6 +31,17 @@ type Store struct {
 	bundle   string // path of the bundle a read-only store came from
 	entries  []Entry
 	warnings []string
+	skipped  []Skip
+}
+
+// Skip is a file of a store directory that the store leaves out, in full
+// or in part: it cannot be read, holds no certificate, or holds a
+// certificate that is not a CA.
+type Skip struct {
+	// File is the base name of the file in the store directory.
+	File string
+	// Reason says why, as in [Store.Warnings].
+	Reason string
 }
 
 // Entry is one certificate in a [Store].
@@ -92,24 +103,30 @@ func (s *Store) load() error {
 	if err != nil {
 		return fmt.Errorf("certs: CA store: %w", err)
 	}
-	s.entries, s.warnings = nil, nil
+	s.entries, s.warnings, s.skipped = nil, nil, nil
 	for _, de := range des {
 		name := de.Name()
 		if strings.HasPrefix(name, ".") || !slices.Contains(storeExts, strings.ToLower(filepath.Ext(name))) {
 			continue
 		}
 		path := filepath.Join(s.dir, name)
-		if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
+		fi, err := os.Stat(path)
+		if err != nil {
+			s.skip(name, err.Error())
+			continue
+		}
+		if !fi.Mode().IsRegular() {
+			s.skip(name, fmt.Sprintf("not a regular file (%s)", fi.Mode().Type()))
 			continue
 		}
 		cs, err := ReadCertificateFile(path)
 		if err != nil {
-			s.warnings = append(s.warnings, fmt.Sprintf("%s: skipped: %v", path, err))
+			s.skip(name, err.Error())
 			continue
 		}
 		for _, c := range cs {
 			if err := checkCA(c); err != nil {
-				s.warnings = append(s.warnings, fmt.Sprintf("%s: skipped: %v", path, err))
+				s.skip(name, err.Error())
 				continue
 			}
 			s.entries = append(s.entries, newEntry(name, c))
@@ -117,6 +134,17 @@ func (s *Store) load() error {
 	}
 	return nil
 }
+
+// skip records that file name of the store directory was left out.
+func (s *Store) skip(name, reason string) {
+	s.skipped = append(s.skipped, Skip{File: name, Reason: reason})
+	s.warnings = append(s.warnings, fmt.Sprintf("%s: skipped: %s", filepath.Join(s.dir, name), reason))
+}
+
+// Skipped lists the files of the store directory left out, in full or in
+// part, with the reason (one entry per certificate left out of a file
+// that holds several); the same as [Store.Warnings].
+func (s *Store) Skipped() []Skip { return slices.Clone(s.skipped) }
 
 func newEntry(file string, c *x509.Certificate) Entry {
 	return Entry{File: file, Subject: certid.RFC4514(c.RawSubject), NotAfter: c.NotAfter.UTC(), Fingerprint: FingerprintCert(c), Cert: c}
@@ -316,6 +344,7 @@ func (s *Store) Remove(what string) ([]Entry, error) {
 		syncDir(s.dir)
 		s.entries = slices.DeleteFunc(s.entries, func(e Entry) bool { return e.File == n })
 		s.warnings = slices.DeleteFunc(s.warnings, func(w string) bool { return strings.HasPrefix(w, path+":") })
+		s.skipped = slices.DeleteFunc(s.skipped, func(k Skip) bool { return k.File == n })
 		return removed, nil
 	}
 	return nil, fmt.Errorf("certs: %q is neither a file in the CA store %s nor a SHA-256 fingerprint of a certificate in it", what, s.dir)
@@ -335,6 +364,18 @@ func (s *Store) WriteBundle(path string) error {
 // partner's certificate may chain to. Writing an empty file is refused:
 // Postfix would then trust nothing, or fail on the policy entry.
 func (s *Store) WriteTrustAnchors(path string, filter func(*x509.Certificate) bool) error {
+	data, err := s.TrustAnchorsPEM(path, filter)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, data, 0o644, true)
+}
+
+// TrustAnchorsPEM returns what [Store.WriteTrustAnchors] would write to
+// path (named in its error only): the store's CAs for which filter returns
+// true (all if filter is nil), with a comment line per certificate. No CA
+// is an error.
+func (s *Store) TrustAnchorsPEM(path string, filter func(*x509.Certificate) bool) ([]byte, error) {
 	var b bytes.Buffer
 	n := 0
 	for _, e := range s.List() {
@@ -347,9 +388,9 @@ func (s *Store) WriteTrustAnchors(path string, filter func(*x509.Certificate) bo
 	}
 	if n == 0 {
 		if filter != nil {
-			return fmt.Errorf("certs: no CA in store %s matches; not writing an empty %s", s, path)
+			return nil, fmt.Errorf("certs: no CA in store %s matches; not writing an empty %s", s, path)
 		}
-		return fmt.Errorf("certs: CA store %s is empty; not writing an empty %s", s, path)
+		return nil, fmt.Errorf("certs: CA store %s is empty; not writing an empty %s", s, path)
 	}
-	return writeFileAtomic(path, b.Bytes(), 0o644, true)
+	return b.Bytes(), nil
 }

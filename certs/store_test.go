@@ -227,6 +227,49 @@ func TestOpenStoreProblems(t *testing.T) {
 	if strings.Contains(strings.Join(s.Warnings(), "\n"), "leaf.pem") {
 		t.Error("warning about a removed file remains")
 	}
+	if k := s.Skipped(); len(k) != 1 || k[0].File != "broken.crt" {
+		t.Errorf("Skipped() = %v after removing leaf.pem", k)
+	}
+}
+
+// TestOpenStoreNothingSilent: every file with a certificate extension
+// that adds nothing, or less than it holds, to the store is a Skip with
+// its reason: a dangling symbolic link, a directory, a file cut short
+// after its first certificate, one with a damaged block between two good
+// ones.
+func TestOpenStoreNothingSilent(t *testing.T) {
+	dir := t.TempDir()
+	a, b := mkCA(t, "Root A", nil), mkCA(t, "Root B", nil)
+	writeFile(t, dir, "good.pem", a.pem(), 0o644)
+	two := append(a.pem(), b.pem()...)
+	writeFile(t, dir, "cut.pem", two[:len(a.pem())+100], 0o644)
+	damaged := append(append(a.pem(), []byte("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")...), b.pem()...)
+	writeFile(t, dir, "damaged.pem", damaged, 0o644)
+	noErr(t, os.Symlink("missing.pem", filepath.Join(dir, "dangling.pem")))
+	noErr(t, os.Mkdir(filepath.Join(dir, "dir.pem"), 0o755))
+	s, err := OpenStore(dir)
+	noErr(t, err)
+	if len(s.List()) != 1 || s.List()[0].File != "good.pem" {
+		t.Errorf("entries %v", s.List())
+	}
+	want := map[string]string{
+		"cut.pem":      "1 of 2 PEM blocks cannot be read",
+		"damaged.pem":  "1 of 3 PEM blocks cannot be read",
+		"dangling.pem": "no such file or directory",
+		"dir.pem":      "not a regular file",
+	}
+	got := map[string]string{}
+	for _, k := range s.Skipped() {
+		got[k.File] = k.Reason
+	}
+	for f, w := range want {
+		if !strings.Contains(got[f], w) {
+			t.Errorf("%s: skip reason %q, want %q", f, got[f], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("skipped %v", got)
+	}
 }
 
 func TestStoreWriteBundle(t *testing.T) {

@@ -18,10 +18,12 @@ import (
 )
 
 const checkHelp = `
-Reads the configuration, validates every endpoint and refuses anything the
-configured MTA could not enforce. It also reads the CA store and the server
-certificate: an issuer pin with no matching CA in the store, a private key
-readable by others, or an expired certificate is an error; a certificate
+Reads the configuration (and the files its include patterns name),
+validates every endpoint and refuses anything the configured MTA could not
+enforce. It also reads the CA store and the server
+certificate: an issuer pin with no matching CA in the store, a file of the
+store that cannot be read or holds no CA, a private key readable by others,
+or an expired certificate is an error; a certificate
 expiring within 30 days is a warning. Prints one summary line and exits 0, or
 prints every mistake as FILE:LINE: message and exits 2.
 
@@ -87,6 +89,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	plan, err := trust.Prepare(p)
 	if err != nil {
 		printLoadError(stderr, err)
+		return exitUsage
+	}
+	if probs := plan.StoreProblems(p); len(probs) > 0 {
+		printLoadError(stderr, &policy.LoadError{Problems: probs})
 		return exitUsage
 	}
 	expired := false
@@ -244,6 +250,9 @@ func summary(p *policy.Policy, notes []string) string {
 		p.File, mta, len(p.Endpoints), in, out, mon, hosts)
 	if n := len(p.Exceptions()); n > 0 {
 		s += fmt.Sprintf(" exceptions=%d", n)
+	}
+	if n := len(p.Files()); n > 1 {
+		s += fmt.Sprintf(" files=%d", n)
 	}
 	if len(notes) > 0 {
 		s += "; " + strings.Join(notes, "; ")

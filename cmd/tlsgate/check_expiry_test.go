@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,5 +59,48 @@ func TestCheckCertificateExpiry(t *testing.T) {
 				t.Errorf("summary printed = %v, want %v: %q", ok, tc.wantOK, out)
 			}
 		})
+	}
+}
+
+// TestCheckUnreadableCA: a file of the CA store that the store leaves out
+// (cut short while being written, a dangling link) fails check at the line
+// of [certs] ca_store, naming the file and why.
+func TestCheckUnreadableCA(t *testing.T) {
+	conf := exampleWithStore(t)
+	store := filepath.Join(filepath.Dir(conf), "ca")
+	ca, err := os.ReadFile(filepath.Join(store, "lab-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := 0
+	data, _ := os.ReadFile(conf)
+	for i, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "ca_store") {
+			line = i + 1
+		}
+	}
+	for _, tc := range []struct {
+		name, want string
+		make       func(path string) error
+	}{
+		{"cut short", "PEM blocks cannot be read", func(path string) error { return os.WriteFile(path, ca[:len(ca)/2], 0o644) }},
+		{"dangling link", "no such file or directory", func(path string) error { return os.Symlink("gone.pem", path) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(store, "partner-ca.pem")
+			os.Remove(path)
+			if err := tc.make(path); err != nil {
+				t.Fatal(err)
+			}
+			defer os.Remove(path)
+			out, errs, code := runCLI(t, "check", "-c", conf, "--no-detect")
+			want := fmt.Sprintf("%s:%d: [certs] ca_store: %s left out of the CA bundle: ", conf, line, path)
+			if code != exitUsage || out != "" || !strings.HasPrefix(errs, want) || !strings.Contains(errs, tc.want) {
+				t.Errorf("exit %d stdout %q stderr %q\nwant exit 2 and %q ... %q", code, out, errs, want, tc.want)
+			}
+		})
+	}
+	if _, errs, code := runCLI(t, "check", "-c", conf, "--no-detect"); code != exitOK {
+		t.Errorf("without the bad file: exit %d %s", code, errs)
 	}
 }

@@ -105,6 +105,9 @@ func newDiscoverer(p *policy.Policy, log *slog.Logger, withCache bool) (*discove
 // settings: the engine, its resolver and its cache are made once at
 // start.
 func discoveryUnchanged(old, cur *policy.Policy) error {
+	if old == nil {
+		return nil
+	}
 	a, b := old.Settings.Discovery, cur.Settings.Discovery
 	if (a == nil) == (b == nil) && (a == nil || *a == *b) {
 		return nil

@@ -47,6 +47,7 @@ func TestCheckExpiryRefreshesGauge(t *testing.T) {
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	m := metrics.New()
+	tr := &trustState{log: log, m: m, level: new(slog.LevelVar)}
 	// Reset detaches children: look the series up afresh each time.
 	gauge := func() float64 { return testutil.ToFloat64(m.CertExpiry.WithLabelValues("server cert " + c.CertFile)) }
 
@@ -58,7 +59,7 @@ func TestCheckExpiryRefreshesGauge(t *testing.T) {
 		{"a day later", now.Add(24 * time.Hour)},
 		{"two days later", now.Add(48 * time.Hour)},
 	} {
-		checkExpiry(p, tc.at, log, m)
+		tr.checkExpiry(p, tc.at)
 		want := c.Cert.NotAfter.Sub(tc.at).Seconds()
 		if got := gauge(); math.Abs(got-want) > 1e-6 {
 			t.Errorf("%s: gauge = %v, want %v", tc.name, got, want)
@@ -70,7 +71,7 @@ func TestCheckExpiryRefreshesGauge(t *testing.T) {
 
 	// Renewed on disk with a shorter life: picked up without a reload.
 	c = issueServerCert(t, dir, now.Add(-time.Hour), now.Add(10*24*time.Hour))
-	checkExpiry(p, now, log, m)
+	tr.checkExpiry(p, now)
 	if got, want := gauge(), c.Cert.NotAfter.Sub(now).Seconds(); math.Abs(got-want) > 1e-6 {
 		t.Errorf("after renewal: gauge = %v, want %v", got, want)
 	}
@@ -83,7 +84,7 @@ func TestCheckExpiryRefreshesGauge(t *testing.T) {
 
 	// Unreadable: logged, last values kept.
 	os.Remove(c.CertFile)
-	checkExpiry(p, now, log, m)
+	tr.checkExpiry(p, now)
 	if got := gauge(); got <= 0 {
 		t.Errorf("gauge after a failed re-read = %v, want the last value", got)
 	}

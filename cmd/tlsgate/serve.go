@@ -9,7 +9,10 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -35,7 +38,11 @@ Runs the parts the configuration enables, each on its own listener:
   [policyd] delegation_listen  Postfix policy delegation (inbound pins)
 
 SIGHUP re-reads the configuration; a file with mistakes is logged and the
-previous policy stays in force. SIGTERM or SIGINT stop accepting, let the
+previous policy stays in force. The endpoints, [certs], [log] level,
+[policyd] map_name, [milter] authserv_id and postfix_version apply on
+reload; a change to mta, a listener or its socket_mode or socket_group,
+[metrics] listen or [log] syslog is refused ("restart needed: ...",
+the previous policy stays) until tlsgate is restarted. SIGTERM or SIGINT stop accepting, let the
 work in flight finish (at most --grace) and exit 0. Under systemd, READY=1,
 RELOADING=1 and STOPPING=1 are sent (Type=notify).
 
@@ -62,17 +69,26 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tlsgate serve: unexpected argument %q\n", pos[0])
 		return exitUsage
 	}
-	p, err := policy.Load(*file)
+	if os.Getenv("GOGC") == "" {
+		// Most of the heap is the policy, which stays; requests make
+		// little garbage. The default target (100) would let the heap
+		// grow to twice the policy between collections; half of that is
+		// enough and costs little CPU.
+		debug.SetGCPercent(daemonGCPercent)
+	}
+	ld := policy.NewLoader(*file)
+	p, err := reload.Load(ld)
 	if err != nil {
 		printLoadError(stderr, err)
 		return exitUsage
 	}
-	log, err := newLogger(p, stderr)
+	level := new(slog.LevelVar)
+	log, err := newLogger(p, level, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "tlsgate serve: %v\n", err)
 		return exitUsage
 	}
-	holder := reload.NewWith(*file, p, log)
+	holder := reload.NewFrom(ld, p, log)
 	var m *metrics.Metrics
 	if holder.Policy().Settings.MetricsListen != "" {
 		m = metrics.New()
@@ -82,7 +98,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			m.Generation.Set(float64(gen))
 		}
 	}
-	if err := prepareTrust(holder.Policy(), log, m); err != nil {
+	tr := &trustState{log: log, m: m, level: level}
+	commit, err := tr.prepare(nil, holder.Policy())
+	if err == nil {
+		err = commit()
+	}
+	if err != nil {
 		if le := (*policy.LoadError)(nil); errors.As(err, &le) {
 			printLoadError(stderr, err) // FILE:LINE: per problem
 		} else {
@@ -95,11 +116,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		printLoadError(stderr, err)
 		return exitUsage
 	}
-	holder.Prepare = func(p *policy.Policy) error {
-		if err := discoveryUnchanged(holder.Policy(), p); err != nil {
-			return err
+	holder.Prepare = func(cur, next *policy.Policy) (func() error, error) {
+		if err := discoveryUnchanged(cur, next); err != nil {
+			return nil, err
 		}
-		return prepareTrust(p, log, m)
+		return tr.prepare(cur, next)
 	}
 	if dr != nil {
 		onReload := holder.OnReload
@@ -110,15 +131,20 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			dr.afterReload()
 		}
 	}
-	return serve(holder, log, m, dr, *grace, stderr)
+	return serve(holder, tr, log, m, dr, *grace, stderr)
 }
 
-func newLogger(p *policy.Policy, stderr io.Writer) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(p.Settings.LogLevel)); err != nil {
+// daemonGCPercent is serve's garbage collector target (GOGC) unless the
+// environment sets one.
+const daemonGCPercent = 50
+
+// newLogger makes the daemon's logger on p's [log] settings; level holds
+// the minimum level, which a reload may change.
+func newLogger(p *policy.Policy, level *slog.LevelVar, stderr io.Writer) (*slog.Logger, error) {
+	if err := level.UnmarshalText([]byte(p.Settings.LogLevel)); err != nil {
 		return nil, err
 	}
-	h, err := logx.New(logx.Options{Level: lvl, Syslog: p.Settings.Syslog, Stderr: stderr})
+	h, err := logx.New(logx.Options{Level: level, Syslog: p.Settings.Syslog, Stderr: stderr})
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +177,7 @@ type part struct {
 	ln   net.Listener
 }
 
-func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, dr *discoveryRun, grace time.Duration, stderr io.Writer) int {
+func serve(h *reload.Holder, tr *trustState, log *slog.Logger, m *metrics.Metrics, dr *discoveryRun, grace time.Duration, stderr io.Writer) int {
 	p := h.Policy()
 	parts, err := newParts(h, log, m, dr)
 	if err != nil {
@@ -193,7 +219,7 @@ func serve(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, dr *discovery
 		}()
 		log.Info("listening", "part", pt.name, "listen", pt.l.Addr)
 	}
-	code := waitForStop(h, log, m, errc)
+	code := waitForStop(h, tr, log, m, errc)
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -301,12 +327,12 @@ func serveMetrics(ctx context.Context, m *metrics.Metrics, addr string, errc cha
 // configuration, once a day the certificates' expiry is checked, and when
 // an exception ends the log says so once (exceptionWatch). It returns the
 // exit status.
-func waitForStop(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, errc <-chan error) int {
+func waitForStop(h *reload.Holder, tr *trustState, log *slog.Logger, m *metrics.Metrics, errc <-chan error) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	p := h.Policy()
-	log.Info("start", "file", p.File, "mta", string(p.MTA), "endpoints", len(p.Endpoints), "pid", os.Getpid())
+	log.Info("start", "file", p.File, "mta", string(p.MTA), "endpoints", len(p.Endpoints), "files", len(p.Files()), "pid", os.Getpid())
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 	daily := time.NewTicker(expiryEvery)
 	defer daily.Stop()
@@ -326,7 +352,7 @@ func waitForStop(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, errc <-
 			exc.tick(h.Policy(), time.Now())
 			daemon.SdNotify(false, daemon.SdNotifyReady)
 		case <-daily.C:
-			checkExpiry(h.Policy(), time.Now(), log, m)
+			tr.checkExpiry(h.Policy(), time.Now())
 		case err := <-errc:
 			log.Error("stop", "error", err.Error())
 			return exitRuntime
@@ -334,36 +360,109 @@ func waitForStop(h *reload.Holder, log *slog.Logger, m *metrics.Metrics, errc <-
 	}
 }
 
-// prepareTrust writes the CA bundle and trust-anchor files the policy
-// names and logs certificates that expire soon.
-func prepareTrust(p *policy.Policy, log *slog.Logger, m *metrics.Metrics) error {
-	plan, err := trust.Prepare(p)
-	if err != nil {
-		return err
-	}
-	if err := plan.Write(p); err != nil {
-		return err
-	}
-	refreshExpiry(plan, time.Now(), log, m)
-	return nil
+// trustState is what serve keeps between reloads besides the policy: the
+// trust plan in force (the CA store as the bundle holds it) and the log
+// level. Its methods run on the signal loop only (start, reload and the
+// daily expiry check), one at a time.
+type trustState struct {
+	log   *slog.Logger
+	m     *metrics.Metrics
+	level *slog.LevelVar
+	plan  *trust.Plan // in force; nil before start
 }
 
-// expiryEvery is how often serve re-reads the certificates it knows to
-// log those expiring soon and refresh the expiry gauge (tests shorten it).
-var expiryEvery = 24 * time.Hour
+// prepare is the reload.Holder's Prepare: it refuses next when a setting
+// changed that the running daemon cannot apply (restartNeeded) or when a
+// CA in force would be dropped because its file can no longer be read;
+// it logs every CA store file left out, and stages the CA bundle and
+// trust-anchor files next needs. Its commit puts them in place, then
+// applies next's log level and refreshes the certificate expiry figures.
+// cur is nil at start.
+func (tr *trustState) prepare(cur, next *policy.Policy) (func() error, error) {
+	if cur != nil {
+		if err := restartNeeded(cur, next); err != nil {
+			return nil, err
+		}
+	}
+	plan, err := trust.Prepare(next)
+	if err != nil {
+		return nil, err
+	}
+	for _, pr := range plan.StoreProblems(next) {
+		tr.log.Error("ca-store", "file", pr.File, "line", pr.Line, "problem", pr.Msg)
+	}
+	if err := plan.Lost(tr.plan); err != nil {
+		return nil, err
+	}
+	st, err := plan.Stage(next)
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		if err := st.Commit(); err != nil {
+			return err
+		}
+		tr.plan = plan
+		tr.level.UnmarshalText([]byte(next.Settings.LogLevel)) // compiled, so valid
+		refreshExpiry(plan, time.Now(), tr.log, tr.m)
+		return nil
+	}, nil
+}
+
+// restartNeeded says which settings differ between cur and next that the
+// running daemon took at start and cannot change: the MTA (it decides
+// which listeners run), every listener with its socket mode and group,
+// the metrics listener and the syslog choice.
+func restartNeeded(cur, next *policy.Policy) error {
+	a, b := cur.Settings, next.Settings
+	var changed []string
+	add := func(name string, x, y any) {
+		if x != y && !slices.Contains(changed, name) {
+			changed = append(changed, name)
+		}
+	}
+	add("mta", cur.MTA, next.MTA)
+	for _, l := range []struct {
+		table, key string
+		x, y       policy.Listener
+	}{
+		{"[milter]", "listen", a.Milter, b.Milter},
+		{"[policyd]", "listen", a.Socketmap, b.Socketmap},
+		{"[policyd]", "delegation_listen", a.Delegation, b.Delegation},
+	} {
+		add(l.table+" "+l.key, l.x.Addr, l.y.Addr)
+		if strings.HasPrefix(l.y.Addr, "unix:") && l.x.Addr == l.y.Addr {
+			add(l.table+" socket_mode", l.x.Mode, l.y.Mode)
+			add(l.table+" socket_group", l.x.Group, l.y.Group)
+		}
+	}
+	add("[metrics] listen", a.MetricsListen, b.MetricsListen)
+	add("[log] syslog", a.Syslog, b.Syslog)
+	if len(changed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("restart needed: %s changed; the running daemon cannot apply that on reload, so it keeps the previous policy: restart tlsgate (systemctl restart tlsgate) to apply the file", strings.Join(changed, ", "))
+}
 
 // checkExpiry re-reads the certificates p names (a renewed server
 // certificate or CA store is picked up without a reload) and refreshes
 // their expiry as of now. A certificate that can no longer be read is
 // logged; the gauge then keeps its last values.
-func checkExpiry(p *policy.Policy, now time.Time, log *slog.Logger, m *metrics.Metrics) {
+func (tr *trustState) checkExpiry(p *policy.Policy, now time.Time) {
 	plan, err := trust.Prepare(p)
+	if err == nil {
+		err = plan.Lost(tr.plan)
+	}
 	if err != nil {
-		log.Warn("cert-expiry", "file", p.File, "error", err.Error())
+		tr.log.Warn("cert-expiry", "file", p.File, "error", err.Error())
 		return
 	}
-	refreshExpiry(plan, now, log, m)
+	refreshExpiry(plan, now, tr.log, tr.m)
 }
+
+// expiryEvery is how often serve re-reads the certificates it knows to
+// log those expiring soon and refresh the expiry gauge (tests shorten it).
+var expiryEvery = 24 * time.Hour
 
 // refreshExpiry logs the certificates of plan that expire within
 // certs.DefaultWarnWithin of now or have expired and, with metrics, sets

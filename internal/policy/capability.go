@@ -4,10 +4,10 @@ import "strings"
 
 // capabilities refuses requirements the configured MTA cannot enforce,
 // each with the reason and what to write instead.
-func (c *compiler) capabilities(p *Policy, ep *Endpoint, path string) {
-	in, out := &ep.Inbound, &ep.Outbound
+func (c *compiler) capabilities(ep *Endpoint, path string) {
+	in, out := ep.Inbound, ep.Outbound
 	inP, outP := path+".inbound", path+".outbound"
-	switch p.MTA {
+	switch c.ctx.mta {
 	case Postfix:
 		if in.SubjectDN != nil {
 			c.at(inP+".subject_dn", "endpoint %q inbound: Postfix reports only the subject CN of a trusted client certificate (milter {cert_subject}, policy ccert_subject), never the subject DN, so subject_dn cannot be enforced; use cn = %q and issuer_cn, or pin the certificate with fingerprints", ep.Name, in.SubjectDN.CN())
@@ -15,13 +15,13 @@ func (c *compiler) capabilities(p *Policy, ep *Endpoint, path string) {
 		if in.IssuerDN != nil {
 			c.at(inP+".issuer_dn", "endpoint %q inbound: Postfix reports only the issuer CN of a trusted client certificate, never the issuer DN, so issuer_dn cannot be enforced; use issuer_cn = %q, keep only that CA in the CA store, or pin fingerprints", ep.Name, in.IssuerDN.CN())
 		}
-		if len(in.Fingerprints) > 0 && p.Settings.Delegation.Addr == "" {
+		if len(in.Fingerprints) > 0 && !c.ctx.delegation {
 			c.at(inP+".fingerprints", "endpoint %q inbound: Postfix tells milters nothing about fingerprints; only its policy-delegation protocol does, so set [policyd] delegation_listen (tlsgate mta-config then adds check_policy_service), or use validate_cert with cn/issuer_cn instead", ep.Name)
 		}
 		if out.SubjectDN != nil {
 			c.at(outP+".subject_dn", "endpoint %q outbound: Postfix's TLS policy table cannot compare a server certificate's subject DN (only host names via match= and fingerprints); use cn = %q (checked as a host name) or pin fingerprints", ep.Name, out.SubjectDN.CN())
 		}
-		if (out.IssuerDN != nil || out.IssuerCN != "") && p.Settings.TrustAnchorDir == "" {
+		if (out.IssuerDN != nil || out.IssuerCN != "") && c.ctx.trustAnchorDir == "" {
 			key := ".issuer_dn"
 			if out.IssuerDN == nil {
 				key = ".issuer_cn"
@@ -36,7 +36,7 @@ func (c *compiler) capabilities(p *Policy, ep *Endpoint, path string) {
 			}
 		}
 		if out.MinBits > 128 {
-			c.at(outP+".min_bits", "endpoint %q outbound: min_bits = %d cannot be enforced by Postfix %s: its TLS policy table can restrict TLS 1.2 ciphers per destination but not TLS 1.3 suites, and TLS 1.3 may negotiate TLS_AES_128_GCM_SHA256; use min_bits = 128 (enforced with ciphers=high), or pin the peer's certificate with fingerprints", ep.Name, out.MinBits, p.PostfixVersion)
+			c.at(outP+".min_bits", "endpoint %q outbound: min_bits = %d cannot be enforced by Postfix %s: its TLS policy table can restrict TLS 1.2 ciphers per destination but not TLS 1.3 suites, and TLS 1.3 may negotiate TLS_AES_128_GCM_SHA256; use min_bits = 128 (enforced with ciphers=high), or pin the peer's certificate with fingerprints", ep.Name, out.MinBits, c.ctx.postfixVersion)
 		}
 		if len(out.Fingerprints) > 0 && out.ValidateCert {
 			c.at(outP+".fingerprints", "endpoint %q outbound: Postfix's fingerprint level checks the pin but does not also validate the chain; set validate_cert = false (a pin is stricter than CA trust) or drop fingerprints", ep.Name)

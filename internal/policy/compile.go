@@ -13,14 +13,19 @@ import (
 	"strings"
 )
 
+// compiler compiles one file: the main file (its settings and
+// endpoints) or an included one (endpoints only).
 type compiler struct {
-	file     string
-	loc      *locator
+	file     string   // the file compiled, named in its problems
+	mainFile string   // the main file (the same for the main file)
+	main     bool     // file is the main file
+	loc      *locator // lines of file, once decoded
+	base     int      // lines of the file before the text compiled (a piece)
+	ctx      unitCtx  // what the endpoints are checked and rendered against
 	problems []*Problem
-	warnings []*Problem
-	firsts   map[*Endpoint]map[string]int // see firstHost
-	mta      MTA                          // the file's mta, once known
-	pending  map[*Endpoint]*rawException  // exceptions to resolve once every endpoint is known
+	warnings []warning
+	in       interner // shares equal requirements and answers among the file's endpoints
+	u        *unit    // the result
 }
 
 // rawException is an endpoint's exception_to, reason and expires as read.
@@ -30,20 +35,8 @@ type rawException struct {
 	expires *rawTime
 }
 
-// warn records a warning at line.
-func (c *compiler) warn(line int, format string, args ...any) {
-	c.warnings = append(c.warnings, &Problem{File: c.file, Line: line, Warning: true, Msg: fmt.Sprintf(format, args...)})
-}
-
 func (c *compiler) problem(line int, format string, args ...any) {
 	c.problems = append(c.problems, &Problem{File: c.file, Line: line, Msg: fmt.Sprintf(format, args...)})
-}
-
-func (c *compiler) err() error {
-	if len(c.problems) == 0 {
-		return nil
-	}
-	return &LoadError{Problems: c.problems}
 }
 
 // at reports a problem at the line of a key path.
@@ -53,139 +46,128 @@ func (c *compiler) at(path, format string, args ...any) {
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
-func (c *compiler) compile(raw *rawFile) *Policy {
-	p := &Policy{File: c.file, ix: [2]*index{newIndex(), newIndex()}}
-	switch strings.ToLower(raw.MTA) {
-	case "postfix":
-		p.MTA = Postfix
-	case "sendmail":
-		p.MTA = Sendmail
-	case "":
-		c.problem(1, `mta is not set: add mta = "postfix" or mta = "sendmail" at the top (it decides which TLS facts tlsgate can check)`)
-	default:
-		c.at("mta", `mta = %q: want "postfix" or "sendmail"`, raw.MTA)
-	}
-	c.mta = p.MTA
-	p.PostfixVersion = "3.7"
-	if raw.PostfixVersion != "" {
-		if !regexp.MustCompile(`^3\.[0-9]+(\.[0-9]+)?$`).MatchString(raw.PostfixVersion) {
-			c.at("postfix_version", `postfix_version = %q: want a Postfix 3.x release such as "3.7" (see postconf -h mail_version)`, raw.PostfixVersion)
-		} else {
-			p.PostfixVersion = raw.PostfixVersion
+var postfixVersionRE = regexp.MustCompile(`^3\.[0-9]+(\.[0-9]+)?$`)
+
+// compileMain compiles the main file: its settings, the include
+// patterns, and its endpoints on those settings.
+func compileMain(file string, data content, parseOnly bool) *unit {
+	c := &compiler{file: file, mainFile: file, main: true, u: &unit{file: file, key: file, sum: data.sum, main: true}}
+	var raw rawFile
+	if c.decode(data.data, &raw) {
+		u := c.u
+		switch strings.ToLower(raw.MTA) {
+		case "postfix":
+			u.mta = Postfix
+		case "sendmail":
+			u.mta = Sendmail
+		case "":
+			c.problem(1, `mta is not set: add mta = "postfix" or mta = "sendmail" at the top (it decides which TLS facts tlsgate can check)`)
+		default:
+			c.at("mta", `mta = %q: want "postfix" or "sendmail"`, raw.MTA)
 		}
+		u.postfixVersion = "3.7"
+		if raw.PostfixVersion != "" {
+			if !postfixVersionRE.MatchString(raw.PostfixVersion) {
+				c.at("postfix_version", `postfix_version = %q: want a Postfix 3.x release such as "3.7" (see postconf -h mail_version)`, raw.PostfixVersion)
+			} else {
+				u.postfixVersion = strings.Clone(raw.PostfixVersion)
+			}
+		}
+		c.settings(&u.settings, &raw)
+		c.includes(raw.Include, parseOnly)
+		u.lines = c.loc.settingLines()
+		c.ctx = u.context()
+		c.endpoints(raw.Endpoint)
 	}
-	c.settings(p, raw)
-	names := map[string]int{}
-	for i := range raw.Endpoint {
-		ep := c.endpoint(&raw.Endpoint[i], i)
+	return c.finish()
+}
+
+// compileIncluded compiles an included file's endpoints on ctx, the main
+// file's settings.
+func compileIncluded(file, mainFile string, data content, ctx unitCtx) *unit {
+	return compilePiece(file, mainFile, file, data, 1, ctx)
+}
+
+// compilePiece compiles [[endpoint]] tables that start on line of file (a
+// piece of a large file, or all of an included one) on ctx; key names
+// the unit.
+func compilePiece(file, mainFile, key string, data content, line int, ctx unitCtx) *unit {
+	c := &compiler{file: file, mainFile: mainFile, ctx: ctx, base: line - 1, u: &unit{file: file, key: key, sum: data.sum, ctx: ctx}}
+	var raw rawFile
+	if c.decode(data.data, &raw) {
+		c.endpoints(raw.Endpoint)
+	}
+	return c.finish()
+}
+
+// finish hands the file's problems and warnings to its unit.
+func (c *compiler) finish() *unit {
+	c.u.problems, c.u.warnings = c.problems, c.warnings
+	c.u.compact()
+	if c.main {
+		c.u.ctx = c.u.context()
+	}
+	return c.u
+}
+
+// includes checks the include patterns of the main file. Parse, which
+// reads no files, refuses them.
+func (c *compiler) includes(pats []string, parseOnly bool) {
+	for _, pat := range pats {
+		line := c.loc.valueLine("include", pat)
+		switch {
+		case parseOnly:
+			c.problem(line, "include = [%q]: included files are read by Load (tlsgate check, serve, ...), not by Parse", pat)
+			continue
+		case strings.TrimSpace(pat) == "":
+			c.problem(line, `include: an empty pattern; write a path or a glob such as "/etc/tlsgate/conf.d/*.toml"`)
+			continue
+		case strings.IndexByte(pat, 0) >= 0:
+			c.problem(line, "include: NUL byte in %q", pat)
+			continue
+		}
+		if _, err := filepath.Match(pat, ""); err != nil {
+			c.problem(line, "include = [%q]: %v; write a path or a glob such as \"/etc/tlsgate/conf.d/*.toml\"", pat, err)
+			continue
+		}
+		c.u.includes = append(c.u.includes, includePattern{pattern: strings.Clone(pat), line: line})
+	}
+}
+
+// endpoints compiles the file's [[endpoint]] tables on c.ctx: each alone,
+// then what the MTA can enforce and the answers it gets.
+func (c *compiler) endpoints(raws []rawEndpoint) {
+	u := c.u
+	for i := range raws {
+		ep, lines, x := c.endpoint(&raws[i], i)
 		if ep == nil {
 			continue
 		}
-		if j, dup := names[strings.ToLower(ep.Name)]; dup {
-			c.at(fmt.Sprintf("endpoint.%d.name", i), "endpoint name %q is already used by the endpoint on line %d; names must be unique", ep.Name, p.Endpoints[j].Line)
+		k := int32(len(u.eps))
+		u.eps = append(u.eps, ep)
+		u.sizes.count(ep.Hosts)
+		if ep.Inbound.RequestCert && !u.asks {
+			u.asks = slices.ContainsFunc(ep.Hosts, func(h Pattern) bool { return h.Kind == PatternName || h.Kind == PatternSubdomains })
+		}
+		u.at = append(u.at, int32(len(u.lineTab)))
+		u.lineTab = append(u.lineTab, lines...)
+		if x != nil {
+			if u.exc == nil {
+				u.exc = map[int32]*rawException{}
+			}
+			u.exc[k] = x
+		}
+		if c.ctx.mta == "" {
 			continue
 		}
-		names[strings.ToLower(ep.Name)] = len(p.Endpoints)
-		ep.pos = int32(len(p.Endpoints))
-		c.addHosts(p, ep)
-		p.Endpoints = append(p.Endpoints, ep)
-	}
-	c.exceptions(p, names)
-	c.watch(p, raw.Watch)
-	if p.MTA != "" {
-		for i, ep := range p.Endpoints {
-			path := endpointPath(p, i)
-			c.capabilities(p, ep, path)
-			ep.compileAnswers(p)
-			c.answerSize(p, ep, path)
-			if p.MTA == Postfix {
-				c.postfixOutboundHosts(ep)
-			}
-			if ep.Inbound.RequestCert && slices.ContainsFunc(ep.Hosts, func(h Pattern) bool { return h.Kind == PatternName || h.Kind == PatternSubdomains }) {
-				p.askEveryClient = true
-			}
+		path := "endpoint." + strconv.Itoa(i)
+		c.capabilities(ep, path)
+		ep.compileAnswers(c.ctx, &c.in)
+		c.answerSize(ep, path)
+		if c.ctx.mta == Postfix {
+			c.postfixOutboundHosts(ep, i)
 		}
 	}
-	c.precedence(p)
-	p.warnings = c.warnings
-	return p
-}
-
-// addHosts puts ep's patterns in the index of each direction ep defines
-// (ep is about to become p.Endpoints[len(p.Endpoints)]). A pattern may
-// belong to one endpoint per direction.
-func (c *compiler) addHosts(p *Policy, ep *Endpoint) {
-	idx := int32(len(p.Endpoints))
-	type owner struct {
-		ep  int32
-		dir string
-	}
-	for k, h := range ep.Hosts {
-		var taken []owner // other endpoints that have h, in direction order
-		for _, d := range directions {
-			if !ep.Defines(d) {
-				continue
-			}
-			o := p.ix[d].add(h, idx)
-			if o == idx {
-				text, line := c.firstHost(ep, h)
-				c.problem(c.hostLine(ep, k), "host %q is listed twice in endpoint %q (as %q; first as %q on line %d)", h.Text, ep.Name, h.Canonical(), text, line)
-				break
-			}
-			if o >= 0 {
-				taken = append(taken, owner{o, d.String()})
-			}
-		}
-		for i := 0; i < len(taken); {
-			dirs := []string{taken[i].dir}
-			j := i + 1
-			for ; j < len(taken) && taken[j].ep == taken[i].ep; j++ {
-				dirs = append(dirs, taken[j].dir)
-			}
-			c.hostTaken(p, ep, k, taken[i].ep, dirs)
-			i = j
-		}
-	}
-}
-
-// hostTaken reports that ep's k-th host is already listed by endpoint
-// other for the directions dirs.
-func (c *compiler) hostTaken(p *Policy, ep *Endpoint, k int, other int32, dirs []string) {
-	h, o := ep.Hosts[k], p.Endpoints[other]
-	text, line := c.firstHost(o, h)
-	c.problem(c.hostLine(ep, k),
-		"host %q of endpoint %q is already listed by endpoint %q for %s (as %q; there as %q on line %d); a host may belong to one endpoint per direction",
-		h.Text, ep.Name, o.Name, strings.Join(dirs, " and "), h.Canonical(), text, line)
-}
-
-// hostLine returns the line of ep's k-th host pattern.
-func (c *compiler) hostLine(ep *Endpoint, k int) int {
-	return c.loc.valueLine("endpoint."+strconv.Itoa(ep.index)+".hosts", ep.Hosts[k].Text)
-}
-
-// firstHost returns the text and line of the first of ep's host patterns
-// that is the same pattern as h. The per-endpoint lookup is built on the
-// first duplicate only, so a file of many duplicates stays linear.
-func (c *compiler) firstHost(ep *Endpoint, h Pattern) (string, int) {
-	key := func(p Pattern) string { return strconv.Itoa(int(p.Kind)) + p.Canonical() }
-	m := c.firsts[ep]
-	if m == nil {
-		m = make(map[string]int, len(ep.Hosts))
-		for k, q := range ep.Hosts {
-			if _, ok := m[key(q)]; !ok {
-				m[key(q)] = k
-			}
-		}
-		if c.firsts == nil {
-			c.firsts = map[*Endpoint]map[string]int{}
-		}
-		c.firsts[ep] = m
-	}
-	k, ok := m[key(h)]
-	if !ok {
-		return h.Text, 0
-	}
-	return ep.Hosts[k].Text, c.hostLine(ep, k)
 }
 
 // MaxReply is the longest socketmap reply payload ("OK " and the answer)
@@ -197,32 +179,24 @@ const MaxReply = 100000
 // answerSize refuses an endpoint whose compiled outbound answer would not
 // fit in a socketmap reply: the daemon would answer TEMP for every lookup
 // of it, and mail to it would stay queued.
-func (c *compiler) answerSize(p *Policy, ep *Endpoint, path string) {
-	text := ep.postfixOut
-	if p.MTA == Sendmail {
-		text = ep.sendmailOut
-	}
+func (c *compiler) answerSize(ep *Endpoint, path string) {
+	text := ep.out
 	n := len("OK ") + len(text)
 	if n <= MaxReply {
 		return
 	}
 	hint := "shorten it"
-	if fps := ep.Outbound.Fingerprints; p.MTA == Postfix && len(fps) > 0 {
+	if fps := ep.Outbound.Fingerprints; c.ctx.mta == Postfix && len(fps) > 0 {
 		per := len(" match=") + len(fps[0].String())
 		hint = fmt.Sprintf("pin at most %d fingerprints (each adds %d bytes)", (MaxReply-(n-len(fps)*per))/per, per)
-	} else if ep.Outbound.CN != "" && p.MTA == Sendmail {
+	} else if ep.Outbound.CN != "" && c.ctx.mta == Sendmail {
 		hint = "use a shorter cn"
 	}
 	c.at(path, "endpoint %q outbound: the answer for the MTA would be %d bytes, over the socketmap reply limit of %d (Postfix's), so every lookup would fail with \"TEMP reply too long\" and mail to it would stay queued; %s", ep.Name, n, MaxReply, hint)
 }
 
-// endpointPath finds the locator path of the i-th compiled endpoint.
-func endpointPath(p *Policy, i int) string {
-	return "endpoint." + strconv.Itoa(p.Endpoints[i].index)
-}
-
 func (c *compiler) listener(path, key, addr, mode, group string) Listener {
-	l := Listener{Addr: addr, Mode: 0o660, Group: group}
+	l := Listener{Addr: strings.Clone(addr), Mode: 0o660, Group: strings.Clone(group)}
 	if addr != "" {
 		if err := checkListen(key, addr); err != nil {
 			c.at(path+"."+key, "%v", err)
@@ -298,31 +272,33 @@ func ParseListen(spec string) (network, addr string, err error) {
 	return "", "", errors.New("want unix:/path or inet:HOST:PORT with a loopback IP as HOST (inet:127.0.0.1:PORT, inet:[::1]:PORT)")
 }
 
-func (c *compiler) settings(p *Policy, raw *rawFile) {
-	s := &p.Settings
+// settings compiles the daemon sections of the main file. Every string
+// kept is a copy: the decoder's strings may share the whole file's text,
+// which the policy must not keep alive.
+func (c *compiler) settings(s *Settings, raw *rawFile) {
 	s.Milter = c.listener("milter", "listen", raw.Milter.Listen, raw.Milter.SocketMode, raw.Milter.SocketGroup)
-	s.AuthservID = raw.Milter.AuthservID
+	s.AuthservID = strings.Clone(raw.Milter.AuthservID)
 	if strings.ContainsAny(s.AuthservID, " \t;()\"\\\r\n") {
 		c.at("milter.authserv_id", "authserv_id = %q must be a single token such as the host name", s.AuthservID)
 	}
 	s.Socketmap = c.listener("policyd", "listen", raw.Policyd.Listen, raw.Policyd.SocketMode, raw.Policyd.SocketGroup)
 	s.Delegation = c.listener("policyd", "delegation_listen", raw.Policyd.DelegationListen, raw.Policyd.SocketMode, raw.Policyd.SocketGroup)
-	s.MapName = raw.Policyd.MapName
+	s.MapName = strings.Clone(raw.Policyd.MapName)
 	if s.MapName == "" {
 		s.MapName = "tlspolicy"
 	} else if strings.ContainsAny(s.MapName, " :,\t") {
 		c.at("policyd.map_name", "map_name = %q must not contain spaces, colons or commas", s.MapName)
 	}
-	s.CAStore = raw.Certs.CAStore
-	s.CABundle = raw.Certs.CABundle
-	s.TrustAnchorDir = raw.Certs.TrustAnchorDir
-	s.ServerCert, s.ServerKey = raw.Certs.ServerCert, raw.Certs.ServerKey
+	s.CAStore = strings.Clone(raw.Certs.CAStore)
+	s.CABundle = strings.Clone(raw.Certs.CABundle)
+	s.TrustAnchorDir = strings.Clone(raw.Certs.TrustAnchorDir)
+	s.ServerCert, s.ServerKey = strings.Clone(raw.Certs.ServerCert), strings.Clone(raw.Certs.ServerKey)
 	for _, kv := range [...][2]string{{"ca_store", s.CAStore}, {"ca_bundle", s.CABundle}, {"trust_anchor_dir", s.TrustAnchorDir}, {"server_cert", s.ServerCert}, {"server_key", s.ServerKey}} {
 		if k, v := kv[0], kv[1]; v != "" && !filepath.IsAbs(v) {
 			c.at("certs."+k, "%s = %q must be an absolute path", k, v)
 		}
 	}
-	s.LogLevel = strings.ToLower(raw.Log.Level)
+	s.LogLevel = strings.Clone(strings.ToLower(raw.Log.Level))
 	switch s.LogLevel {
 	case "":
 		s.LogLevel = "info"
@@ -330,7 +306,7 @@ func (c *compiler) settings(p *Policy, raw *rawFile) {
 	default:
 		c.at("log.level", `level = %q: want "debug", "info", "warn" or "error"`, raw.Log.Level)
 	}
-	s.Syslog = strings.ToLower(raw.Log.Syslog)
+	s.Syslog = strings.Clone(strings.ToLower(raw.Log.Syslog))
 	switch s.Syslog {
 	case "":
 		s.Syslog = "auto"
@@ -338,19 +314,23 @@ func (c *compiler) settings(p *Policy, raw *rawFile) {
 	default:
 		c.at("log.syslog", `syslog = %q: want "auto", "yes" or "no"`, raw.Log.Syslog)
 	}
-	c.discovery(p, raw.Discovery)
-	s.MetricsListen = raw.Metrics.Listen
+	s.MetricsListen = strings.Clone(raw.Metrics.Listen)
 	if s.MetricsListen != "" {
 		if err := checkListen("listen", s.MetricsListen); err != nil {
 			c.at("metrics.listen", "%v", err)
 		}
 	}
+	c.discovery(s, raw.Discovery)
+	c.watch(s, raw.Watch)
 }
 
-func (c *compiler) endpoint(r *rawEndpoint, i int) *Endpoint {
+// endpoint compiles one [[endpoint]] table, the i-th of the file. It
+// returns nil if the table has problems, else the endpoint with its lines
+// (see unit) and its exception as read, if any.
+func (c *compiler) endpoint(r *rawEndpoint, i int) (*Endpoint, []int32, *rawException) {
 	path := "endpoint." + strconv.Itoa(i)
 	n0 := len(c.problems)
-	ep := &Endpoint{Notes: strings.Clone(r.Notes), Line: c.loc.line(path), index: i}
+	ep := &Endpoint{Notes: strings.Clone(r.Notes), File: c.file, Line: c.loc.line(path)}
 	label := fmt.Sprintf("#%d", i+1)
 	switch {
 	case r.Name == nil:
@@ -364,13 +344,16 @@ func (c *compiler) endpoint(r *rawEndpoint, i int) *Endpoint {
 	if len(r.Hosts) == 0 {
 		c.at(path, "endpoint %q has no hosts: add hosts = [\"example.com\", \".example.com\", \"192.0.2.0/24\"]", label)
 	}
-	for _, h := range r.Hosts {
+	lines := make([]int32, lineHosts, lineHosts+len(r.Hosts))
+	hostLines := c.loc.valueLines(path+".hosts", r.Hosts)
+	for k, h := range r.Hosts {
 		pat, err := ParsePattern(h)
 		if err != nil {
-			c.problem(c.loc.valueLine(path+".hosts", h), "endpoint %q: %v", label, err)
+			c.problem(int(hostLines[k]), "endpoint %q: %v", label, err)
 			continue
 		}
 		ep.Hosts = append(ep.Hosts, pat)
+		lines = append(lines, hostLines[k])
 	}
 	ep.Mode = Enforce
 	if r.Mode != nil {
@@ -395,24 +378,29 @@ func (c *compiler) endpoint(r *rawEndpoint, i int) *Endpoint {
 	if r.Inbound == nil && r.Outbound == nil {
 		c.at(path, "endpoint %q demands nothing: add an [endpoint.inbound] and/or [endpoint.outbound] table", label)
 	}
+	ep.Inbound, ep.Outbound = &noRequirements, &noRequirements
 	if r.Inbound != nil {
-		ep.defines[Inbound] = true
-		ep.Inbound = c.requirements(path+".inbound", label, Inbound, r.Inbound)
+		ep.Inbound = c.in.requirements(c.requirements(path+".inbound", label, Inbound, r.Inbound))
 	}
 	if r.Outbound != nil {
-		ep.defines[Outbound] = true
-		ep.Outbound = c.requirements(path+".outbound", label, Outbound, r.Outbound)
+		ep.Outbound = c.in.requirements(c.requirements(path+".outbound", label, Outbound, r.Outbound))
 	}
-	c.readException(ep, r, path, label)
+	x := c.readException(r, path, label)
 	if len(c.problems) > n0 {
-		return nil
+		return nil, nil, nil
 	}
-	return ep
+	lines[lineName] = int32(c.loc.line(path + ".name"))
+	lines[lineHostsKey] = int32(c.loc.line(path + ".hosts"))
+	if x != nil {
+		lines[lineExceptionTo] = int32(c.loc.line(path + ".exception_to"))
+		lines[lineExpires] = int32(c.loc.line(path + ".expires"))
+	}
+	return ep, lines, x
 }
 
 // readException checks an endpoint's exception_to, reason and expires as
 // written; exceptions resolves the name once every endpoint is known.
-func (c *compiler) readException(ep *Endpoint, r *rawEndpoint, path, label string) {
+func (c *compiler) readException(r *rawEndpoint, path, label string) *rawException {
 	if r.ExceptionTo == nil {
 		if r.Reason != nil || r.Expires != nil {
 			key := ".reason"
@@ -421,7 +409,7 @@ func (c *compiler) readException(ep *Endpoint, r *rawEndpoint, path, label strin
 			}
 			c.at(path+key, "endpoint %q: reason and expires belong to an exception; add exception_to = \"NAME\" (the endpoint it relaxes) or remove them", label)
 		}
-		return
+		return nil
 	}
 	x := &rawException{to: strings.TrimSpace(*r.ExceptionTo), expires: r.Expires}
 	if x.to == "" {
@@ -443,10 +431,8 @@ func (c *compiler) readException(ep *Endpoint, r *rawEndpoint, path, label strin
 			c.at(path+".expires", "endpoint %q: expires = %s has no date or no offset: write a date (expires = 2027-01-31, the exception ends at 00:00 that day) or a date and time with its offset (2027-01-31T12:00:00+01:00)", label, c.loc.value(path+".expires"))
 		}
 	}
-	if c.pending == nil {
-		c.pending = map[*Endpoint]*rawException{}
-	}
-	c.pending[ep] = x
+	x.to = strings.Clone(x.to)
+	return x
 }
 
 // requirements compiles one [endpoint.inbound] or [endpoint.outbound]
@@ -505,7 +491,7 @@ func (c *compiler) pins(q *Requirements, r *rawReq, path, label string, dir Dire
 			c.problem(c.loc.valueLine(path+".fingerprints", s), "endpoint %q %s: %v", label, dir, err)
 			continue
 		}
-		if kind == PinPublicKey && c.mta == Sendmail && dir == Inbound {
+		if kind == PinPublicKey && c.ctx.mta == Sendmail && dir == Inbound {
 			c.problem(c.loc.valueLine(path+".fingerprints", s), "endpoint %q inbound: Sendmail reports only the digest of the whole client certificate ({cert_fp}), so a public-key pin (sha256//...) can never match; pin the certificate's SHA-256 fingerprint (tlsgate certs show CERT prints it)", label)
 			continue
 		}

@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -119,35 +118,57 @@ type Endpoint struct {
 	Mode Mode
 	// Action is Defer (default) or Reject, for inbound failures.
 	Action Action
-	// Inbound holds the requirements when they connect to us.
-	Inbound Requirements
-	// Outbound holds the requirements when we connect to them.
-	Outbound Requirements
+	// Inbound holds the requirements when they connect to us. Never nil:
+	// without an [endpoint.inbound] table it demands nothing (Defines).
+	// Endpoints that demand the same share one Requirements; a compiled
+	// policy is never changed.
+	Inbound *Requirements
+	// Outbound holds the requirements when we connect to them, as
+	// Inbound.
+	Outbound *Requirements
 	// Exception is set when the endpoint temporarily relaxes an endpoint
 	// it is nested in (exception_to, reason, expires); nil otherwise.
 	Exception *Exception
-	// Line is where the endpoint starts in the file.
+	// File is the file the endpoint is written in: the main file or one
+	// it includes.
+	File string
+	// Line is where the endpoint starts in File.
 	Line int
 
-	defines     [2]bool // the file has [endpoint.inbound] / [endpoint.outbound]
-	index       int     // position among the file's [[endpoint]] tables
-	pos         int32   // position in Policy.Endpoints
-	postfixOut  string  // Postfix TLS policy table entry, "" if none
-	sendmailOut string  // Sendmail access-map RHS for tls_srv/tls_rcpt, "" if none
+	// out is the outbound answer in the grammar of the configured MTA
+	// (a Postfix TLS policy table entry, a Sendmail access-map RHS), ""
+	// if none; kept in the endpoint, so that an answer touches no other
+	// block of memory.
+	out string
 }
+
+// outFor returns ep's outbound answer if the policy is for mta, else "".
+func (p *Policy) outFor(ep *Endpoint, mta MTA) string {
+	if p.MTA != mta {
+		return ""
+	}
+	return ep.out
+}
+
+// noRequirements is what Inbound or Outbound points to for a direction
+// the endpoint does not define.
+var noRequirements Requirements
 
 // Defines reports whether the endpoint has a table for direction d
 // ([endpoint.inbound], [endpoint.outbound]). Only endpoints that define a
 // direction take part in it: an endpoint with only an outbound table
 // never decides who may connect to us.
-func (ep *Endpoint) Defines(d Direction) bool { return ep.defines[d] }
+func (ep *Endpoint) Defines(d Direction) bool { return ep.Requirements(d) != &noRequirements }
+
+// defines says which directions the endpoint defines.
+func (ep *Endpoint) defines() [2]bool { return [2]bool{ep.Defines(Inbound), ep.Defines(Outbound)} }
 
 // Requirements returns the endpoint's requirements in direction d.
 func (ep *Endpoint) Requirements(d Direction) *Requirements {
 	if d == Outbound {
-		return &ep.Outbound
+		return ep.Outbound
 	}
-	return &ep.Inbound
+	return ep.Inbound
 }
 
 // Rule returns what the endpoint demands in direction d: its mode and
@@ -207,14 +228,15 @@ type Settings struct {
 
 // Policy is a loaded, validated and immutable configuration.
 type Policy struct {
-	// File is the path the policy was loaded from.
+	// File is the path of the main file the policy was loaded from.
 	File string
 	// MTA is the mail server the policy is written for.
 	MTA MTA
 	// PostfixVersion is the target Postfix release ("3.7" by default);
 	// nothing newer than it is ever emitted.
 	PostfixVersion string
-	// Endpoints in file order.
+	// Endpoints in file order: those of the main file, then those of
+	// each included file in turn.
 	Endpoints []*Endpoint
 	// Settings of the daemons.
 	Settings Settings
@@ -229,11 +251,17 @@ type Policy struct {
 	askEveryClient bool
 	exceptions     []*Exception // in file order
 	relaxes        [2]bool      // some exception relaxes that direction
-	warnings       []*Problem   // found at load time, see Warnings
+	warnings       []warning    // found at load time, see Warnings
+	units          []*unit      // the files compiled, the main file first
+	// byID holds each endpoint under its ID (unit.ids), which the index
+	// gives: IDs, unlike positions in Endpoints, stay the same from one
+	// policy to the next, so that the next can copy the index (patch).
+	byID []*Endpoint
 }
 
 type rawFile struct {
 	MTA            string        `toml:"mta"`
+	Include        []string      `toml:"include"`
 	PostfixVersion string        `toml:"postfix_version"`
 	Milter         rawMilter     `toml:"milter"`
 	Policyd        rawPolicyd    `toml:"policyd"`
@@ -325,52 +353,26 @@ type rawReq struct {
 	Fingerprints []string `toml:"fingerprints"`
 }
 
-// MaxFileSize bounds the configuration file tlsgate reads.
-const MaxFileSize = 64 << 20
-
-// maxUnknownKeys is how many unknown keys Parse names one by one.
+// maxUnknownKeys is how many unknown keys a file's problems name one by
+// one.
 const maxUnknownKeys = 100
 
-// Load reads and compiles the configuration file at path. On failure the
-// error is a *LoadError listing every problem with its line.
-func Load(path string) (*Policy, error) {
-	// O_NONBLOCK: a FIFO without a writer reads as empty instead of blocking
-	// (on SIGHUP, the daemon's signal loop) until one appears.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, &LoadError{Problems: []*Problem{{File: path, Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}}}
+// decode reads one file's TOML into raw: the shape limits first, then the
+// decoder, keys written in another case, and unknown keys. It reports
+// whether raw may be compiled: after a syntax or type error, or a key in
+// the wrong case, the file's other problems would only be consequences.
+func (c *compiler) decode(data []byte, raw *rawFile) bool {
+	// A piece's shape was checked with its whole file.
+	if err := checkShape(c.file, data); c.base == 0 && err != nil {
+		c.problems = append(c.problems, err.(*LoadError).Problems...)
+		return false
 	}
-	defer f.Close()
-	var buf bytes.Buffer
-	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		// Refuse an oversized file without reading it, and read a normal
-		// one into a buffer of its size (not up to twice that).
-		if fi.Size() > MaxFileSize {
-			return nil, &LoadError{Problems: []*Problem{{File: path, Msg: fmt.Sprintf("file is larger than %d bytes", MaxFileSize)}}}
-		}
-		buf.Grow(int(fi.Size()) + bytes.MinRead)
-	}
-	if _, err := buf.ReadFrom(io.LimitReader(f, MaxFileSize+1)); err != nil {
-		return nil, &LoadError{Problems: []*Problem{{File: path, Msg: fmt.Sprintf("cannot read: %v", err)}}}
-	}
-	if buf.Len() > MaxFileSize {
-		return nil, &LoadError{Problems: []*Problem{{File: path, Msg: fmt.Sprintf("file is larger than %d bytes", MaxFileSize)}}}
-	}
-	return Parse(path, buf.Bytes())
-}
-
-// Parse compiles configuration text; name is used in error messages.
-func Parse(name string, data []byte) (*Policy, error) {
-	if err := checkShape(name, data); err != nil {
-		return nil, err
-	}
-	c := &compiler{file: name, loc: newLocator(data)}
-	var raw rawFile
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
+	c.loc = newLocator(data, c.base)
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(raw)
 	var pe toml.ParseError
 	if err != nil && errors.As(err, &pe) {
 		c.tomlError(err)
-		return nil, c.err()
+		return false
 	}
 	// The decoder matches keys to settings ignoring case, and when a table
 	// has a key in two spellings (mode and Mode) which one wins depends on
@@ -378,13 +380,20 @@ func Parse(name string, data []byte) (*Policy, error) {
 	// a file means one thing. A decoding error after a misspelt key or
 	// table is usually its consequence: report the spelling only.
 	if c.exactKeys(md); len(c.problems) > 0 {
-		return nil, c.err()
+		return false
 	}
 	if err != nil {
 		c.tomlError(err)
-		return nil, c.err()
+		return false
+	}
+	if !c.main {
+		c.endpointsOnly(md)
 	}
 	undecoded := md.Undecoded()
+	if !c.main {
+		// Reported by endpointsOnly, once per key or table.
+		undecoded = slices.DeleteFunc(undecoded, func(k toml.Key) bool { return k[0] != "endpoint" })
+	}
 	for i, k := range undecoded {
 		if i == maxUnknownKeys {
 			// A file of unknown keys gets a readable answer: the first ones
@@ -394,12 +403,28 @@ func Parse(name string, data []byte) (*Policy, error) {
 		}
 		c.problem(c.loc.undecoded(k), "unknown key %q%s", k.String(), suggest(k))
 	}
-	p := c.compile(&raw)
-	if e := c.err(); e != nil {
-		return nil, e
+	return true
+}
+
+// endpointsOnly reports, in an included file, every top-level key or
+// table other than [[endpoint]], once each: settings belong in the main
+// file, where they apply to all files.
+func (c *compiler) endpointsOnly(md toml.MetaData) {
+	seen := map[string]bool{}
+	for _, k := range md.Keys() {
+		if k[0] == "endpoint" || seen[k[0]] {
+			continue
+		}
+		seen[k[0]] = true
+		what := "key " + k[0]
+		switch md.Type(k[0]) {
+		case "Hash":
+			what = "[" + k[0] + "]"
+		case "ArrayHash":
+			what = "[[" + k[0] + "]]"
+		}
+		c.at(k[0], "%s: an included file holds [[endpoint]] tables only; settings and include belong in the main file %s", what, c.mainFile)
 	}
-	p.lines = c.loc.settingLines()
-	return p, nil
 }
 
 func (c *compiler) tomlError(err error) {

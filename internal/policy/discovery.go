@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // Discovery are the [discovery] settings: MTA-STS (RFC 8461) and DANE
@@ -54,8 +55,10 @@ const (
 	maxCacheBytes = 1 << 40
 )
 
-// discovery compiles the [discovery] table.
-func (c *compiler) discovery(p *Policy, r *rawDiscovery) {
+// discovery compiles the [discovery] table into s, whose [policyd]
+// settings are compiled already. Every string kept is a copy (see
+// settings).
+func (c *compiler) discovery(s *Settings, r *rawDiscovery) {
 	if r == nil {
 		return
 	}
@@ -69,13 +72,13 @@ func (c *compiler) discovery(p *Policy, r *rawDiscovery) {
 	if !d.MTASTS && !d.DANE {
 		c.at("discovery", "the [discovery] table enables nothing: set mta_sts = true and/or dane = true, or remove the table")
 	}
-	if p.Settings.Socketmap.Addr == "" {
+	if s.Socketmap.Addr == "" {
 		c.at("discovery", "[discovery] needs [policyd] listen: the MTA asks for discovered policies through the socketmap (Postfix's smtp_tls_policy_maps, Sendmail's FEATURE(`sts') map)")
 	}
-	if c.mta == Sendmail && p.Settings.MapName == "sts" {
+	if c.u.mta == Sendmail && s.MapName == "sts" {
 		c.at("policyd.map_name", "map_name = \"sts\" is the name of the map of FEATURE(`sts'), which asks tlsgate for discovered MTA-STS policies: tlsgate could not tell its lookups from those of its own map; keep the default \"tlspolicy\" or choose another name")
 	}
-	if d.DANE && c.mta == Sendmail {
+	if d.DANE && c.u.mta == Sendmail {
 		c.at("discovery.dane", `dane = true cannot be enforced with mta = "sendmail": Debian's Sendmail 8.17 is built without DANE (sendmail -d0.15 -bt lists no DANE under "Compiled with"), so a DANE answer would be ignored; remove it and keep mta_sts = true, which Sendmail enforces through FEATURE(`+"`sts')")
 		d.DANE = false
 	}
@@ -102,7 +105,7 @@ func (c *compiler) discovery(p *Policy, r *rawDiscovery) {
 			c.at("discovery."+kv.key, "%s = %q must be an absolute path", kv.key, kv.val)
 			continue
 		}
-		*kv.dst = filepath.Clean(kv.val)
+		*kv.dst = strings.Clone(filepath.Clean(kv.val))
 	}
 	if r.CacheEntries != nil {
 		if n := *r.CacheEntries; n < 1 || n > 100_000_000 {
@@ -118,7 +121,7 @@ func (c *compiler) discovery(p *Policy, r *rawDiscovery) {
 			d.CacheBytes = int64(n)
 		}
 	}
-	p.Settings.Discovery = d
+	s.Discovery = d
 }
 
 // resolverAddr reads "IP", "IP:PORT" or "[IPv6]:PORT" (port 53 when not

@@ -12,6 +12,17 @@
 // [View.Outbound] and relay the answer; [View.PostfixWalk] and the
 // Sendmail walks show what the MTA asks after a key that is not found.
 //
+// # Files
+//
+// [Load] reads the main file and the files its include patterns name
+// (one file per partner, [[endpoint]] tables only), compiles each file on
+// its own and assembles the policy: the endpoints of all files, their
+// index, exceptions and nesting, checked across files. A [Loader] keeps
+// what it compiled of each file by path and content, so that a reload
+// compiles only the files that changed, in parallel; [Diff] says what
+// changed and [Same] proves two loads equal. Each file is read so that
+// one caught half-written is never taken (see readFile).
+//
 // # Host patterns
 //
 // An endpoint's hosts are written as

@@ -173,8 +173,8 @@ func dumpPolicy(p *Policy) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mta=%s version=%s settings=%+v ask=%v relaxes=%v\n", p.MTA, p.PostfixVersion, p.Settings, p.askEveryClient, p.relaxes)
 	for _, ep := range p.Endpoints {
-		fmt.Fprintf(&b, "endpoint %s line=%d mode=%s action=%s defines=%v pos=%d\n  in=%+v\n  out=%+v\n  postfix=%q sendmail=%q\n",
-			ep.Name, ep.Line, ep.Mode, ep.Action, ep.defines, ep.pos, ep.Inbound, ep.Outbound, ep.postfixOut, ep.sendmailOut)
+		fmt.Fprintf(&b, "endpoint %s line=%d mode=%s action=%s defines=%v file=%s\n  in=%+v\n  out=%+v\n  postfix=%q sendmail=%q\n",
+			ep.Name, ep.Line, ep.Mode, ep.Action, ep.defines(), ep.File, *ep.Inbound, *ep.Outbound, ep.out, "")
 		for _, h := range ep.Hosts {
 			fmt.Fprintf(&b, "  host %+v\n", h)
 		}
@@ -183,7 +183,7 @@ func dumpPolicy(p *Policy) string {
 		}
 	}
 	for _, w := range p.warnings {
-		fmt.Fprintf(&b, "warning %s\n", w)
+		fmt.Fprintf(&b, "warning %s\n", w.problem())
 	}
 	for d, ix := range p.ix {
 		var lines []string

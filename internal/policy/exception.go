@@ -33,6 +33,7 @@ type Exception struct {
 	date    time.Time // expires as a date: year, month and day in UTC; zero for an instant
 	instant time.Time // expires as a date and time with an offset
 	relaxes [2]bool
+	pos     int32 // Endpoint's position in Policy.Endpoints
 }
 
 // ExceptionWarning is how long before an exception ends `tlsgate check`
@@ -98,16 +99,19 @@ func (p *Policy) Exceptions() []*Exception { return p.exceptions }
 // within ExceptionWarning, and exceptions that have ended (their endpoint
 // no longer applies in the directions they relax, and the lines can go).
 func (p *Policy) Warnings(now time.Time) []*Problem {
-	out := append([]*Problem(nil), p.warnings...)
+	out := make([]*Problem, 0, len(p.warnings))
+	for _, w := range p.warnings {
+		out = append(out, w.problem())
+	}
 	for _, x := range p.exceptions {
 		end := x.ExpiresAt(now.Location())
 		switch left := end.Sub(now); {
 		case left <= 0:
-			out = append(out, &Problem{File: p.File, Line: x.Line, Warning: true, Msg: fmt.Sprintf(
+			out = append(out, &Problem{File: x.Endpoint.File, Line: x.Line, Warning: true, Msg: fmt.Sprintf(
 				"the exception of endpoint %q to %q ended on %s: %s, %q's rules apply to its hosts again (%s); remove exception_to, reason and expires, or the endpoint",
 				x.Endpoint.Name, x.To.Name, x.Expires(), x.relaxed(), x.To.Name, x.Reason)})
 		case left <= ExceptionWarning:
-			out = append(out, &Problem{File: p.File, Line: x.Line, Warning: true, Msg: fmt.Sprintf(
+			out = append(out, &Problem{File: x.Endpoint.File, Line: x.Line, Warning: true, Msg: fmt.Sprintf(
 				"the exception of endpoint %q to %q ends on %s (in %s): from then on, %s, %q's rules apply to its hosts (%s)",
 				x.Endpoint.Name, x.To.Name, x.Expires(), daysLeft(left), x.relaxed(), x.To.Name, x.Reason)})
 		}

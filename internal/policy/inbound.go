@@ -208,7 +208,7 @@ func (p *Policy) covering(addr netip.Addr, clientName, sender string, g gone) []
 		if !ok {
 			return
 		}
-		ep := p.Endpoints[i]
+		ep := p.byID[i]
 		for _, e := range out {
 			if e == ep {
 				return
@@ -285,7 +285,7 @@ func (p *Policy) judge(f *Facts, g gone) Verdict {
 }
 
 func judgeOne(ep *Endpoint, f *Facts, fails, unchecked []Failure) ([]Failure, []Failure) {
-	r := &ep.Inbound
+	r := ep.Inbound
 	fail := func(c Check, want, got string) {
 		fails = append(fails, Failure{Endpoint: ep, Check: c, Want: want, Got: got})
 	}

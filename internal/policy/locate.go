@@ -11,19 +11,32 @@ import (
 // plain layout used in tlsgate files (tables, arrays of tables, key = value
 // lines); anything it cannot place is reported at the enclosing table.
 type locator struct {
+	base  int // lines of the file before data (a piece; see split)
 	lines []string
 	keys  map[string]int   // "endpoint.2.inbound.min_bits" → line (1-based)
 	used  map[int]bool     // lines already reported by undecoded
 	byKey map[string][]int // key path without array indexes → its lines, ascending (built by undecoded)
 }
 
-func newLocator(data []byte) *locator {
+// newLocator reads data, which starts on line base+1 of its file. Only
+// lines that start outside strings, comments and brackets can hold a
+// table header or a key (scanLines): a multi-line string may hold a line
+// like "[certs]" that is no table.
+func newLocator(data []byte, base int) *locator {
 	lines := strings.Split(string(data), "\n")
-	l := &locator{lines: lines, keys: make(map[string]int, len(lines)), used: map[int]bool{}}
+	l := &locator{base: base, lines: lines, keys: make(map[string]int, len(lines)), used: map[int]bool{}}
+	eligible := make([]bool, len(lines)+1)
+	scanLines(data, func(_, line int, _ []byte) bool {
+		eligible[line-1] = true
+		return true
+	})
 	counts := map[string]int{}
 	table := ""
 	for i, line := range l.lines {
-		n := i + 1
+		if !eligible[i] {
+			continue
+		}
+		n := base + i + 1
 		if name, ok := matchHeader(line, true); ok {
 			name = cleanKey(name)
 			counts[name]++
@@ -185,8 +198,8 @@ func lineOf(keys map[string]int, path string) int {
 // value returns the text after '=' on the line of path, without a
 // trailing comment (for messages that quote what was written).
 func (l *locator) value(path string) string {
-	n := l.line(path)
-	if n == 0 || n > len(l.lines) {
+	n := l.line(path) - l.base
+	if n <= 0 || n > len(l.lines) {
 		return ""
 	}
 	_, v, _ := strings.Cut(l.lines[n-1], "=")
@@ -204,12 +217,68 @@ func (l *locator) valueLine(path, v string) int {
 		return 0
 	}
 	q := strconv.Quote(v)
-	for i := start - 1; i < len(l.lines) && i < start-1+1000; i++ {
+	for i := start - 1 - l.base; i < len(l.lines) && i < start-1-l.base+1000; i++ {
 		if strings.Contains(l.lines[i], q) || strings.Contains(l.lines[i], "'"+v+"'") {
-			return i + 1
+			return l.base + i + 1
 		}
 	}
 	return start
+}
+
+// valueLines returns, for each string of the array at path (an
+// endpoint's hosts), the line it is written on, as valueLine does for
+// one, in one pass: each is looked for from where the one before was
+// found, in the lines the array can span, so that a million hosts on one
+// line cost one pass over it. A string not found (written with escapes)
+// gets the line of the key; after maxMisses of them the rest are not
+// looked for.
+func (l *locator) valueLines(path string, vs []string) []int32 {
+	const maxMisses = 16
+	out := make([]int32, len(vs))
+	start := l.line(path)
+	if start == 0 {
+		return out
+	}
+	end := min(len(l.lines), start-1-l.base+1000)
+	j, off := start-1-l.base, 0 // where the search goes on: line and offset in it
+	misses := 0
+	for k, v := range vs {
+		out[k] = int32(start)
+		if misses >= maxMisses {
+			continue
+		}
+		found := false
+		for jj, o := j, off; jj < end; jj, o = jj+1, 0 {
+			if at := indexQuoted(l.lines[jj][o:], v); at >= 0 {
+				out[k], j, off, found = int32(l.base+jj+1), jj, o+at+len(v), true
+				break
+			}
+		}
+		if !found {
+			misses++
+		}
+	}
+	return out
+}
+
+// indexQuoted returns the index of v in line where it stands in double or
+// single quotes (v without characters that need escaping, as host
+// patterns are), or -1.
+func indexQuoted(line, v string) int {
+	for off := 0; off <= len(line); {
+		i := strings.Index(line[off:], v)
+		if i < 0 {
+			return -1
+		}
+		i += off
+		if i > 0 && i+len(v) < len(line) {
+			if q := line[i-1]; (q == '"' || q == '\'') && line[i+len(v)] == q {
+				return i
+			}
+		}
+		off = i + 1
+	}
+	return -1
 }
 
 // undecoded places a key reported by toml's MetaData.Undecoded, which

@@ -99,7 +99,7 @@ hosts = ["a.example",
   [ endpoint . outbound ]
   min_bits = 128
 `
-	l := newLocator([]byte(src))
+	l := newLocator([]byte(src), 0)
 	for path, want := range map[string]int{
 		"mta": 1, "milter": 3, "milter.listen": 4, "endpoint.0": 6, "endpoint.0.name": 7, "endpoint.0.hosts": 8,
 		"endpoint.0.inbound": 10, "endpoint.0.inbound.encryption": 11, "endpoint.1": 13, "endpoint.1.name": 14,
@@ -126,7 +126,7 @@ func BenchmarkLocator(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		newLocator(data)
+		newLocator(data, 0)
 	}
 }
 

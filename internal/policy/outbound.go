@@ -58,8 +58,7 @@ func (v View) Outbound(key string) (Answer, error) {
 	return v.PostfixPolicy(key)
 }
 
-func (p *Policy) answer(i int32, text string, d Direction) Answer {
-	ep := p.Endpoints[i]
+func (p *Policy) answer(ep *Endpoint, text string, d Direction) Answer {
 	a := Answer{Endpoint: ep, Exception: exceptionIn(ep, d), Rules: text}
 	if ep.Mode == Enforce && text != "" {
 		a.Found, a.Text, a.Source = true, text, SourceEndpoint
@@ -94,22 +93,25 @@ func (v View) PostfixPolicy(key string) (Answer, error) {
 	if !ok {
 		return Answer{}, nil
 	}
-	return v.p.answer(i, v.p.Endpoints[i].postfixOut, Outbound), nil
+	ep := v.p.byID[i]
+	return v.p.answer(ep, v.p.outFor(ep, Postfix), Outbound), nil
 }
 
-// compileAnswers renders the outbound policy text once at load time.
-func (ep *Endpoint) compileAnswers(p *Policy) {
-	o := &ep.Outbound
+// compileAnswers sets the endpoint's trust-anchor file and renders its
+// outbound policy texts, once at load time; endpoints whose outbound
+// requirements are the same share them (and their answers) through in.
+func (ep *Endpoint) compileAnswers(ctx unitCtx, in *interner) {
+	o := ep.Outbound
 	if !o.Active() {
 		return
 	}
-	if o.IssuerDN != nil || o.IssuerCN != "" {
-		if p.Settings.TrustAnchorDir != "" {
-			o.TrustAnchorFile = filepath.Join(p.Settings.TrustAnchorDir, ep.Name+".pem")
-		}
+	if (o.IssuerDN != nil || o.IssuerCN != "") && ctx.trustAnchorDir != "" {
+		cp := *o
+		cp.TrustAnchorFile = filepath.Join(ctx.trustAnchorDir, ep.Name+".pem")
+		o = &cp
 	}
-	ep.postfixOut = postfixEntry(o)
-	ep.sendmailOut = sendmailRHS(o)
+	in.mta = ctx.mta
+	ep.Outbound, ep.out = in.outbound(o)
 }
 
 // postfixEntry renders an smtp_tls_policy_maps entry using only what

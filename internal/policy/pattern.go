@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -80,11 +81,16 @@ func NormalizeName(s string) (string, error) {
 	if len(s) > 253 {
 		return "", fmt.Errorf("%q is longer than 253 characters", s)
 	}
-	// Label by label without strings.Split, whose slice every lookup
-	// would allocate.
-	for rest, more := s, true; more; {
-		var label string
-		label, rest, more = strings.Cut(rest, ".")
+	for rest := s; rest != ""; {
+		label := rest
+		if dot := strings.IndexByte(rest, '.'); dot >= 0 {
+			label, rest = rest[:dot], rest[dot+1:]
+			if rest == "" {
+				return "", fmt.Errorf("%q has an empty label", s)
+			}
+		} else {
+			rest = ""
+		}
 		if label == "" {
 			return "", fmt.Errorf("%q has an empty label", s)
 		}
@@ -144,7 +150,8 @@ func ParsePattern(s string) (Pattern, error) {
 		if numericName(n) {
 			return Pattern{}, fmt.Errorf("%q: names below a number are no host names; write a range (192.0.2.0/24)", s)
 		}
-		return Pattern{Text: strings.Clone(s), Kind: PatternSubdomains, Name: strings.Clone(n)}, nil
+		text := strings.Clone(s)
+		return Pattern{Text: text, Kind: PatternSubdomains, Name: shared(text, n)}, nil
 	}
 	if strings.HasPrefix(t, "*.") {
 		return Pattern{}, fmt.Errorf("%q: write subdomain patterns as %q", s, t[1:])
@@ -156,7 +163,19 @@ func ParsePattern(s string) (Pattern, error) {
 	if _, err := netip.ParseAddr(n); err == nil || numericName(n) {
 		return Pattern{}, fmt.Errorf("%q is neither a name nor an address; write an address (192.0.2.1) or a range (192.0.2.0/24)", s)
 	}
-	return Pattern{Text: strings.Clone(s), Kind: PatternName, Name: strings.Clone(n)}, nil
+	text := strings.Clone(s)
+	return Pattern{Text: text, Kind: PatternName, Name: shared(text, n)}, nil
+}
+
+// shared returns name as a part of text (its own copy of what was
+// written) when text holds it, as it does when the name was written in
+// its normal form, else a copy of name: a pattern keeps one string, not
+// two.
+func shared(text, name string) string {
+	if i := strings.Index(text, name); i >= 0 {
+		return text[i : i+len(name)]
+	}
+	return strings.Clone(name)
 }
 
 func unmapBits(a netip.Addr) int {
@@ -166,60 +185,212 @@ func unmapBits(a netip.Addr) int {
 	return 0
 }
 
-// index maps normalised names and addresses to endpoint positions.
-type index struct {
-	names    map[string]int32
-	suffixes map[string]int32
-	addrs    map[netip.Addr]int32
-	prefixes map[netip.Prefix]int32
+// hostIndex maps normalised names and addresses to the endpoints that
+// list them, in both directions at once: a pattern is stored once, with
+// the position of its endpoint in Policy.Endpoints for each direction
+// (-1 for none), which halves the entries and the probes of a lookup
+// that asks both.
+type hostIndex struct {
+	names    map[string]owners
+	suffixes map[string]owners
+	addrs    map[netip.Addr]owners
+	prefixes map[netip.Prefix]owners
 	bits4    []int // distinct prefix lengths of IPv4 ranges, longest first
 	bits6    []int
+	// depths has bit k set when a subdomain pattern's domain has k
+	// labels (k < 64; deeper ones set bit 63): a name's parent domains
+	// of other depths need no probe.
+	depths uint64
+	// How many patterns there are of each depth and prefix length: the
+	// counts bits4, bits6 and depths are made from (finish), kept so that
+	// a copy of the index can lose patterns (patch).
+	depthN [64]int32
+	bitsN4 [33]int32
+	bitsN6 [129]int32
 }
 
-func newIndex() *index {
-	return &index{
-		names:    map[string]int32{},
-		suffixes: map[string]int32{},
-		addrs:    map[netip.Addr]int32{},
-		prefixes: map[netip.Prefix]int32{},
+// finish makes bits4, bits6 and depths from the counts.
+func (ix *hostIndex) finish() {
+	ix.bits4, ix.bits6, ix.depths = ix.bits4[:0], ix.bits6[:0], 0
+	for b := len(ix.bitsN4) - 1; b >= 0; b-- {
+		if ix.bitsN4[b] > 0 {
+			ix.bits4 = append(ix.bits4, b)
+		}
+	}
+	for b := len(ix.bitsN6) - 1; b >= 0; b-- {
+		if ix.bitsN6[b] > 0 {
+			ix.bits6 = append(ix.bits6, b)
+		}
+	}
+	for k, n := range ix.depthN {
+		if n > 0 {
+			ix.depths |= 1 << k
+		}
 	}
 }
 
-// add records p for endpoint i; it returns the endpoint that already owns
-// the same pattern, or -1.
-func (ix *index) add(p Pattern, i int32) int32 {
-	var m map[string]int32
+// count adds delta to the count of p's depth or prefix length.
+func (ix *hostIndex) count(p Pattern, delta int32) {
+	switch p.Kind {
+	case PatternSubdomains:
+		ix.depthN[min(labels(p.Name), 63)] += delta
+	case PatternPrefix:
+		if p.Prefix.Addr().Is4() {
+			ix.bitsN4[p.Prefix.Bits()] += delta
+		} else {
+			ix.bitsN6[p.Prefix.Bits()] += delta
+		}
+	}
+}
+
+// clone returns a copy of the index, its maps copied (not rebuilt).
+func (ix *hostIndex) clone() *hostIndex {
+	c := *ix
+	c.names, c.suffixes = maps.Clone(ix.names), maps.Clone(ix.suffixes)
+	c.addrs, c.prefixes = maps.Clone(ix.addrs), maps.Clone(ix.prefixes)
+	c.bits4, c.bits6 = slices.Clone(ix.bits4), slices.Clone(ix.bits6)
+	return &c
+}
+
+// release takes p away from endpoint i in every direction i has it.
+func (ix *hostIndex) release(p Pattern, i int32) {
+	var gone bool
 	switch p.Kind {
 	case PatternName:
-		m = ix.names
+		gone = unclaim(ix.names, p.Name, i)
 	case PatternSubdomains:
-		m = ix.suffixes
+		gone = unclaim(ix.suffixes, p.Name, i)
 	case PatternAddr:
-		if j, ok := ix.addrs[p.Prefix.Addr()]; ok {
-			return j
-		}
-		ix.addrs[p.Prefix.Addr()] = i
-		return -1
-	case PatternPrefix:
-		if j, ok := ix.prefixes[p.Prefix]; ok {
-			return j
-		}
-		ix.prefixes[p.Prefix] = i
-		bits := &ix.bits6
-		if p.Prefix.Addr().Is4() {
-			bits = &ix.bits4
-		}
-		if !slices.Contains(*bits, p.Prefix.Bits()) {
-			*bits = append(*bits, p.Prefix.Bits())
-			slices.SortFunc(*bits, func(a, b int) int { return b - a })
-		}
-		return -1
+		gone = unclaim(ix.addrs, p.Prefix.Addr(), i)
+	default:
+		gone = unclaim(ix.prefixes, p.Prefix, i)
 	}
-	if j, ok := m[p.Name]; ok {
-		return j
+	if gone {
+		ix.count(p, -1)
 	}
-	m[p.Name] = i
-	return -1
+}
+
+// unclaim takes key away from endpoint i; it reports whether the key
+// left the map (no direction has an endpoint any more).
+func unclaim[K comparable](m map[K]owners, key K, i int32) bool {
+	o, ok := m[key]
+	if !ok {
+		return false
+	}
+	for d := range o {
+		if o[d] == i {
+			o[d] = -1
+		}
+	}
+	if o == noOwners {
+		delete(m, key)
+		return true
+	}
+	m[key] = o
+	return false
+}
+
+// owners are the IDs (Policy.byID) of the endpoints that list a pattern,
+// by direction; -1 for none.
+type owners [2]int32
+
+var noOwners = owners{-1, -1}
+
+// index is the hostIndex as one direction sees it.
+type index struct {
+	*hostIndex
+	d Direction
+}
+
+// indexSizes are how many patterns of each kind an index will hold.
+type indexSizes struct{ names, suffixes, addrs, prefixes int }
+
+// count adds the patterns of hosts.
+func (n *indexSizes) count(hosts []Pattern) {
+	for _, h := range hosts {
+		switch h.Kind {
+		case PatternName:
+			n.names++
+		case PatternSubdomains:
+			n.suffixes++
+		case PatternAddr:
+			n.addrs++
+		default:
+			n.prefixes++
+		}
+	}
+}
+
+// add adds o's counts.
+func (n *indexSizes) add(o *indexSizes) {
+	n.names += o.names
+	n.suffixes += o.suffixes
+	n.addrs += o.addrs
+	n.prefixes += o.prefixes
+}
+
+// newIndexes returns the two directions' views of a new hostIndex sized
+// for n.
+func newIndexes(n indexSizes) [2]*index {
+	h := &hostIndex{
+		names:    make(map[string]owners, n.names),
+		suffixes: make(map[string]owners, n.suffixes),
+		addrs:    make(map[netip.Addr]owners, n.addrs),
+		prefixes: make(map[netip.Prefix]owners, n.prefixes),
+	}
+	return [2]*index{{h, Inbound}, {h, Outbound}}
+}
+
+// labels counts the labels of a normalised name.
+func labels(n string) int { return strings.Count(n, ".") + 1 }
+
+// depthBit is the bit of depths for a domain of k labels.
+func depthBit(k int) uint64 { return 1 << min(k, 63) }
+
+// add records p for endpoint i in each direction it defines where no
+// endpoint has p yet. It returns the owners p had before: the endpoints
+// that keep it (-1 where i took it or does not define the direction).
+// Call finish once every pattern is in.
+func (ix *hostIndex) add(p Pattern, i int32, defines [2]bool) owners {
+	var prev owners
+	var created bool
+	switch p.Kind {
+	case PatternName:
+		prev, created = claim(ix.names, p.Name, i, defines)
+	case PatternSubdomains:
+		prev, created = claim(ix.suffixes, p.Name, i, defines)
+	case PatternAddr:
+		prev, created = claim(ix.addrs, p.Prefix.Addr(), i, defines)
+	default:
+		prev, created = claim(ix.prefixes, p.Prefix, i, defines)
+	}
+	if created {
+		ix.count(p, 1)
+	}
+	return prev
+}
+
+// claim gives key to endpoint i in the directions it defines that have
+// no endpoint yet, with one lookup and at most one store; it reports
+// whether the key was new.
+func claim[K comparable](m map[K]owners, key K, i int32, defines [2]bool) (owners, bool) {
+	o, ok := m[key]
+	if !ok {
+		o = noOwners
+	}
+	prev, changed := o, false
+	for d, def := range defines {
+		if def && o[d] < 0 {
+			o[d], changed = i, true
+		}
+		if !def {
+			prev[d] = -1
+		}
+	}
+	if changed {
+		m[key] = o
+	}
+	return prev, !ok && changed
 }
 
 // gone reports whether an indexed endpoint is absent at the moment of a
@@ -232,25 +403,33 @@ func (g gone) has(i int32) bool { return g != nil && g(i) }
 // name finds the endpoint for a normalised host name: the exact name, else
 // the longest subdomain pattern above it, skipping absent endpoints.
 func (ix *index) name(n string, g gone) (int32, bool) {
-	if i, ok := ix.names[n]; ok && !g.has(i) {
-		return i, true
+	if o, ok := ix.names[n]; ok {
+		if i := o[ix.d]; i >= 0 && !g.has(i) {
+			return i, true
+		}
 	}
 	return ix.below(n, g)
 }
 
 // below finds the longest subdomain pattern strictly above name n.
 func (ix *index) below(n string, g gone) (int32, bool) {
-	if len(ix.suffixes) == 0 {
+	if ix.depths == 0 {
 		return 0, false
 	}
+	k := labels(n)
 	for {
 		dot := strings.IndexByte(n, '.')
 		if dot < 0 {
 			return 0, false
 		}
 		n = n[dot+1:]
-		if i, ok := ix.suffixes[n]; ok && !g.has(i) {
-			return i, true
+		if k--; ix.depths&depthBit(k) == 0 {
+			continue
+		}
+		if o, ok := ix.suffixes[n]; ok {
+			if i := o[ix.d]; i >= 0 && !g.has(i) {
+				return i, true
+			}
 		}
 	}
 }
@@ -258,8 +437,10 @@ func (ix *index) below(n string, g gone) (int32, bool) {
 // parent finds the endpoint for Postfix's parent-domain key ".d": names
 // below d, i.e. a subdomain pattern for d or any domain above it.
 func (ix *index) parent(d string, g gone) (int32, bool) {
-	if i, ok := ix.suffixes[d]; ok && !g.has(i) {
-		return i, true
+	if o, ok := ix.suffixes[d]; ok {
+		if i := o[ix.d]; i >= 0 && !g.has(i) {
+			return i, true
+		}
 	}
 	return ix.below(d, g)
 }
@@ -267,8 +448,10 @@ func (ix *index) parent(d string, g gone) (int32, bool) {
 // addr finds the endpoint for an address: exact, else the longest range.
 func (ix *index) addr(a netip.Addr, g gone) (int32, bool) {
 	a = a.Unmap().WithZone("")
-	if i, ok := ix.addrs[a]; ok && !g.has(i) {
-		return i, true
+	if o, ok := ix.addrs[a]; ok {
+		if i := o[ix.d]; i >= 0 && !g.has(i) {
+			return i, true
+		}
 	}
 	return ix.ranges(a, 129, g)
 }
@@ -287,29 +470,38 @@ func (ix *index) ranges(a netip.Addr, bits int, g gone) (int32, bool) {
 		if err != nil {
 			continue
 		}
-		if i, ok := ix.prefixes[p]; ok && !g.has(i) {
-			return i, true
+		if o, ok := ix.prefixes[p]; ok {
+			if i := o[ix.d]; i >= 0 && !g.has(i) {
+				return i, true
+			}
 		}
 	}
 	return 0, false
 }
 
 // covers calls f for every pattern in the index that strictly covers p
-// (is less specific and matches everything p matches): subdomain patterns
-// above p's name, ranges around p's address or range. Exact names and
-// addresses cover nothing.
-func (ix *index) covers(p Pattern, f func(i int32, by Pattern)) {
+// (is less specific and matches everything p matches), with its owners
+// in both directions: subdomain patterns above p's name, ranges around
+// p's address or range. Exact names and addresses cover nothing.
+func (ix *hostIndex) covers(p Pattern, f func(o owners, by Pattern)) {
 	switch p.Kind {
 	case PatternName, PatternSubdomains:
+		if ix.depths == 0 {
+			return
+		}
 		n := p.Name
+		k := labels(n)
 		for {
 			dot := strings.IndexByte(n, '.')
 			if dot < 0 {
 				return
 			}
 			n = n[dot+1:]
-			if i, ok := ix.suffixes[n]; ok {
-				f(i, Pattern{Kind: PatternSubdomains, Name: n})
+			if k--; ix.depths&depthBit(k) == 0 {
+				continue
+			}
+			if o, ok := ix.suffixes[n]; ok {
+				f(o, Pattern{Kind: PatternSubdomains, Name: n})
 			}
 		}
 	case PatternAddr, PatternPrefix:
@@ -326,8 +518,8 @@ func (ix *index) covers(p Pattern, f func(i int32, by Pattern)) {
 			if err != nil {
 				continue
 			}
-			if i, ok := ix.prefixes[q]; ok {
-				f(i, Pattern{Kind: PatternPrefix, Prefix: q})
+			if o, ok := ix.prefixes[q]; ok {
+				f(o, Pattern{Kind: PatternPrefix, Prefix: q})
 			}
 		}
 	}

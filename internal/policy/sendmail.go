@@ -62,7 +62,8 @@ func (v View) SendmailAccess(key string) (Answer, error) {
 		if !ok {
 			return Answer{}, nil
 		}
-		return v.p.answer(i, v.p.Endpoints[i].sendmailOut, Outbound), nil
+		ep := v.p.byID[i]
+		return v.p.answer(ep, v.p.outFor(ep, Sendmail), Outbound), nil
 	case "srv_features":
 		if cut {
 			// Asking for a certificate refuses nobody.
@@ -98,7 +99,8 @@ func (v View) tlsRcpt(val string) Answer {
 	if !ok {
 		return Answer{}
 	}
-	return v.p.answer(i, v.p.Endpoints[i].sendmailOut, Outbound)
+	ep := v.p.byID[i]
+	return v.p.answer(ep, v.p.outFor(ep, Sendmail), Outbound)
 }
 
 // domainLookup finds the endpoint for a recipient domain: a name or a
@@ -243,7 +245,7 @@ func (v View) cutKey(key, prefix string) (Answer, error) {
 			}
 		}
 		if strictest {
-			a := v.p.answer(top.pos, top.sendmailOut, Outbound)
+			a := v.p.answer(top, v.p.outFor(top, Sendmail), Outbound)
 			a.Truncated = true
 			return a, nil
 		}
@@ -330,10 +332,10 @@ func (v View) srvFeatures(val string) Answer {
 		return Answer{Found: true, Text: srvNoCert}
 	}
 	i, ok := v.p.sendmailHost(val, Inbound, v.gone(Inbound))
-	if !ok || !v.p.Endpoints[i].Inbound.RequestCert {
+	if !ok || !v.p.byID[i].Inbound.RequestCert {
 		return Answer{}
 	}
-	ep := v.p.Endpoints[i]
+	ep := v.p.byID[i]
 	return Answer{Found: true, Text: srvAskCert, Endpoint: ep, Exception: exceptionIn(ep, Inbound)}
 }
 

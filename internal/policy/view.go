@@ -41,7 +41,7 @@ func (v View) gone(d Direction) gone {
 		return nil
 	}
 	return func(i int32) bool {
-		x := v.p.Endpoints[i].Exception
+		x := v.p.byID[i].Exception
 		return x != nil && x.relaxes[d] && x.Expired(v.now)
 	}
 }
@@ -53,7 +53,7 @@ func (v View) withoutExceptions(d Direction) gone {
 		return nil
 	}
 	return func(i int32) bool {
-		x := v.p.Endpoints[i].Exception
+		x := v.p.byID[i].Exception
 		return x != nil && x.relaxes[d]
 	}
 }

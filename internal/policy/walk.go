@@ -272,10 +272,19 @@ func sendmailKeys(tag string, vals []string) []string {
 	return keys
 }
 
+// lowerASCII lower-cases the ASCII letters of s; s itself if it has none
+// in upper case.
 func lowerASCII(s string) string {
+	i := 0
+	for i < len(s) && (s[i] < 'A' || s[i] > 'Z') {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
 	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
+	for ; i < len(b); i++ {
+		if c := b[i]; c >= 'A' && c <= 'Z' {
 			b[i] = c + 'a' - 'A'
 		}
 	}

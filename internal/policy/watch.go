@@ -54,9 +54,11 @@ const (
 	minProbeInterval    = time.Minute
 )
 
-// watch compiles the [watch] table; it runs after the endpoints are known
-// (probe_endpoints names them).
-func (c *compiler) watch(p *Policy, r *rawWatch) {
+// watch compiles the [watch] table into s. probe_endpoints is kept as
+// written: the endpoints it names may be in included files, and the
+// assembler checks them (assembler.watch). Every string kept is a copy
+// (see settings).
+func (c *compiler) watch(s *Settings, r *rawWatch) {
 	if r == nil {
 		return
 	}
@@ -81,7 +83,7 @@ func (c *compiler) watch(p *Policy, r *rawWatch) {
 	dur("probe_interval", r.ProbeInterval, &w.ProbeInterval, true, minProbeInterval)
 	dur("probe_timeout", r.ProbeTimeout, &w.ProbeTimeout, false, time.Second)
 
-	switch c.mta {
+	switch c.u.mta {
 	case Postfix:
 		if r.Mailq != "" {
 			c.at("watch.mailq", `mailq is Sendmail's queue listing; with mta = "postfix" the queue is read with postqueue -j: set postqueue and postfix_config instead, or remove mailq`)
@@ -93,17 +95,17 @@ func (c *compiler) watch(p *Policy, r *rawWatch) {
 			}
 		}
 	}
-	w.Postqueue = r.Postqueue
+	w.Postqueue = strings.Clone(r.Postqueue)
 	if w.Postqueue == "" {
 		w.Postqueue = "postqueue"
 	} else if err := commandName(w.Postqueue); err != nil {
 		c.at("watch.postqueue", "postqueue = %q: %v", r.Postqueue, err)
 	}
-	w.PostfixConfig = r.PostfixConfig
+	w.PostfixConfig = strings.Clone(r.PostfixConfig)
 	if w.PostfixConfig != "" && !filepath.IsAbs(w.PostfixConfig) {
 		c.at("watch.postfix_config", "postfix_config = %q must be an absolute path (the directory of main.cf)", w.PostfixConfig)
 	}
-	w.Mailq = strings.Fields(r.Mailq)
+	w.Mailq = strings.Fields(strings.Clone(r.Mailq))
 	if r.Mailq == "" {
 		w.Mailq = []string{"mailq"}
 	} else if len(w.Mailq) == 0 {
@@ -119,34 +121,45 @@ func (c *compiler) watch(p *Policy, r *rawWatch) {
 		if len(r.ProbeEndpoints) == 0 {
 			c.at("watch.probe_endpoints", "probe_endpoints is empty: name the endpoints to probe, or remove it to probe every endpoint with [endpoint.outbound]")
 		}
-		seen := map[string]bool{}
 		for _, name := range r.ProbeEndpoints {
-			ep := endpointNamed(p, name)
-			switch {
-			case ep == nil:
-				c.at("watch.probe_endpoints", "probe_endpoints: no endpoint is named %q", name)
-			case !ep.Defines(Outbound):
-				c.at("watch.probe_endpoints", "probe_endpoints: endpoint %q (line %d) has no [endpoint.outbound] table: it names no servers we deliver to", name, ep.Line)
-			case seen[ep.Name]:
-				c.at("watch.probe_endpoints", "probe_endpoints: %q is listed twice", name)
-			default:
-				seen[ep.Name] = true
-				w.ProbeEndpoints = append(w.ProbeEndpoints, ep.Name)
-			}
+			w.ProbeEndpoints = append(w.ProbeEndpoints, strings.Clone(name))
 		}
 	}
-	p.Settings.Watch = w
+	s.Watch = w
 }
 
-// endpointNamed returns the endpoint called name (compared as endpoint
-// names are: case-insensitively), or nil.
-func endpointNamed(p *Policy, name string) *Endpoint {
-	for _, ep := range p.Endpoints {
-		if strings.EqualFold(ep.Name, name) {
-			return ep
+// watch checks the endpoints [watch] probe_endpoints names, now that all
+// files' endpoints are known, and gives the policy a Watch of its own
+// whose ProbeEndpoints are their names as the endpoints spell them.
+func (a *assembler) watch(names map[string]int32) {
+	p := a.p
+	w := p.Settings.Watch
+	if w == nil || w.ProbeEndpoints == nil {
+		return
+	}
+	line := p.Line("watch.probe_endpoints")
+	cp := *w
+	cp.ProbeEndpoints = make([]string, 0, len(w.ProbeEndpoints))
+	seen := map[string]bool{}
+	for _, name := range w.ProbeEndpoints {
+		id, ok := names[lowerASCII(name)]
+		var ep *Endpoint
+		if ok {
+			ep = p.byID[id]
+		}
+		switch {
+		case ep == nil:
+			a.problem(p.File, line, "probe_endpoints: no endpoint is named %q%s", name, a.closestName(name))
+		case !ep.Defines(Outbound):
+			a.problem(p.File, line, "probe_endpoints: endpoint %q (%s) has no [endpoint.outbound] table: it names no servers we deliver to", name, lineIn(ep.File, ep.Line, p.File))
+		case seen[ep.Name]:
+			a.problem(p.File, line, "probe_endpoints: %q is listed twice", name)
+		default:
+			seen[ep.Name] = true
+			cp.ProbeEndpoints = append(cp.ProbeEndpoints, ep.Name)
 		}
 	}
-	return nil
+	p.Settings.Watch = &cp
 }
 
 // isOff reports whether a duration setting says "off".

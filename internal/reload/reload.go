@@ -1,7 +1,10 @@
 // Package reload holds the policy in force for tlsgate's long-running
-// servers and replaces it on reload: the new file is compiled completely
-// before it is swapped in atomically, so a bad file leaves the old policy
-// in force, and lookups in flight finish on the policy they started with.
+// servers and replaces it on reload: the new configuration (the main file
+// and every file it includes) is compiled completely and whatever it
+// needs outside the process is readied before it is swapped in
+// atomically, so a bad file leaves the old policy in force, all of it,
+// and lookups in flight finish on the policy they started with. Only the
+// files whose content changed are compiled again (policy.Loader).
 package reload
 
 import (
@@ -11,6 +14,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tlsgate/tlsgate/internal/policy"
 )
@@ -18,6 +22,7 @@ import (
 // Holder owns the current policy.
 type Holder struct {
 	path string
+	ld   *policy.Loader
 	log  *slog.Logger
 	cur  atomic.Pointer[policy.Policy]
 	gen  atomic.Uint64
@@ -26,27 +31,60 @@ type Holder struct {
 	// OnReload, if set, is called after every reload attempt with the
 	// outcome ("ok" or "failed") and the generation now in force.
 	OnReload func(result string, generation uint64)
-	// Prepare, if set, runs on a newly compiled policy before it is put in
-	// force (for example to write the CA bundle and trust-anchor files it
-	// names); an error rejects the new policy and keeps the old one.
-	Prepare func(*policy.Policy) error
+	// Prepare, if set, runs on a newly compiled policy (next) with the one
+	// in force (cur) before anything changes. It refuses next with an
+	// error (a setting the running daemon cannot apply, a CA file that can
+	// no longer be read), or readies what next needs outside the process
+	// (the CA bundle and trust-anchor files, written under temporary
+	// names) and returns commit, which the Holder calls just before next
+	// is put in force. commit puts all of it in place or, with an error,
+	// none: then next is refused and cur stays. Prepare itself leaves
+	// nothing behind when it fails; commit may be nil.
+	Prepare func(cur, next *policy.Policy) (commit func() error, err error)
 }
 
-// New loads path; the error lists every problem of the file.
+// loadGCPercent is the garbage collector's target (GOGC) while a
+// configuration loads: the load makes much garbage while the policy it
+// builds grows, and the default target of 100 lets the heap reach twice
+// the policy before the garbage is collected.
+const loadGCPercent = 50
+
+// Load runs ld.Load with the garbage collector's target at most
+// loadGCPercent, and returns the policy and error it gave.
+func Load(ld *policy.Loader) (*policy.Policy, error) {
+	old := debug.SetGCPercent(loadGCPercent)
+	if old >= 0 && old < loadGCPercent {
+		debug.SetGCPercent(old)
+	}
+	defer debug.SetGCPercent(old)
+	return ld.Load()
+}
+
+// New loads path; the error lists every problem of its files.
 func New(path string, log *slog.Logger) (*Holder, error) {
-	p, err := policy.Load(path)
+	ld := policy.NewLoader(path)
+	p, err := Load(ld)
 	if err != nil {
 		return nil, err
 	}
-	return NewWith(path, p, log), nil
+	return NewFrom(ld, p, log), nil
 }
 
-// NewWith holds p, already loaded from path, as generation 1.
-func NewWith(path string, p *policy.Policy, log *slog.Logger) *Holder {
-	h := &Holder{path: path, log: log}
+// NewFrom holds p, just loaded by ld, as generation 1; reloads go on with
+// ld, which compiles again only the files that changed since.
+func NewFrom(ld *policy.Loader, p *policy.Policy, log *slog.Logger) *Holder {
+	h := &Holder{path: p.File, ld: ld, log: log}
 	h.cur.Store(p)
 	h.gen.Store(1)
 	releaseMemory()
+	return h
+}
+
+// NewWith holds p, loaded from path by other means, as generation 1; the
+// first reload compiles every file.
+func NewWith(path string, p *policy.Policy, log *slog.Logger) *Holder {
+	h := NewFrom(policy.NewLoader(path), p, log)
+	h.path = path
 	return h
 }
 
@@ -63,15 +101,22 @@ func (h *Holder) Policy() *policy.Policy { return h.cur.Load() }
 // Generation counts successful loads, starting at 1.
 func (h *Holder) Generation() uint64 { return h.gen.Load() }
 
-// Reload re-reads the file. On success the new policy replaces the old one
-// atomically; on failure the old one stays in force and every problem is
+// Reload re-reads the configuration. On success the new policy replaces
+// the old one atomically and the log line says what changed and how long
+// it took; on failure the old one stays in force and every problem is
 // logged.
 func (h *Holder) Reload() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	p, err := policy.Load(h.path)
+	t0 := time.Now()
+	cur := h.cur.Load()
+	p, err := Load(h.ld)
+	var commit func() error
 	if err == nil && h.Prepare != nil {
-		err = h.Prepare(p)
+		commit, err = h.Prepare(cur, p)
+	}
+	if err == nil && commit != nil {
+		err = commit()
 	}
 	if err != nil {
 		var le *policy.LoadError
@@ -92,9 +137,18 @@ func (h *Holder) Reload() error {
 	}
 	h.cur.Store(p)
 	g := h.gen.Add(1)
+	took := time.Since(t0)
 	releaseMemory()
 	if h.log != nil {
-		h.log.Info("reload", "result", "ok", "file", h.path, "generation", g, "endpoints", len(p.Endpoints))
+		d, st := policy.Diff(cur, p), h.ld.Stats()
+		args := []any{"result", "ok", "file", h.path, "generation", g, "endpoints", len(p.Endpoints),
+			"files", d.Files, "files_changed", d.FilesChanged, "compiled", st.Compiled,
+			"added", d.Added, "changed", d.Changed, "removed", d.Removed, "took", took.Round(time.Microsecond).String()}
+		if st.Rereads > 0 {
+			// A file was being written: it was read again until whole.
+			args = append(args, "rereads", st.Rereads)
+		}
+		h.log.Info("reload", args...)
 	}
 	if h.OnReload != nil {
 		h.OnReload("ok", g)

@@ -2,6 +2,7 @@ package reload
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tlsgate/tlsgate/internal/logx"
+	"github.com/tlsgate/tlsgate/internal/policy"
 	"log/slog"
 )
 
@@ -101,5 +103,85 @@ func TestConcurrentReload(t *testing.T) {
 	wg.Wait()
 	if h.Generation() != 201 {
 		t.Errorf("generation %d", h.Generation())
+	}
+}
+
+// TestPrepareAndCommit: Prepare sees the policy in force and the new one;
+// a Prepare error or a commit error keeps the old policy (and is logged
+// as the reason); commit runs before the new policy is in force, once.
+func TestPrepareAndCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.toml")
+	os.WriteFile(path, []byte(good), 0o644)
+	var logs bytes.Buffer
+	h, err := New(path, slog.New(logx.NewWriter(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := h.Policy()
+	var commits int
+	var inForceAtCommit *policy.Policy
+	// A changed file, so that a reload makes a new policy (an unchanged
+	// one gives the same).
+	if err := os.WriteFile(path, []byte(strings.Replace(good, "a.example", "b.example", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name       string
+		prepareErr error
+		commitErr  error
+	}{
+		{"prepare refuses", errors.New("restart needed: [milter] listen changed"), nil},
+		{"commit fails", nil, errors.New("trust: put x.pem in place: boom")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.Reset()
+			h.Prepare = func(cur, next *policy.Policy) (func() error, error) {
+				if cur != first || next == first {
+					t.Errorf("Prepare(cur %p, next %p), in force %p", cur, next, first)
+				}
+				if tc.prepareErr != nil {
+					return nil, tc.prepareErr
+				}
+				return func() error { return tc.commitErr }, nil
+			}
+			if err := h.Reload(); err == nil {
+				t.Fatal("reload succeeded")
+			}
+			want := tc.prepareErr
+			if want == nil {
+				want = tc.commitErr
+			}
+			if h.Policy() != first || h.Generation() != 1 || !strings.Contains(logs.String(), "reload result=failed") || !strings.Contains(logs.String(), want.Error()) {
+				t.Errorf("generation %d, logs:\n%s", h.Generation(), logs.String())
+			}
+		})
+	}
+	h.Prepare = func(cur, next *policy.Policy) (func() error, error) {
+		return func() error { commits++; inForceAtCommit = h.Policy(); return nil }, nil
+	}
+	if err := h.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if commits != 1 || inForceAtCommit != first || h.Policy() == first || h.Generation() != 2 {
+		t.Errorf("commits %d, in force at commit: old %v, generation %d", commits, inForceAtCommit == first, h.Generation())
+	}
+}
+
+// TestUnchangedReload: a reload of unchanged files keeps the same policy
+// object (nothing compiled, nothing assembled) and says so.
+func TestUnchangedReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.toml")
+	os.WriteFile(path, []byte(good), 0o644)
+	var logs bytes.Buffer
+	h, err := New(path, slog.New(logx.NewWriter(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := h.Policy()
+	if err := h.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if h.Policy() != first || h.Generation() != 2 || !strings.Contains(logs.String(), "reload result=ok file="+path+" generation=2 endpoints=1 files=1 files_changed=0 compiled=0 added=0 changed=0 removed=0 took=") {
+		t.Errorf("unchanged reload: same policy %v, generation %d, logs:\n%s", h.Policy() == first, h.Generation(), logs.String())
 	}
 }

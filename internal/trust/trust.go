@@ -65,12 +65,12 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 	}
 	var problems []*policy.Problem
 	for _, ep := range p.Endpoints {
-		o := &ep.Outbound
+		o := ep.Outbound
 		if o.TrustAnchorFile == "" {
 			continue
 		}
 		if plan.Store == nil {
-			problems = append(problems, &policy.Problem{File: p.File, Line: ep.Line,
+			problems = append(problems, &policy.Problem{File: ep.File, Line: ep.Line,
 				Msg: fmt.Sprintf("endpoint %q outbound pins its issuer, but [certs] ca_store is not set", ep.Name)})
 			continue
 		}
@@ -85,7 +85,7 @@ func Prepare(p *policy.Policy) (*Plan, error) {
 			if o.IssuerDN != nil {
 				want = o.IssuerDN.String()
 			}
-			problems = append(problems, &policy.Problem{File: p.File, Line: ep.Line,
+			problems = append(problems, &policy.Problem{File: ep.File, Line: ep.Line,
 				Msg: fmt.Sprintf("endpoint %q outbound pins issuer %q, but no CA certificate in %s has that subject; add it with: tlsgate certs store --store %s add CA.pem", ep.Name, want, s.CAStore, s.CAStore)})
 			continue
 		}
@@ -131,33 +131,16 @@ func IssuerMatches(o *policy.Requirements, c *x509.Certificate) bool {
 }
 
 // Write writes the CA bundle ([certs] ca_bundle; not for Sendmail, see
-// WritesBundle) and the trust-anchor files, each atomically. The directory of each file is created (mode 0755
-// less the umask) when it is missing, but not its parents: a mistyped path
-// fails rather than growing a tree.
+// WritesBundle) and the trust-anchor files: Stage, then Commit. The directory of each file is created (mode
+// 0755 less the umask) when it is missing, but not its parents: a
+// mistyped path fails rather than growing a tree. If any file cannot be
+// written, none is replaced.
 func (plan *Plan) Write(p *policy.Policy) error {
-	if plan.Store != nil && WritesBundle(p) {
-		if err := makeDir(filepath.Dir(p.Settings.CABundle)); err != nil {
-			return fmt.Errorf("[certs] ca_bundle: %w", err)
-		}
-		if err := plan.Store.WriteBundle(p.Settings.CABundle); err != nil {
-			return err
-		}
+	st, err := plan.Stage(p)
+	if err != nil {
+		return err
 	}
-	if len(plan.Anchors) > 0 {
-		if err := makeDir(filepath.Clean(p.Settings.TrustAnchorDir)); err != nil {
-			return fmt.Errorf("[certs] trust_anchor_dir: %w", err)
-		}
-	}
-	for path, cas := range plan.Anchors {
-		want := map[*x509.Certificate]bool{}
-		for _, c := range cas {
-			want[c] = true
-		}
-		if err := plan.Store.WriteTrustAnchors(filepath.Clean(path), func(c *x509.Certificate) bool { return want[c] }); err != nil {
-			return err
-		}
-	}
-	return nil
+	return st.Commit()
 }
 
 // makeDir creates dir if it does not exist; its parent must.
@@ -179,4 +162,53 @@ func (plan *Plan) Expiry(now time.Time, warn time.Duration) []certs.ExpiryReport
 		}
 	}
 	return out
+}
+
+// StoreProblems returns, for each file of the CA store left out of it
+// (it cannot be read, is cut short or damaged, or holds a certificate
+// that is not a CA), a problem at the line of [certs] ca_store: check
+// fails on them and serve logs them, since the MTA would not trust the
+// CAs they should hold.
+func (plan *Plan) StoreProblems(p *policy.Policy) []*policy.Problem {
+	if plan.Store == nil {
+		return nil
+	}
+	var out []*policy.Problem
+	for _, k := range plan.Store.Skipped() {
+		out = append(out, p.SettingProblem("certs.ca_store", fmt.Errorf("%s left out of the CA bundle: %s", filepath.Join(plan.Store.Dir(), k.File), certid.Printable(k.Reason))))
+	}
+	return out
+}
+
+// Lost reports, as an error naming each file and CA, the CAs of prev (the
+// plan in force) that plan would drop because their file is still in the
+// same CA store but can no longer be used: a reload must not quietly stop
+// trusting a CA because its file became unreadable. A file that was
+// removed, or a CA that is still in the store through another file, is
+// not lost.
+func (plan *Plan) Lost(prev *Plan) error {
+	if prev == nil || prev.Store == nil || plan.Store == nil || prev.Store.Dir() != plan.Store.Dir() {
+		return nil
+	}
+	var lost []string
+	seen := map[string]bool{}
+	for _, k := range plan.Store.Skipped() {
+		if seen[k.File] {
+			continue
+		}
+		seen[k.File] = true
+		var cas []string
+		for _, e := range prev.Store.List() {
+			if e.File == k.File && !plan.Store.Contains(e.Cert) {
+				cas = append(cas, certid.Printable(e.Subject))
+			}
+		}
+		if len(cas) > 0 {
+			lost = append(lost, fmt.Sprintf("%s (%s) held %s", filepath.Join(plan.Store.Dir(), k.File), certid.Printable(k.Reason), strings.Join(cas, ", ")))
+		}
+	}
+	if len(lost) == 0 {
+		return nil
+	}
+	return fmt.Errorf("CA store files in force can no longer be used: %s; keeping the previous policy and CA bundle: repair the file (replace it with mv) or remove it with tlsgate certs store remove", strings.Join(lost, "; "))
 }

@@ -366,7 +366,7 @@ func TestReportRenders(t *testing.T) {
 		Rounds: 3, Duration: time.Second, Pinned: true, Started: time.Now(), Finished: time.Now(), Sections: secs, Raw: r.data.ms, CSVName: "benchmarks.csv"}
 	md := rep.Markdown()
 	for _, want := range []string{"### Targets", "| 1. socketmap CPU/lookup vs no-op | ≤ 1.20x | 1.12x worst", "met in 4 of 4",
-		"2. RSS of tlsgate serve with 10k endpoints", "14.0 MB", "3. milter messages/s vs no-op", "0.98x",
+		"14. RSS of tlsgate serve with 10k endpoints", "14.0 MB", "3. milter messages/s vs no-op", "0.98x",
 		"**Not run:** no Postfix", "client-bound", "the load average exceeded the number of CPUs"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
@@ -414,5 +414,81 @@ func TestMainModes(t *testing.T) {
 	}
 	if code := Main([]string{"run"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "required") {
 		t.Errorf("run without -tlsgate: %d %q", code, errb.String())
+	}
+}
+
+// TestTreeIncrementalEqualsFull: the generated configuration in included
+// files (part 2's, smaller), loaded by one policy.Loader through a series
+// of changes (a file changed, removed, renamed, added back, the main
+// file's settings changed), gives after each exactly the policy a full
+// load of the same files gives (policy.Same), and compiles only what
+// changed.
+func TestTreeIncrementalEqualsFull(t *testing.T) {
+	dir := t.TempDir()
+	tr, err := WriteTree(dir, 4000, 40, ConfigOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := policy.NewLoader(tr.Main)
+	check := func(step string, compiled int) {
+		t.Helper()
+		time.Sleep(quiet)
+		p, err := l.Load()
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if c := l.Stats().Compiled; compiled >= 0 && c != compiled {
+			t.Errorf("%s: compiled %d files, want %d", step, c, compiled)
+		}
+		full, err := policy.Load(tr.Main)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := policy.Same(p, full); err != nil {
+			t.Fatalf("%s: incremental and full loads differ: %v", step, err)
+		}
+	}
+	check("cold", 41)
+	check("unchanged", 0)
+	if err := tr.Toggle(); err != nil {
+		t.Fatal(err)
+	}
+	check("one file changed", 1)
+	other := filepath.Join(dir, "conf.d", PartName(3))
+	data, err := os.ReadFile(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(other)
+	check("one file removed", 0)
+	moved := filepath.Join(dir, "conf.d", "zz-moved.toml")
+	os.Rename(filepath.Join(dir, "conf.d", PartName(7)), moved)
+	check("one file renamed", 1)
+	os.WriteFile(other, data, 0o644)
+	check("the removed file back", 1)
+	main, _ := os.ReadFile(tr.Main)
+	os.WriteFile(tr.Main, append(main, "[certs]\ntrust_anchor_dir = \"/var/lib/tlsgate/ta\"\n"...), 0o644)
+	check("main file's settings changed", 41)
+}
+
+// TestNestedConfig: with Nested, an umbrella endpoint covers every
+// generated one, which passes the never-weaker check (they all demand at
+// least as much); an umbrella that demands more is refused for each.
+func TestNestedConfig(t *testing.T) {
+	g, err := GenerateConfig(ConfigOptions{Endpoints: 400, Nested: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Parse("nested.toml", g.TOML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Endpoints) != 401 || p.Endpoints[0].Name != "umbrella" {
+		t.Fatalf("%d endpoints, first %s", len(p.Endpoints), p.Endpoints[0].Name)
+	}
+	stricter := strings.Replace(string(g.TOML), "mode = \"monitor\"\n  [endpoint.inbound]\n  encryption = true", "mode = \"enforce\"\n  [endpoint.inbound]\n  encryption = true", 1)
+	_, err = policy.Parse("nested.toml", []byte(stricter))
+	if err == nil || strings.Count(err.Error(), `is nested in endpoint "umbrella"`) < 50 {
+		t.Errorf("an enforcing umbrella: %.300v", err)
 	}
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,12 +30,14 @@ a domain with its subdomains (".d1.example") and a verified-name requirement, a 
 a name plus one IPv4 address plus an IPv6 /48 with a fingerprint pin, and subdomain patterns only (half of them in monitor mode).
 For each size, a `+"`tlsgate serve`"+` process (CPU %d, default logging) answers the load client (CPU %d, concurrency %d,
 4,096 keys, half covered, spread over the whole policy) in interleaved rounds; CPU per lookup is its utime+stime over the lookups.
-Start is exec to accepting connections (tlsgate serve reads, compiles and indexes the file twice at start: once for the log
-settings, once for the reloadable copy); reload is SIGHUP to the "reload result=ok" log line (one load);
-RSS is VmRSS after the lookup rounds once it has settled (sampled every 500 ms until it moves by less than 1%% in 2 s, at most 20 s);
-peak is VmHWM at the end, after three reloads (a reload holds the old policy, the new one and the garbage of reading it).
-The in-process columns call policy.Policy.Outbound directly (no socket, no log line) and policy.Load, in the runner's process.`,
-		joinInts(sizes), serverCPU, clientCPU, r.o.SizeConc)
+Start is exec to accepting connections; reload is SIGHUP to the "reload result=ok" log line, after a comment line was added to the
+file %v before (so that it is compiled again, as after an edit);
+peak RSS (start) is VmHWM right after the start, the peak of the cold load; RSS is VmRSS after the lookup rounds once it has settled
+(sampled every 500 ms until it moves by less than 1%% in 2 s, at most 20 s); peak RSS (after reloads) is VmHWM after three reloads.
+The in-process columns call policy.Policy.Outbound directly (no socket, no log line) and policy.Load, in the runner's process.
+The live policy is measured from a heap profile of a load in the runner's process (runtime.MemProfileRate = 1): the bytes still in
+use, after two collections, by allocations made under policy.Load, divided by the endpoints.`,
+		joinInts(sizes), serverCPU, clientCPU, r.o.SizeConc, quiet)
 	type sized struct {
 		n                int
 		cfg, keys, spec  string
@@ -101,6 +105,7 @@ The in-process columns call policy.Policy.Outbound directly (no socket, no log l
 		r.data.add(Measurement{Section: "size", Subject: subjTlsgate, Variant: v, Metric: "start_ms", Value: ms(p.Started)})
 		if m, err := ProcMemory(p.PID()); err == nil {
 			r.data.add(Measurement{Section: "size", Subject: subjTlsgate, Variant: v, Metric: "rss_start_mb", Value: mb(m.RSS)})
+			r.data.add(Measurement{Section: "size", Subject: subjTlsgate, Variant: v, Metric: "hwm_start_mb", Value: mb(m.HWM)})
 		}
 		r.logf("  tlsgate with %d endpoints listening after %v", z.n, p.Started.Round(time.Millisecond))
 	}
@@ -134,6 +139,15 @@ The in-process columns call policy.Policy.Outbound directly (no socket, no log l
 	for _, z := range all {
 		v := strconv.Itoa(z.n)
 		for i := 1; i <= 3; i++ {
+			// The file changes (a comment line more), so that the reload
+			// compiles it again, as it would after an edit.
+			f, err := os.OpenFile(z.cfg, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(f, "# reload %d\n", i)
+			f.Close()
+			time.Sleep(quiet)
 			d, err := reloadTime(z.proc, i+1)
 			if err != nil {
 				return err
@@ -143,6 +157,35 @@ The in-process columns call policy.Policy.Outbound directly (no socket, no log l
 		if m, err := ProcMemory(z.proc.PID()); err == nil {
 			r.data.add(Measurement{Section: "size", Subject: subjTlsgate, Variant: v, Metric: "hwm_mb", Value: mb(m.HWM)})
 			r.data.add(Measurement{Section: "size", Subject: subjTlsgate, Variant: v, Metric: "rss_after_reload_mb", Value: mb(m.RSS)})
+		}
+	}
+	// The live policy, from a heap profile of a load in this process: at
+	// 10,000 endpoints, or the largest size below.
+	heapAt := all[0]
+	for _, z := range all {
+		if z.n <= 10000 && z.n > heapAt.n {
+			heapAt = z
+		}
+	}
+	live, sites, err := liveBytes(heapAt.cfg, filepath.Join(dir, fmt.Sprintf("heap-%d.pprof", heapAt.n)))
+	if err != nil {
+		return err
+	}
+	r.heapAt = heapAt.n
+	r.data.add(Measurement{Section: "size", Subject: "in-process", Variant: strconv.Itoa(heapAt.n), Metric: "live_bytes_per_endpoint", Value: float64(live) / float64(heapAt.n)})
+	r.liveSites = sites
+	if r.o.TreeEndpoints > 0 {
+		// The single-file servers are idle now: stop them, so that the
+		// tree's measurements have the machine to themselves.
+		for _, z := range all {
+			z.proc.Stop()
+			z.proc = nil
+		}
+		if err := r.sizeTree(s); err != nil {
+			return err
+		}
+		if err := r.nestingCost(s); err != nil {
+			return err
 		}
 	}
 	r.sizeTables(s)
@@ -192,19 +235,25 @@ func settleRSS(pids []int, max time.Duration) []int64 {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
 func mb(b int64) float64         { return float64(b) / (1 << 20) }
 
-// lookupNS is the mean cost of p.Outbound over keys, in nanoseconds, from a
-// loop of at least 100 ms.
+// lookupNS is the mean cost of p.Outbound over keys, in nanoseconds: the
+// best of three loops of at least 100 ms each, after a collection (the
+// runner has just loaded the policy and made garbage).
 func lookupNS(p *policy.Policy, keys []string) float64 {
-	n := 0
-	t0 := time.Now()
-	v := p.At(t0)
-	for time.Since(t0) < 100*time.Millisecond {
-		for _, k := range keys {
-			v.Outbound(k)
+	runtime.GC()
+	best := math.Inf(1)
+	for range 3 {
+		n := 0
+		t0 := time.Now()
+		v := p.At(t0)
+		for time.Since(t0) < 100*time.Millisecond {
+			for _, k := range keys {
+				v.Outbound(k)
+			}
+			n += len(keys)
 		}
-		n += len(keys)
+		best = min(best, float64(time.Since(t0).Nanoseconds())/float64(n))
 	}
-	return float64(time.Since(t0).Nanoseconds()) / float64(n)
+	return best
 }
 
 // reloadTime sends SIGHUP and waits for the log line of reload generation
@@ -253,7 +302,7 @@ func reloadTime(p *Process, gen int) (time.Duration, error) {
 func (r *runner) sizeTables(s *Section) {
 	d := r.data
 	sizes := r.o.Sizes
-	t := Table{Header: []string{"endpoints", "file", "start ms", "reload ms", "RSS MB (after start)", "RSS MB (settled)", "peak RSS MB", "lookups/s", "CPU µs/lookup", "vs smallest",
+	t := Table{Header: []string{"endpoints", "file", "start ms", "reload ms", "RSS MB (after start)", "RSS MB (settled)", "peak RSS MB (start)", "peak RSS MB (after reloads)", "lookups/s", "CPU µs/lookup", "vs smallest",
 		"in-process load ms", "in-process ns/lookup covered", "uncovered", "vs smallest"}}
 	small := strconv.Itoa(slices.Min(sizes))
 	for _, n := range sizes {
@@ -275,6 +324,7 @@ func (r *runner) sizeTables(s *Section) {
 			fmtSpread(get(subjTlsgate, "reload_ms", 0), 0),
 			fmtSpread(get(subjTlsgate, "rss_start_mb", 0), 1),
 			fmtSpread(get(subjTlsgate, "rss_mb", 0), 1),
+			fmtSpread(get(subjTlsgate, "hwm_start_mb", 0), 1),
 			fmtSpread(get(subjTlsgate, "hwm_mb", 0), 1),
 			fmtRate(get(subjTlsgate, "rate_per_s", r.o.SizeConc)),
 			fmtSpread(get(subjTlsgate, "cpu_us_per_op", r.o.SizeConc), 2),
@@ -292,19 +342,66 @@ func (r *runner) sizeTables(s *Section) {
 	ratio := d.ratiosVariant(kc, large, small, r.o.Rounds)
 	ki := key{section: "size", subject: "in-process", metric: "ns_per_hit"}
 	inRatio := d.ratiosVariant(ki, large, small, r.o.Rounds)
-	s.Targets = append(s.Targets, Target{Name: fmt.Sprintf("2. CPU/lookup, %s vs %s endpoints (tlsgate serve)", large, small), Want: "≤ 1.20x",
-		Got: fmtRatio(ratio), Met: ratio.Median <= 1.2, Summary: true,
-		Note: fmt.Sprintf("in-process Outbound alone, covered keys: %s", fmtRatio(inRatio))})
+	s.Targets = append(s.Targets, Target{Name: fmt.Sprintf("14. CPU/lookup, %s vs %s endpoints (tlsgate serve, through the socket)", large, small), Want: "≤ 1.20x",
+		Got: fmtRatio(ratio), Met: ratio.Median <= 1.2, Summary: true})
+	s.Targets = append(s.Targets, Target{Name: fmt.Sprintf("14. ns/lookup, %s vs %s endpoints (in process, covered keys)", large, small), Want: "≤ 1.20x",
+		Got: fmtRatio(inRatio), Met: inRatio.Median <= 1.2, Summary: true})
 	rl := d.spread(key{section: "size", subject: subjTlsgate, variant: large, metric: "reload_ms"})
 	st := d.spread(key{section: "size", subject: subjTlsgate, variant: large, metric: "start_ms"})
 	s.Targets = append(s.Targets, Target{Name: fmt.Sprintf("2. reload of the %s-endpoint file (SIGHUP to log line)", large), Want: "< 1000 ms",
-		Got: fmtSpread(rl, 0) + " ms", Met: rl.Max < 1000, Summary: true, Note: fmt.Sprintf("cold start to listening: %s ms", fmtSpread(st, 0))})
+		Got: fmtSpread(rl, 0) + " ms", Met: rl.Max < 1000, Summary: true, Note: fmt.Sprintf("cold start to listening: %s ms; one file of %s MB, changed, compiled again", fmtSpread(st, 0), fmtMB(d.spread(key{section: "size", subject: "config", variant: large, metric: "file_bytes"}).Median))})
+	r.memTargets(s, large, large+" endpoints in one file")
 	if slices.Contains(sizes, 10000) {
 		rss := d.spread(key{section: "size", subject: subjTlsgate, variant: "10000", metric: "rss_mb"})
 		hwm := d.spread(key{section: "size", subject: subjTlsgate, variant: "10000", metric: "hwm_mb"})
-		s.Targets = append(s.Targets, Target{Name: "2. RSS of tlsgate serve with 10k endpoints", Want: "≤ 30 MB",
+		s.Targets = append(s.Targets, Target{Name: "14. RSS of tlsgate serve with 10k endpoints (settled)", Want: "≤ 30 MB",
 			Got: fmtSpread(rss, 1) + " MB", Met: rss.Median <= 30, Summary: true, Note: fmt.Sprintf("peak %s MB, after 3 reloads", fmtSpread(hwm, 1))})
 	}
+	lb := d.spread(key{section: "size", subject: "in-process", variant: strconv.Itoa(r.heapAt), metric: "live_bytes_per_endpoint"})
+	s.Targets = append(s.Targets, Target{Name: fmt.Sprintf("14. live policy per endpoint, %d endpoints (heap profile)", r.heapAt), Want: "≤ 400 bytes",
+		Got: fmt.Sprintf("%.0f bytes", lb.Median), Met: lb.Median <= 400, Summary: true, Note: "largest sites: " + strings.Join(r.liveSites, ", ")})
+	if r.o.TreeEndpoints > 0 {
+		r.treeTables(s)
+	}
+}
+
+// fmtMB formats bytes as MB.
+func fmtMB(b float64) string { return fmt.Sprintf("%.1f", b/(1<<20)) }
+
+// memTargets checks the cold-load memory targets for variant v.
+func (r *runner) memTargets(s *Section, v, what string) {
+	d := r.data
+	rss := d.spread(key{section: "size", subject: subjTlsgate, variant: v, metric: "rss_mb"})
+	hwm := d.spread(key{section: "size", subject: subjTlsgate, variant: v, metric: "hwm_start_mb"})
+	s.Targets = append(s.Targets,
+		Target{Name: fmt.Sprintf("14. cold load of %s: peak RSS vs settled", what), Want: "≤ 2.00x",
+			Got: fmt.Sprintf("%.2fx", hwm.Median/rss.Median), Met: hwm.Median <= 2*rss.Median, Summary: true,
+			Note: fmt.Sprintf("peak %.1f MB at start, settled %.1f MB", hwm.Median, rss.Median)},
+		Target{Name: fmt.Sprintf("14. settled RSS, %s", what), Want: "≤ 150 MB",
+			Got: fmt.Sprintf("%.1f MB", rss.Median), Met: rss.Median <= 150, Summary: true})
+}
+
+// treeTables reports sizeTree.
+func (r *runner) treeTables(s *Section) {
+	d := r.data
+	n, files := r.o.TreeEndpoints, r.o.TreeFiles
+	v := fmt.Sprintf("%d in %d files", n, files)
+	get := func(subject, metric string) Spread {
+		return d.spread(key{section: "size", subject: subject, variant: v, metric: metric})
+	}
+	ratio := get(subjTlsgate, "reload_ratio")
+	inRatio := get("in-process", "reload_ratio")
+	t := Table{Title: fmt.Sprintf("The same generated endpoints in included files: %d endpoints in %d files of %d (include = [\"conf.d/*.toml\"]); a reload after one file changed (one endpoint added to it or taken away) against a cold load", n, files, n/files),
+		Header: []string{"endpoints", "tlsgate serve: start ms", "reload ms", "reload vs start", "in process: cold load ms", "reload ms", "reload vs cold", "peak RSS MB (start)", "RSS MB (settled)", "peak RSS MB (after reloads)"},
+		Rows: [][]string{{v,
+			fmtSpread(get(subjTlsgate, "start_ms"), 0), fmtSpread(get(subjTlsgate, "reload_ms"), 0), fmtRatio(ratio),
+			fmtSpread(get("in-process", "load_ms"), 0), fmtSpread(get("in-process", "reload_ms"), 0), fmtRatio(inRatio),
+			fmtSpread(get(subjTlsgate, "hwm_start_mb"), 1), fmtSpread(get(subjTlsgate, "rss_mb"), 1), fmtSpread(get(subjTlsgate, "hwm_mb"), 1)}},
+		Notes: []string{fmt.Sprintf("Each in-process round checks that the policy the reload gives is the policy a full load of the same files gives (policy.Same): held in all %d rounds. The file is replaced %v before the signal (tlsgate reads a file modified less than 25 ms earlier again after that time).", r.o.Rounds, quiet)}}
+	s.Tables = append(s.Tables, t)
+	s.Targets = append(s.Targets, Target{Name: fmt.Sprintf("14. reload after one of %d files changed (%d endpoints) vs cold load, tlsgate serve", files, n), Want: "≤ 0.10x",
+		Got: fmtRatio(ratio), Met: ratio.Median <= 0.1, Summary: true, Note: "SIGHUP to reload line vs exec to listening; in process (Loader.Load): " + fmtRatio(inRatio)})
+	r.memTargets(s, v, fmt.Sprintf("%d endpoints in %d files", n, files))
 }
 
 // ratiosVariant returns, round by round, the value of variant a over that

@@ -84,13 +84,15 @@ func TestRunQuick(t *testing.T) {
 	}
 	var progress strings.Builder
 	rep, err := Run(Options{Tlsgate: tlsgate, Self: self, Parts: "123", Rounds: 1, Duration: time.Second, Warmup: 200 * time.Millisecond,
-		Concs: []int{2}, Sizes: []int{10, 200}, SizeConc: 2, SettleMax: time.Second, WorkDir: filepath.Join(dir, "w"), Progress: &progress, Command: "test"})
+		Concs: []int{2}, Sizes: []int{10, 200}, SizeConc: 2, SettleMax: time.Second, TreeEndpoints: 2000, TreeFiles: 20,
+		WorkDir: filepath.Join(dir, "w"), Progress: &progress, Command: "test"})
 	if err != nil {
 		t.Fatalf("Run: %v\n%s", err, progress.String())
 	}
 	md := rep.Markdown()
 	for _, want := range []string{"1. socketmap CPU/lookup vs no-op", "2. reload of the 200-endpoint file", "3. milter messages/s vs no-op",
-		"| 2 | tlsgate |", "| 1 msg/conn | 2 | noop-milter |", "| 200 |"} {
+		"| 2 | tlsgate |", "| 1 msg/conn | 2 | noop-milter |", "| 200 |", "| 2000 in 20 files |", "14. reload after one of 20 files changed (2000 endpoints) vs cold load",
+		"14. live policy per endpoint, 200 endpoints (heap profile)", "14. never-weaker check, 2000 vs 200 endpoints all nested"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}

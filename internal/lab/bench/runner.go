@@ -39,6 +39,10 @@ type Options struct {
 	Sizes []int
 	// SizeConc is the concurrency of part 2. Default 8.
 	SizeConc int
+	// TreeEndpoints and TreeFiles are the configuration of part 2 split
+	// into included files (issue 14's targets). Defaults 100,000 and
+	// 1,000; TreeEndpoints < 0 leaves that measurement out.
+	TreeEndpoints, TreeFiles int
 	// SettleMax bounds the wait for the RSS of part 2 to settle. Default 20 s.
 	SettleMax time.Duration
 	// Messages2K and Messages100K are the messages per end-to-end run.
@@ -102,6 +106,15 @@ func (o *Options) defaults() error {
 	if o.SizeConc <= 0 {
 		o.SizeConc = 8
 	}
+	if o.TreeEndpoints == 0 {
+		o.TreeEndpoints = 100000
+	}
+	if o.TreeFiles <= 0 {
+		o.TreeFiles = 1000
+	}
+	if o.TreeEndpoints > 0 && o.TreeFiles > o.TreeEndpoints/10 {
+		o.TreeFiles = max(1, o.TreeEndpoints/10)
+	}
 	if o.SettleMax <= 0 {
 		o.SettleMax = 20 * time.Second
 	}
@@ -130,6 +143,10 @@ type runner struct {
 	pinned bool
 	rep    *Report
 	data   *dataset
+	// liveSites are the largest allocation sites of the live policy
+	// (part 2's heap profile).
+	liveSites []string
+	heapAt    int // the endpoints of the heap profile
 }
 
 // CPUs for pinning: load clients on clientCPU, servers on serverCPU.
@@ -375,6 +392,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Messages100K, "e2e-messages-100k", 250, "messages per end-to-end run, 100 KB")
 	fs.BoolVar(&o.KeepWork, "keep", false, "keep the work directory")
 	sizes := fs.String("sizes", "10,1000,10000,100000", "endpoint counts of part 2")
+	fs.IntVar(&o.TreeEndpoints, "tree-endpoints", 100000, "endpoints of part 2's configuration in included files (-1: leave it out)")
+	fs.IntVar(&o.TreeFiles, "tree-files", 1000, "files of part 2's configuration in included files")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

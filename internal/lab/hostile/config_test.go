@@ -223,6 +223,16 @@ func TestHostileConfigReload(t *testing.T) {
 		t.Run(hc.name, func(t *testing.T) {
 			os.RemoveAll(d.conf)
 			hc.write(t, d.conf)
+			if !hc.isError() {
+				// A valid file keeps the daemon's listeners: a reload that
+				// changes them is refused (restart needed).
+				data, err := os.ReadFile(d.conf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				settings := conf{Endpoints: "\n"}.render(d.dir)
+				os.WriteFile(d.conf, []byte(strings.Replace(string(data), "mta = \"postfix\"\n", settings, 1)), 0o644)
+			}
 			mark := d.logs.mark()
 			before := d.rssMB()
 			d.resetPeak()

@@ -112,6 +112,14 @@ type conf struct {
 	Endpoints string // default endpointsA
 	Metrics   bool   // open a metrics listener
 	Nofile    uint64 // start the daemon with this RLIMIT_NOFILE (soft and hard); 0: the test's
+	// NoDelegation leaves [policyd] delegation_listen out (Postfix).
+	NoDelegation bool
+	// MilterMode is [milter] socket_mode, "" for the default.
+	MilterMode string
+	// Certs is the body of a [certs] table, "" for none.
+	Certs string
+	// Include is the top-level include list (TOML array text), "" for none.
+	Include string
 }
 
 // render returns the TOML text of c with every socket in dir.
@@ -127,14 +135,27 @@ func (c conf) render(dir string) string {
 		eps = endpointsA
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "mta = %q\n[milter]\nlisten = \"unix:%s/milter.sock\"\nauthserv_id = \"mx.hostile.test\"\n", mta, dir)
+	fmt.Fprintf(&b, "mta = %q\n", mta)
+	if c.Include != "" {
+		fmt.Fprintf(&b, "include = %s\n", c.Include)
+	}
+	fmt.Fprintf(&b, "[milter]\nlisten = \"unix:%s/milter.sock\"\nauthserv_id = \"mx.hostile.test\"\n", dir)
+	if c.MilterMode != "" {
+		fmt.Fprintf(&b, "socket_mode = %q\n", c.MilterMode)
+	}
 	fmt.Fprintf(&b, "[policyd]\nlisten = \"unix:%s/policy.sock\"\n", dir)
 	if mta == "postfix" {
-		fmt.Fprintf(&b, "map_name = \"tlspolicy\"\ndelegation_listen = \"unix:%s/delegation.sock\"\n", dir)
+		b.WriteString("map_name = \"tlspolicy\"\n")
+		if !c.NoDelegation {
+			fmt.Fprintf(&b, "delegation_listen = \"unix:%s/delegation.sock\"\n", dir)
+		}
 	}
 	fmt.Fprintf(&b, "[log]\nlevel = %q\nsyslog = \"no\"\n", level)
 	if c.Metrics {
 		fmt.Fprintf(&b, "[metrics]\nlisten = \"unix:%s/metrics.sock\"\n", dir)
+	}
+	if c.Certs != "" {
+		fmt.Fprintf(&b, "[certs]\n%s\n", c.Certs)
 	}
 	b.WriteString(eps)
 	return b.String()
@@ -146,6 +167,7 @@ type daemon struct {
 	dir    string
 	conf   string
 	mta    string
+	noDel  bool // no delegation listener
 	cmd    *exec.Cmd
 	pid    int
 	logs   *lineLog
@@ -181,6 +203,7 @@ func startDaemon(t testing.TB, c conf) *daemon {
 	if d.mta == "" {
 		d.mta = "postfix"
 	}
+	d.noDel = c.NoDelegation
 	d.writeConf(c)
 	d.cmd = exec.Command(tlsgateBin, "serve", "-c", d.conf, "--grace", "3s")
 	if c.Nofile > 0 {
@@ -222,7 +245,7 @@ func startDaemon(t testing.TB, c conf) *daemon {
 // "start" line, which a log level above info hides).
 func (d *daemon) listening() bool {
 	socks := []string{d.socketmap, d.milter}
-	if d.mta == "postfix" {
+	if d.mta == "postfix" && !d.noDel {
 		socks = append(socks, d.delegation)
 	}
 	for _, s := range socks {
