@@ -204,3 +204,47 @@ func TestIncludeRelativeToMain(t *testing.T) {
 		t.Errorf("endpoints %v", got)
 	}
 }
+
+// TestIncludeWatchProbeEndpoints: [watch] probe_endpoints may name
+// endpoints of included files (spelt as they are there); a name no file
+// has, or an endpoint without [endpoint.outbound], is a problem at the
+// line of probe_endpoints in the main file; a reload through a Loader
+// that removes the named endpoint's file refuses the policy, and one that
+// patches another file keeps the resolved names.
+func TestIncludeWatchProbeEndpoints(t *testing.T) {
+	head := "mta = \"postfix\"\ninclude = [\"conf.d/*.toml\"]\n[watch]\nprobe_interval = \"1d\"\nprobe_endpoints = [%s]\n"
+	dir := tree(t, map[string]string{
+		"tlsgate.toml":   fmt.Sprintf(head, `"Partner-B"`) + ep("a", "a.example"),
+		"conf.d/b.toml":  ep("partner-b", "b.example"),
+		"conf.d/in.toml": "[[endpoint]]\nname = \"inbound-only\"\nhosts = [\"in.example\"]\n  [endpoint.inbound]\n  encryption = true\n",
+	})
+	main := filepath.Join(dir, "tlsgate.toml")
+	ld := NewLoader(main)
+	p, err := ld.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := p.Settings.Watch; w == nil || !slices.Equal(w.ProbeEndpoints, []string{"partner-b"}) {
+		t.Fatalf("probe_endpoints = %+v, want [partner-b] as the included file spells it", w)
+	}
+
+	bad := fmt.Sprintf("mta = \"postfix\"\ninclude = [%q]\n[watch]\nprobe_interval = \"1d\"\nprobe_endpoints = [\"nobody\", \"inbound-only\", \"partner-b\", \"PARTNER-B\"]\n", filepath.Join(dir, "conf.d/*.toml"))
+	os.Mkdir(filepath.Join(dir, "bad"), 0o755)
+	os.WriteFile(filepath.Join(dir, "bad/tlsgate.toml"), []byte(bad), 0o644)
+	wantProblem(t, problems(t, dir, filepath.Join(dir, "bad/tlsgate.toml")),
+		`bad/tlsgate.toml:5: probe_endpoints: no endpoint is named "nobody"`,
+		`bad/tlsgate.toml:5: probe_endpoints: endpoint "inbound-only" (line 1 of conf.d/in.toml) has no [endpoint.outbound] table`,
+		`bad/tlsgate.toml:5: probe_endpoints: "PARTNER-B" is listed twice`)
+
+	// Another file changes: the patched policy keeps the resolved names.
+	os.WriteFile(filepath.Join(dir, "conf.d/c.toml"), []byte(ep("c", "c.example")), 0o644)
+	p, err = ld.Load()
+	if err != nil || !slices.Equal(p.Settings.Watch.ProbeEndpoints, []string{"partner-b"}) {
+		t.Fatalf("after adding c.toml: %v, %+v", err, p.Settings.Watch)
+	}
+	// The named endpoint's file goes: the reload is refused.
+	os.Remove(filepath.Join(dir, "conf.d/b.toml"))
+	if _, err := ld.Load(); err == nil || !strings.Contains(err.Error(), `probe_endpoints: no endpoint is named "Partner-B"`) {
+		t.Fatalf("after removing b.toml: %v", err)
+	}
+}
