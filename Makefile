@@ -38,7 +38,11 @@ FUZZ_TARGETS = \
 	./internal/discovery/mtasts:FuzzParsePolicy \
 	./internal/discovery/mtasts:FuzzParseRecord \
 	./internal/maillog:FuzzParse \
-	./internal/control:FuzzControl
+	./internal/control:FuzzControl \
+	./certs:FuzzParseFingerprint \
+	./internal/mtaconf:FuzzSplitList \
+	./internal/mtaconf:FuzzApplySendmail \
+	./internal/heldmail:FuzzClassify
 
 .PHONY: all gocheck build test unit deps vet fmtcheck fmt fuzz fuzz-long bench bench-micro demo install deb lintian man clean
 
