@@ -29,8 +29,14 @@ type bufConn struct {
 	err error // sticky write error
 }
 
+// readBufferSize is the read buffer of an MTA connection: room for the
+// dozens of small packets the MTA sends without waiting (header lines,
+// macros), allocated once per connection. Larger packets (body chunks
+// up to 64 KB) are read past it into guardConn's packet buffer.
+const readBufferSize = 4 << 10
+
 func newBufConn(c net.Conn) *bufConn {
-	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, 16<<10)}
+	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBufferSize)}
 }
 
 // Buffered returns how many bytes can be read without waiting.
