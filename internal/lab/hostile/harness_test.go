@@ -163,16 +163,17 @@ func (c conf) render(dir string) string {
 
 // daemon is one running "tlsgate serve".
 type daemon struct {
-	t      testing.TB
-	dir    string
-	conf   string
-	mta    string
-	noDel  bool // no delegation listener
-	cmd    *exec.Cmd
-	pid    int
-	logs   *lineLog
-	done   chan struct{} // closed when the process has exited
-	status *os.ProcessState
+	t           testing.TB
+	dir         string
+	conf        string
+	mta         string
+	noDel       bool // no delegation listener
+	withMetrics bool // a metrics listener
+	cmd         *exec.Cmd
+	pid         int
+	logs        *lineLog
+	done        chan struct{} // closed when the process has exited
+	status      *os.ProcessState
 
 	socketmap, milter, delegation, metrics string // socket paths
 
@@ -203,7 +204,7 @@ func startDaemon(t testing.TB, c conf) *daemon {
 	if d.mta == "" {
 		d.mta = "postfix"
 	}
-	d.noDel = c.NoDelegation
+	d.noDel, d.withMetrics = c.NoDelegation, c.Metrics
 	d.writeConf(c)
 	d.cmd = exec.Command(tlsgateBin, "serve", "-c", d.conf, "--grace", "3s")
 	if c.Nofile > 0 {
@@ -247,6 +248,10 @@ func (d *daemon) listening() bool {
 	socks := []string{d.socketmap, d.milter}
 	if d.mta == "postfix" && !d.noDel {
 		socks = append(socks, d.delegation)
+	}
+	if d.withMetrics {
+		// serve opens the metrics listener after the others.
+		socks = append(socks, d.metrics)
 	}
 	for _, s := range socks {
 		c, err := net.Dial("unix", s)

@@ -2,6 +2,7 @@ package install
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -49,7 +50,7 @@ func TestInstallFromSource(t *testing.T) {
 		out := sys.must(script)
 		t.Logf("README block %q:\n%s\n--- output:\n%s", name, body, out)
 	}
-	run("source", repoRoot(t))
+	run("source", sourceIn(t, sys))
 	tm.step("make install and the manual steps")
 	checkInstalled(t, sys, srcUnit, srcPostfixTmpfiles)
 	if out := sys.must("grep '^ExecStart=' /usr/local/lib/systemd/system/tlsgate.service; ls /usr/local/share/doc/tlsgate/examples"); !strings.Contains(out, "ExecStart=/usr/local/sbin/tlsgate serve -c /etc/tlsgate/tlsgate.toml") || !strings.Contains(out, "tlsgate.example.toml") {
@@ -73,4 +74,25 @@ func TestInstallFromSource(t *testing.T) {
 	inbound(t, sys)
 	outbound(t, sys, s)
 	tm.step("inbound and outbound")
+}
+
+// sourceIn returns the checkout's path inside sys. The system sees the
+// host's files, but its /tmp and /run are tmpfs of its own: a checkout
+// below them (CI may clone there) is copied to the same path inside.
+func sourceIn(t *testing.T, sys *system) string {
+	t.Helper()
+	root := repoRoot(t)
+	for _, private := range []string{"/tmp", "/run"} {
+		if root == private || strings.HasPrefix(root, private+"/") {
+			dst := sys.Path(root)
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command("cp", "-a", root, dst).CombinedOutput(); err != nil {
+				t.Fatalf("copying the checkout into the system: %v\n%s", err, out)
+			}
+			break
+		}
+	}
+	return root
 }
