@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // compiler compiles one file: the main file (its settings and
@@ -468,7 +470,7 @@ func (c *compiler) names(q *Requirements, r *rawReq, at func(key, format string,
 		if t == "" {
 			return nil
 		}
-		d, err := ParseDN(t)
+		d, err := certid.ParseDN(t)
 		if err != nil {
 			at(key, "%v", err)
 		}
@@ -478,7 +480,7 @@ func (c *compiler) names(q *Requirements, r *rawReq, at func(key, format string,
 	q.IssuerCN = text("issuer_cn", r.IssuerCN)
 	q.SubjectDN = dn("subject_dn", r.SubjectDN)
 	q.IssuerDN = dn("issuer_dn", r.IssuerDN)
-	if q.IssuerDN != nil && q.IssuerCN != "" && foldValue(q.IssuerDN.CN()) != foldValue(q.IssuerCN) {
+	if q.IssuerDN != nil && q.IssuerCN != "" && certid.FoldValue(q.IssuerDN.CN()) != certid.FoldValue(q.IssuerCN) {
 		at("issuer_cn", "issuer_cn = %q contradicts issuer_dn, whose CN is %q: no certificate can meet both, and trust anchors (Postfix outbound) follow issuer_dn alone; keep one of them", q.IssuerCN, q.IssuerDN.CN())
 	}
 }
@@ -486,7 +488,7 @@ func (c *compiler) names(q *Requirements, r *rawReq, at func(key, format string,
 // pins reads fingerprints.
 func (c *compiler) pins(q *Requirements, r *rawReq, path, label string, dir Direction) {
 	for _, s := range r.Fingerprints {
-		f, kind, err := ParseFingerprintKind(s)
+		f, kind, err := certid.ParseFingerprintKind(s)
 		if err != nil {
 			c.problem(c.loc.valueLine(path+".fingerprints", s), "endpoint %q %s: %v", label, dir, err)
 			continue

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // Verify is what the MTA says about the client certificate.
@@ -328,7 +330,7 @@ func judgeOne(ep *Endpoint, f *Facts, fails, unchecked []Failure) ([]Failure, []
 	if r.IssuerDN != nil && trusted && (f.IssuerDN == nil || !r.IssuerDN.Equal(f.IssuerDN)) {
 		fail(CheckIssuerDN, r.IssuerDN.String(), dnOrNone(f.IssuerDN))
 	}
-	if r.IssuerCN != "" && trusted && foldValue(r.IssuerCN) != foldValue(f.IssuerCN) {
+	if r.IssuerCN != "" && trusted && certid.FoldValue(r.IssuerCN) != certid.FoldValue(f.IssuerCN) {
 		fail(CheckIssuerCN, r.IssuerCN, f.IssuerCN)
 	}
 	if len(r.Fingerprints) > 0 {

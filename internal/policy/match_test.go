@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 const matchConf = `mta = "postfix"
@@ -226,10 +228,10 @@ hosts = ["pin.example"]
   validate_cert = false
   fingerprints = ["000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F"]
 `)
-	subj, _ := ParseDN("/C=DE/O=Partner/CN=mx.partner.example")
-	iss, _ := ParseDN("/C=DE/O=Lab/CN=Lab CA")
-	otherIss, _ := ParseDN("/C=DE/O=Other/CN=Other CA")
-	pin, _ := ParseFingerprint("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
+	subj, _ := certid.ParseDN("/C=DE/O=Partner/CN=mx.partner.example")
+	iss, _ := certid.ParseDN("/C=DE/O=Lab/CN=Lab CA")
+	otherIss, _ := certid.ParseDN("/C=DE/O=Other/CN=Other CA")
+	pin, _ := certid.ParseFingerprint("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
 	good := Facts{TLSVersion: "TLSv1.3", Cipher: "TLS_AES_256_GCM_SHA384", Bits: 256, Verify: VerifyTrusted,
 		SubjectCN: "mx.partner.example", IssuerCN: "Lab CA", SubjectDN: subj, IssuerDN: iss}
 	addr := netip.MustParseAddr
@@ -431,10 +433,10 @@ func TestParseFingerprintForms(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f, kind, err := ParseFingerprintKind(tc.in)
+			f, kind, err := certid.ParseFingerprintKind(tc.in)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("ParseFingerprintKind(%.40q) error %v, want one containing %q", tc.in, err, tc.err)
+					t.Fatalf("certid.ParseFingerprintKind(%.40q) error %v, want one containing %q", tc.in, err, tc.err)
 				}
 				if len(err.Error()) > 1000 {
 					t.Errorf("error of %d bytes", len(err.Error()))
@@ -442,10 +444,10 @@ func TestParseFingerprintForms(t *testing.T) {
 				return
 			}
 			if err != nil || f.String() != colons || kind != tc.kind {
-				t.Fatalf("ParseFingerprintKind(%q) = %s %v, %v; want %s %v", tc.in, f, kind, err, colons, tc.kind)
+				t.Fatalf("certid.ParseFingerprintKind(%q) = %s %v, %v; want %s %v", tc.in, f, kind, err, colons, tc.kind)
 			}
-			if g, err := ParseFingerprint(tc.in); err != nil || g != f {
-				t.Errorf("ParseFingerprint(%q) = %s, %v", tc.in, g, err)
+			if g, err := certid.ParseFingerprint(tc.in); err != nil || g != f {
+				t.Errorf("certid.ParseFingerprint(%q) = %s, %v", tc.in, g, err)
 			}
 		})
 	}

@@ -20,19 +20,3 @@ const (
 	PinCertOrKey = certid.PinCertOrKey
 	PinPublicKey = certid.PinPublicKey
 )
-
-// ParseDN is [certid.ParseDN].
-func ParseDN(s string) (DN, error) { return certid.ParseDN(s) }
-
-// ParseFingerprint is [certid.ParseFingerprint].
-func ParseFingerprint(s string) (Fingerprint, error) { return certid.ParseFingerprint(s) }
-
-// ParseFingerprintKind is [certid.ParseFingerprintKind].
-func ParseFingerprintKind(s string) (Fingerprint, PinKind, error) {
-	return certid.ParseFingerprintKind(s)
-}
-
-// EncodeXtext is [certid.EncodeXtext].
-func EncodeXtext(s, special string) string { return certid.EncodeXtext(s, special) }
-
-func foldValue(v string) string { return certid.FoldValue(v) }

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // Answer is the outcome of an outbound lookup.
@@ -201,4 +203,4 @@ func certHostName(cn string) string {
 
 // Xtext encodes s the way Sendmail's xtextify does for certificate macros:
 // bytes outside '!'..'~' and the characters + \ ( ) < > " become +XX.
-func Xtext(s string) string { return EncodeXtext(s, `\()<>"`) }
+func Xtext(s string) string { return certid.EncodeXtext(s, `\()<>"`) }

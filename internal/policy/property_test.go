@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // The property: whatever the policy and whatever the destination or
@@ -514,14 +516,14 @@ func (g *generated) ladder(d Direction, pins bool, fam int) []ladderStep {
 	subject := fmt.Sprintf("CN=%s, O=F%d, C=DE", cn, fam)
 	issuer := fmt.Sprintf("CN=%s, O=F%d, C=DE", ca, fam)
 	mustDN := func(s string) DN {
-		dn, err := ParseDN(s)
+		dn, err := certid.ParseDN(s)
 		if err != nil {
 			panic(err)
 		}
 		return dn
 	}
 	fp := func(s string) Fingerprint {
-		f, err := ParseFingerprint(s)
+		f, err := certid.ParseFingerprint(s)
 		if err != nil {
 			panic(err)
 		}
@@ -989,7 +991,7 @@ func parseSendmail(text string) (Requirements, error) {
 		case "CN":
 			q.MatchCN, q.CN = true, v
 		case "CS", "CI":
-			dn, err := ParseDN(v)
+			dn, err := certid.ParseDN(v)
 			if err != nil {
 				return q, err
 			}
@@ -1144,10 +1146,10 @@ func (g *generated) checkInbound(p *Policy, r *rand.Rand, at time.Time, stats *p
 		if f.Verify != VerifyNone {
 			f.SubjectCN = pick(r, []string{fmt.Sprintf("mx.f%d.example", fam), "mx.other.example"})
 			f.IssuerCN = pick(r, []string{fmt.Sprintf("CA f%d", fam), "Other CA"})
-			f.SubjectDN, _ = ParseDN(fmt.Sprintf("CN=%s, O=F%d, C=DE", f.SubjectCN, fam))
-			f.IssuerDN, _ = ParseDN(fmt.Sprintf("CN=%s, O=F%d, C=DE", f.IssuerCN, fam))
+			f.SubjectDN, _ = certid.ParseDN(fmt.Sprintf("CN=%s, O=F%d, C=DE", f.SubjectCN, fam))
+			f.IssuerDN, _ = certid.ParseDN(fmt.Sprintf("CN=%s, O=F%d, C=DE", f.IssuerCN, fam))
 			if r.IntN(2) == 0 {
-				fp, _ := ParseFingerprint(pick(r, genPins))
+				fp, _ := certid.ParseFingerprint(pick(r, genPins))
 				f.Fingerprints = []Fingerprint{fp}
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // Rule is what one endpoint demands in one direction: its requirements,
@@ -76,7 +78,7 @@ func (r Rule) Shortfalls(o Rule) []string {
 	if b.IssuerDN != nil && (a.IssuerDN == nil || !a.IssuerDN.Equal(b.IssuerDN)) {
 		out = append(out, "issuer_dn = "+strconv.Quote(b.IssuerDN.String()))
 	}
-	if b.IssuerCN != "" && foldValue(a.IssuerCN) != foldValue(b.IssuerCN) {
+	if b.IssuerCN != "" && certid.FoldValue(a.IssuerCN) != certid.FoldValue(b.IssuerCN) {
 		out = append(out, "issuer_cn = "+strconv.Quote(b.IssuerCN))
 	}
 	if len(b.Fingerprints) > 0 && !pinSubset(a.Fingerprints, b.Fingerprints) {

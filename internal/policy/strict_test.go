@@ -3,13 +3,15 @@ package policy
 import (
 	"strings"
 	"testing"
+
+	"github.com/tlsgate/tlsgate/internal/certid"
 )
 
 // TestAtLeastAsStrict checks the partial order one demand at a time, in
 // both directions of each pair.
 func TestAtLeastAsStrict(t *testing.T) {
 	dn := func(s string) DN {
-		d, err := ParseDN(s)
+		d, err := certid.ParseDN(s)
 		if err != nil {
 			t.Fatal(err)
 		}
