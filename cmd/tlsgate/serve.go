@@ -69,6 +69,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tlsgate serve: unexpected argument %q\n", pos[0])
 		return exitUsage
 	}
+	// Signals are caught from here on: a SIGHUP or SIGTERM that arrives
+	// while the daemon loads and opens its listeners waits for the signal
+	// loop (waitForStop) instead of killing the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	if os.Getenv("GOGC") == "" {
 		// Most of the heap is the policy, which stays; requests make
 		// little garbage. The default target (100) would let the heap
@@ -131,7 +137,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			dr.afterReload()
 		}
 	}
-	return serve(holder, tr, log, m, dr, *grace, stderr)
+	return serve(holder, tr, log, m, dr, sigs, *grace, stderr)
 }
 
 // daemonGCPercent is serve's garbage collector target (GOGC) unless the
@@ -177,7 +183,7 @@ type part struct {
 	ln   net.Listener
 }
 
-func serve(h *reload.Holder, tr *trustState, log *slog.Logger, m *metrics.Metrics, dr *discoveryRun, grace time.Duration, stderr io.Writer) int {
+func serve(h *reload.Holder, tr *trustState, log *slog.Logger, m *metrics.Metrics, dr *discoveryRun, sigs <-chan os.Signal, grace time.Duration, stderr io.Writer) int {
 	p := h.Policy()
 	parts, err := newParts(h, log, m, dr)
 	if err != nil {
@@ -219,7 +225,7 @@ func serve(h *reload.Holder, tr *trustState, log *slog.Logger, m *metrics.Metric
 		}()
 		log.Info("listening", "part", pt.name, "listen", pt.l.Addr)
 	}
-	code := waitForStop(h, tr, log, m, errc)
+	code := waitForStop(h, tr, log, m, sigs, errc)
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -323,14 +329,12 @@ func serveMetrics(ctx context.Context, m *metrics.Metrics, addr string, errc cha
 }
 
 // waitForStop tells systemd the daemon is ready and handles signals until
-// SIGTERM or SIGINT, or until a part fails (errc): SIGHUP reloads the
+// SIGTERM or SIGINT (sigs, caught since start), or until a part fails
+// (errc): SIGHUP reloads the
 // configuration, once a day the certificates' expiry is checked, and when
 // an exception ends the log says so once (exceptionWatch). It returns the
 // exit status.
-func waitForStop(h *reload.Holder, tr *trustState, log *slog.Logger, m *metrics.Metrics, errc <-chan error) int {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+func waitForStop(h *reload.Holder, tr *trustState, log *slog.Logger, m *metrics.Metrics, sigs <-chan os.Signal, errc <-chan error) int {
 	p := h.Policy()
 	log.Info("start", "file", p.File, "mta", string(p.MTA), "endpoints", len(p.Endpoints), "files", len(p.Files()), "pid", os.Getpid())
 	daemon.SdNotify(false, daemon.SdNotifyReady)

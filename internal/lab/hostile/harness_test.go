@@ -189,6 +189,15 @@ type daemon struct {
 // when the test ends.
 func startDaemon(t testing.TB, c conf) *daemon {
 	t.Helper()
+	d := launchDaemon(t, c)
+	d.waitListening()
+	return d
+}
+
+// launchDaemon is startDaemon without the wait: tlsgate serve may not
+// have loaded its configuration yet.
+func launchDaemon(t testing.TB, c conf) *daemon {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "hx") // short: unix socket paths are limited to 107 bytes
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +236,13 @@ func startDaemon(t testing.TB, c conf) *daemon {
 		close(d.done)
 	}()
 	t.Cleanup(d.stop)
+	return d
+}
+
+// waitListening waits until every listener of d accepts connections.
+func (d *daemon) waitListening() {
+	t := d.t
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !d.listening() {
 		select {
@@ -238,7 +254,6 @@ func startDaemon(t testing.TB, c conf) *daemon {
 			t.Fatalf("tlsgate serve did not start:\n%s", d.logs.tail(30))
 		}
 	}
-	return d
 }
 
 // listening reports whether every listener of the daemon accepts

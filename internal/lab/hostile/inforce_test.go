@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -445,4 +446,27 @@ func TestReloadHalfWrittenFile(t *testing.T) {
 		t.Errorf("%d reloads taken, %d saw the file change: the reloads and the writes did not overlap", ok, rereads)
 	}
 	d.checkServed(t)
+}
+
+// TestSignalsDuringStart: a SIGHUP that arrives while serve is still
+// starting (it has read the configuration and the CA store, its listeners
+// may not be open yet) is a reload once the daemon runs, not the end of
+// the process; a SIGTERM then stops it with exit status 0 (d.stop).
+func TestSignalsDuringStart(t *testing.T) {
+	t.Parallel()
+	l := newTrustLab(t)
+	lab, _ := os.ReadFile(l.pki.CA.CertFile)
+	// A store file that is logged as left out: the first line serve
+	// writes, before it opens its listeners.
+	if err := os.WriteFile(filepath.Join(l.store, "junk.pem"), lab[:len(lab)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := launchDaemon(t, conf{Certs: l.certs()})
+	d.logs.waitFor(t, 0, "junk.pem left out of the CA bundle", 30*time.Second)
+	if err := syscall.Kill(d.pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	d.logs.waitFor(t, 0, "reload result=ok", 30*time.Second)
+	d.waitListening()
+	d.wantLookup(t, "partner.example", answerPartnerA)
 }
