@@ -42,7 +42,9 @@ Usage:
   tlsgate serve     -c FILE          run the milter and the policy daemon
   tlsgate discovery [-c FILE] show|refresh|purge DOMAIN
                                      the running daemon's MTA-STS/DANE cache
-  tlsgate mta-config -c FILE         print the Postfix or Sendmail lines to paste
+  tlsgate mta-config -c FILE [--apply]
+                                     the Postfix or Sendmail settings, merged
+                                     with what the MTA has (--apply: set them)
   tlsgate posture   [-c FILE] LOG... TLS posture per peer from the mail log,
                                      with proposals (text, json, toml, html)
   tlsgate whatif    -c NEW.toml [--queue] [--logs LOG...]

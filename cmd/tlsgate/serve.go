@@ -37,14 +37,18 @@ Runs the parts the configuration enables, each on its own listener:
   [policyd] listen             the socketmap daemon (outbound TLS policy)
   [policyd] delegation_listen  Postfix policy delegation (inbound pins)
 
-SIGHUP re-reads the configuration; a file with mistakes is logged and the
-previous policy stays in force. The endpoints, [certs], [log] level,
-[policyd] map_name, [milter] authserv_id and postfix_version apply on
-reload; a change to mta, a listener or its socket_mode or socket_group,
-[metrics] listen or [log] syslog is refused ("restart needed: ...",
-the previous policy stays) until tlsgate is restarted. SIGTERM or SIGINT stop accepting, let the
-work in flight finish (at most --grace) and exit 0. Under systemd, READY=1,
-RELOADING=1 and STOPPING=1 are sent (Type=notify).
+SIGHUP re-reads the configuration, the main file and the files its include
+patterns name, and compiles again only the files whose content changed; a
+mistake in any file is logged and the whole previous policy stays in force.
+The endpoints, [certs], [log] level, [policyd] map_name, [milter]
+authserv_id, [watch] and postfix_version apply on reload; a change to mta,
+a listener or its socket_mode or socket_group, [metrics] listen, [log]
+syslog or [discovery] is refused ("restart needed: ...", the previous
+policy stays) until tlsgate is restarted. A signal that arrives while
+serve starts is handled once it runs. SIGTERM or SIGINT stop accepting,
+let the work in flight finish (at most --grace) and exit 0. Under systemd,
+READY=1, RELOADING=1 and STOPPING=1 are sent (Type=notify). Unless the
+environment sets GOGC, the garbage collector runs with a target of 50.
 
 Exit status: 0 after a clean stop, 2 for a bad configuration at start,
 3 when a listener cannot be opened.
