@@ -266,7 +266,7 @@ func (w *Watcher) server(t Target, r *probe.Result, now time.Time) {
 			w.Log.Warn("partner-cert", "endpoint", t.Endpoint, "host", probe.Escape(host), "cert", probe.Escape(certs.Describe(first).Subject),
 				"not_after", first.NotAfter.UTC().Format(time.RFC3339), "days_left", int(left.Hours()/24), "status", status)
 		}
-		spki := certs.Describe(r.Chain[0]).SPKISHA256
+		spki := certs.FingerprintSPKI(r.Chain[0])
 		if old := w.seen[k].spki; old != "" && old != spki {
 			args := []any{"endpoint", t.Endpoint, "host", probe.Escape(host), "old", old, "new", spki}
 			if v.Pinned {
