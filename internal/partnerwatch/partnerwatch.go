@@ -324,6 +324,12 @@ func (w *Watcher) Forget(keep []Target) {
 	for k := range w.status {
 		if !ends[k.endpoint] {
 			delete(w.status, k)
+		}
+	}
+	// seen also holds servers no longer probed (Round dropped their
+	// status): those of a removed endpoint go too.
+	for k := range w.seen {
+		if !ends[k.endpoint] {
 			delete(w.seen, k)
 		}
 	}
