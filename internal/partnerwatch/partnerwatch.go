@@ -267,15 +267,15 @@ func (w *Watcher) server(t Target, r *probe.Result, now time.Time) {
 				"not_after", first.NotAfter.UTC().Format(time.RFC3339), "days_left", int(left.Hours()/24), "status", status)
 		}
 		spki := certs.FingerprintSPKI(r.Chain[0])
-		if old := w.seen[k].spki; old != "" && old != spki {
-			args := []any{"endpoint", t.Endpoint, "host", probe.Escape(host), "old", old, "new", spki}
+		s := w.seen[k]
+		if s.spki != "" && s.spki != spki {
+			args := []any{"endpoint", t.Endpoint, "host", probe.Escape(host), "old", s.spki, "new", spki}
 			if v.Pinned {
 				w.Log.Warn("partner-key", append(args, "pinned", "yes", "verdict", verdictText(v))...)
 			} else {
 				w.Log.Info("partner-key", append(args, "pinned", "no")...)
 			}
 		}
-		s := w.seen[k]
 		s.spki = spki
 		w.seen[k] = s
 	}
