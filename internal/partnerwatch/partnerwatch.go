@@ -222,10 +222,7 @@ func (w *Watcher) Round(ctx context.Context, targets []Target, now time.Time) {
 		}()
 	}
 	wg.Wait()
-	ends := map[string]bool{}
-	for _, t := range targets {
-		ends[t.Endpoint] = true
-	}
+	ends := endpointsOf(targets)
 	for k := range w.status {
 		if ends[k.endpoint] {
 			delete(w.status, k)
@@ -317,10 +314,7 @@ func verdictText(v Verdict) string {
 // (a reload removed them, or their names), so that Statuses no longer
 // lists them.
 func (w *Watcher) Forget(keep []Target) {
-	ends := map[string]bool{}
-	for _, t := range keep {
-		ends[t.Endpoint] = true
-	}
+	ends := endpointsOf(keep)
 	for k := range w.status {
 		if !ends[k.endpoint] {
 			delete(w.status, k)
@@ -333,6 +327,15 @@ func (w *Watcher) Forget(keep []Target) {
 			delete(w.seen, k)
 		}
 	}
+}
+
+// endpointsOf returns the set of the endpoints ts names.
+func endpointsOf(ts []Target) map[string]bool {
+	ends := make(map[string]bool, len(ts))
+	for _, t := range ts {
+		ends[t.Endpoint] = true
+	}
+	return ends
 }
 
 // Statuses returns the last status of every server probed, sorted by
