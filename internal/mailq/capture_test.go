@@ -4,8 +4,6 @@ import (
 	"flag"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -48,21 +46,13 @@ func TestCaptureMailq(t *testing.T) {
 	}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	root, _ := mtalab.SendmailRoot()
-	libs, _ := filepath.Glob(filepath.Join(root, "usr/lib/*-linux-gnu*"))
-	// -bp only reads the queue; the private namespace keeps the host name
-	// lookups it does at start on files.
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "hosts"), []byte("127.0.0.1 localhost sm.lab.test\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "nsswitch.conf"), []byte("hosts: files\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 127.0.0.1\n"), 0o644)
-	script := "set -e; mount --make-rprivate /; for f in hosts nsswitch.conf resolv.conf; do mount --bind " + dir + "/$f /etc/$f; done; exec \"$@\""
-	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
-		filepath.Join(root, "usr/libexec/sendmail/sendmail"), "-C", sm.CFPath(), "-bp")
-	cmd.Env = append(os.Environ(), "LD_LIBRARY_PATH="+strings.Join(libs, ":"))
-	out, err := cmd.CombinedOutput()
+	mailq, err := sm.MailqCommand()
 	if err != nil {
-		t.Fatalf("sendmail -bp: %v\n%s", err, out)
+		t.Fatal(err)
+	}
+	out, err := exec.Command(mailq).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", mailq, err, out)
 	}
 	if err := os.WriteFile("testdata/sendmail-mailq.txt", out, 0o644); err != nil {
 		t.Fatal(err)

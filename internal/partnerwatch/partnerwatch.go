@@ -222,10 +222,7 @@ func (w *Watcher) Round(ctx context.Context, targets []Target, now time.Time) {
 		}()
 	}
 	wg.Wait()
-	ends := map[string]bool{}
-	for _, t := range targets {
-		ends[t.Endpoint] = true
-	}
+	ends := endpointsOf(targets)
 	for k := range w.status {
 		if ends[k.endpoint] {
 			delete(w.status, k)
@@ -266,16 +263,16 @@ func (w *Watcher) server(t Target, r *probe.Result, now time.Time) {
 			w.Log.Warn("partner-cert", "endpoint", t.Endpoint, "host", probe.Escape(host), "cert", probe.Escape(certs.Describe(first).Subject),
 				"not_after", first.NotAfter.UTC().Format(time.RFC3339), "days_left", int(left.Hours()/24), "status", status)
 		}
-		spki := certs.Describe(r.Chain[0]).SPKISHA256
-		if old := w.seen[k].spki; old != "" && old != spki {
-			args := []any{"endpoint", t.Endpoint, "host", probe.Escape(host), "old", old, "new", spki}
+		spki := certs.FingerprintSPKI(r.Chain[0])
+		s := w.seen[k]
+		if s.spki != "" && s.spki != spki {
+			args := []any{"endpoint", t.Endpoint, "host", probe.Escape(host), "old", s.spki, "new", spki}
 			if v.Pinned {
 				w.Log.Warn("partner-key", append(args, "pinned", "yes", "verdict", verdictText(v))...)
 			} else {
 				w.Log.Info("partner-key", append(args, "pinned", "no")...)
 			}
 		}
-		s := w.seen[k]
 		s.spki = spki
 		w.seen[k] = s
 	}
@@ -317,16 +314,28 @@ func verdictText(v Verdict) string {
 // (a reload removed them, or their names), so that Statuses no longer
 // lists them.
 func (w *Watcher) Forget(keep []Target) {
-	ends := map[string]bool{}
-	for _, t := range keep {
-		ends[t.Endpoint] = true
-	}
+	ends := endpointsOf(keep)
 	for k := range w.status {
 		if !ends[k.endpoint] {
 			delete(w.status, k)
+		}
+	}
+	// seen also holds servers no longer probed (Round dropped their
+	// status): those of a removed endpoint go too.
+	for k := range w.seen {
+		if !ends[k.endpoint] {
 			delete(w.seen, k)
 		}
 	}
+}
+
+// endpointsOf returns the set of the endpoints ts names.
+func endpointsOf(ts []Target) map[string]bool {
+	ends := make(map[string]bool, len(ts))
+	for _, t := range ts {
+		ends[t.Endpoint] = true
+	}
+	return ends
 }
 
 // Statuses returns the last status of every server probed, sorted by

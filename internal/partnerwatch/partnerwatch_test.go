@@ -264,3 +264,17 @@ hosts = ["down.partner.test"]
 		}
 	}
 }
+
+// TestForgetDropsServersNoLongerProbed: a server a round no longer probed
+// (its status dropped, its key still known) is forgotten with its
+// endpoint.
+func TestForgetDropsServersNoLongerProbed(t *testing.T) {
+	w := &Watcher{
+		seen:   map[seenKey]seenState{{"b", "mx1.b.example:25"}: {spki: "sha256:1"}, {"c", "mx.c.example:25"}: {spki: "sha256:2"}},
+		status: map[seenKey]Status{},
+	}
+	w.Forget([]Target{{Endpoint: "b"}})
+	if _, ok := w.seen[seenKey{"c", "mx.c.example:25"}]; ok || len(w.seen) != 1 {
+		t.Errorf("after Forget: %+v", w.seen)
+	}
+}
