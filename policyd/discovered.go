@@ -131,9 +131,8 @@ func (m *TLSMap) Explain(ctx context.Context, name, key string) Explanation {
 	if m.explainDiscovered(ctx, p, name, key, &x) {
 		return x
 	}
-	want := p.Settings.MapName
-	if name != want && !(p.MTA == policy.Sendmail && name == SendmailMapName) {
-		return Explanation{Reply: Reply{Status: StatusTemp, Data: "unknown map " + clip(name) + "; this tlsgate serves " + want}}
+	if !servesMap(p, name) {
+		return Explanation{Reply: unknownMapReply(p, name)}
 	}
 	a, err := p.At(m.now()).Outbound(key)
 	x = Explanation{Reply: AnswerReply(a, err), Answer: a, Reason: AnswerNote(a)}

@@ -45,16 +45,15 @@ var _ Lookuper = (*TLSMap)(nil)
 func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 	p := m.Policy()
 	if p == nil {
-		m.log(ctx, slog.LevelWarn, name, key, nil, "TEMP", "no policy loaded")
+		m.log(ctx, slog.LevelWarn, name, key, "TEMP", "no policy loaded")
 		return Reply{Status: StatusTemp, Data: "tlsgate has no policy loaded"}
 	}
 	if r, ok := m.discovered(ctx, p, name, key); ok {
 		return r
 	}
-	want := p.Settings.MapName
-	if name != want && !(p.MTA == policy.Sendmail && name == SendmailMapName) {
-		m.log(ctx, slog.LevelWarn, name, key, nil, "TEMP", "unknown map name, expected "+want)
-		return Reply{Status: StatusTemp, Data: "unknown map " + clip(name) + "; this tlsgate serves " + want}
+	if !servesMap(p, name) {
+		m.log(ctx, slog.LevelWarn, name, key, "TEMP", "unknown map name, expected "+p.Settings.MapName)
+		return unknownMapReply(p, name)
 	}
 	a, err := p.At(m.now()).Outbound(key)
 	r := AnswerReply(a, err)
@@ -67,6 +66,17 @@ func (m *TLSMap) Lookup(ctx context.Context, name, key string) Reply {
 	}
 	m.logAnswer(ctx, lvl, name, key, a, r, err)
 	return r
+}
+
+// servesMap reports whether the endpoints answer the map name: [policyd]
+// map_name, and for Sendmail its access map as well.
+func servesMap(p *policy.Policy, name string) bool {
+	return name == p.Settings.MapName || (p.MTA == policy.Sendmail && name == SendmailMapName)
+}
+
+// unknownMapReply is the TEMP reply for a map name tlsgate does not serve.
+func unknownMapReply(p *policy.Policy, name string) Reply {
+	return Reply{Status: StatusTemp, Data: "unknown map " + clip(name) + "; this tlsgate serves " + p.Settings.MapName}
 }
 
 // now returns the time keys are answered at.
@@ -124,8 +134,8 @@ func (r Reply) String() string {
 
 // log writes a line for a lookup that got no answer from the policy
 // (no policy loaded, an unknown map name).
-func (m *TLSMap) log(ctx context.Context, lvl slog.Level, name, key string, ep *policy.Endpoint, answer, reason string) {
-	m.write(ctx, lvl, answer, ep, nil, name, key, reason)
+func (m *TLSMap) log(ctx context.Context, lvl slog.Level, name, key, answer, reason string) {
+	m.write(ctx, lvl, answer, nil, nil, name, key, reason)
 }
 
 // logAnswer writes the line of an answered lookup.

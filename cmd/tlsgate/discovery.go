@@ -392,7 +392,7 @@ func explainLines(x policyd.Explanation) []string {
 		l = append(l, "endpoint: "+e)
 	}
 	if e := x.Answer.Exception; e != nil {
-		l = append(l, fmt.Sprintf("exception: an exception to %s until %s (%s)", e.To.Name, e.Expires(), e.Reason))
+		l = append(l, "exception: "+exceptionNote(e))
 	}
 	if x.Answer.Overrides != policy.SourceNone {
 		l = append(l, "overrides: "+x.Answer.Overrides.String())

@@ -182,10 +182,15 @@ func sendmailConfig(p *policy.Policy, mcFile string, apply bool, stdout, stderr 
 		}
 	}
 	var mc *mtaconf.MC
+	var old []byte
 	from := "no sendmail.mc (none given, none at " + sendmailMC + ")"
 	if mcFile != "" {
 		var err error
-		if mc, err = mtaconf.ReadMC(mcFile); err != nil {
+		old, err = os.ReadFile(mcFile)
+		if err == nil {
+			mc, err = mtaconf.ParseMC(mcFile, old)
+		}
+		if err != nil {
 			fmt.Fprintf(stderr, "tlsgate mta-config: %v\n", err)
 			return exitUsage
 		}
@@ -209,11 +214,6 @@ func sendmailConfig(p *policy.Policy, mcFile string, apply bool, stdout, stderr 
 		}
 		fmt.Fprintf(stderr, "tlsgate mta-config: %d conflict(s); %s is unchanged\n", len(sm.Conflicts), mcFile)
 		return exitUsage
-	}
-	old, err := os.ReadFile(mcFile)
-	if err != nil {
-		fmt.Fprintf(stderr, "tlsgate mta-config: %v\n", err)
-		return exitRuntime
 	}
 	now := mtaconf.ApplySendmail(mc, sm)
 	if bytes.Equal(old, now) {

@@ -376,7 +376,7 @@ func endpointNote(a policy.Answer) string {
 	}
 	n := "endpoint " + a.Endpoint.Name
 	if x := a.Exception; x != nil {
-		n += fmt.Sprintf(", an exception to %s until %s (%s)", x.To.Name, x.Expires(), x.Reason)
+		n += ", " + exceptionNote(x)
 	}
 	if note := policyd.AnswerNote(a); note != "" {
 		n += ": " + note
@@ -447,8 +447,7 @@ func printVerdict(w io.Writer, p *policy.Policy, f *policy.Facts, now time.Time,
 	}
 	fmt.Fprintf(w, "endpoints: %s\n", v.Names())
 	for _, ep := range v.Exceptions {
-		x := ep.Exception
-		fmt.Fprintf(w, "exception: %s, an exception to %s until %s (%s)\n", ep.Name, x.To.Name, x.Expires(), x.Reason)
+		fmt.Fprintf(w, "exception: %s, %s\n", ep.Name, exceptionNote(ep.Exception))
 	}
 	switch o {
 	case policy.OutcomePass:
@@ -470,6 +469,12 @@ func printVerdict(w io.Writer, p *policy.Policy, f *policy.Facts, now time.Time,
 	for _, f := range v.Unchecked {
 		fmt.Fprintf(w, "not checked here: endpoint=%s check=%s (judged by the policy-delegation server)\n", f.Endpoint.Name, f.Check)
 	}
+}
+
+// exceptionNote says which endpoint an exception relaxes, until when and
+// why.
+func exceptionNote(x *policy.Exception) string {
+	return fmt.Sprintf("an exception to %s until %s (%s)", x.To.Name, x.Expires(), x.Reason)
 }
 
 // afterExceptions says what the same session gets once the exceptions of

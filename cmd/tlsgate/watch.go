@@ -90,10 +90,7 @@ func heldLoop(ctx context.Context, h *reload.Holder, log *slog.Logger, mw *metri
 				w.Attribute = sendmailAttributor(h)
 			} else {
 				src = mailq.Postfix(ws.Postqueue, ws.PostfixConfig)
-				if routes == nil || routes.dir != ws.PostfixConfig || routes.postqueue != ws.Postqueue {
-					routes = &postfixRoutes{dir: ws.PostfixConfig, postqueue: ws.Postqueue, ttl: routeTTL}
-				}
-				routes.timeout = ws.QueueTimeout
+				routes = watchRoutes(routes, ws, ws.QueueTimeout)
 				w.Attribute = postfixAttributor(h, routes)
 			}
 			src.Timeout = ws.QueueTimeout
@@ -184,10 +181,7 @@ func probeLoop(ctx context.Context, h *reload.Holder, log *slog.Logger, mw *metr
 			g := h.Generation()
 			var route partnerwatch.Router
 			if p.MTA == policy.Postfix {
-				if routes == nil || routes.dir != ws.PostfixConfig || routes.postqueue != ws.Postqueue {
-					routes = &postfixRoutes{dir: ws.PostfixConfig, postqueue: ws.Postqueue, ttl: routeTTL}
-				}
-				routes.timeout = ws.ProbeTimeout
+				routes = watchRoutes(routes, ws, ws.ProbeTimeout)
 				route = transportTargets(routes)
 			}
 			targets, err := partnerwatch.Targets(ctx, p, ws.ProbeEndpoints, route)
@@ -208,22 +202,20 @@ func probeLoop(ctx context.Context, h *reload.Holder, log *slog.Logger, mw *metr
 				return partnerwatch.Judge(model, t, r, time.Now())
 			}
 			due := last.IsZero() || !now.Before(last.Add(ws.ProbeInterval))
+			keys := targetKeys(targets)
 			round := targets
 			if !due {
 				// A reload: only the endpoints whose servers changed.
 				round = nil
 				for _, t := range targets {
-					if probed[t.Endpoint] != targetKey(targets, t.Endpoint) {
+					if probed[t.Endpoint] != keys[t.Endpoint] {
 						round = append(round, t)
 					}
 				}
 			}
 			w.Forget(targets)
 			w.Round(ctx, round, now)
-			probed = map[string]string{}
-			for _, t := range targets {
-				probed[t.Endpoint] = targetKey(targets, t.Endpoint)
-			}
+			probed = keys
 			if due {
 				last = now
 			}
@@ -238,16 +230,25 @@ func probeLoop(ctx context.Context, h *reload.Holder, log *slog.Logger, mw *metr
 	}
 }
 
-// targetKey names an endpoint's targets, to see whether a reload changed
-// them.
-func targetKey(ts []partnerwatch.Target, endpoint string) string {
-	var b strings.Builder
+// targetKeys names each endpoint's targets, to see whether a reload
+// changed them.
+func targetKeys(ts []partnerwatch.Target) map[string]string {
+	keys := map[string]string{}
 	for _, t := range ts {
-		if t.Endpoint == endpoint {
-			b.WriteString(t.Pattern + "→" + t.Probe.String() + " ")
-		}
+		keys[t.Endpoint] += t.Pattern + "→" + t.Probe.String() + " "
 	}
-	return b.String()
+	return keys
+}
+
+// watchRoutes returns routes for the Postfix of ws, made anew (with an
+// empty cache) when ws names another Postfix, with timeout as each
+// command's limit.
+func watchRoutes(routes *postfixRoutes, ws *policy.Watch, timeout time.Duration) *postfixRoutes {
+	if routes == nil || routes.dir != ws.PostfixConfig || routes.postqueue != ws.Postqueue {
+		routes = &postfixRoutes{dir: ws.PostfixConfig, postqueue: ws.Postqueue, ttl: routeTTL}
+	}
+	routes.timeout = timeout
+	return routes
 }
 
 // transportTargets sends a name where Postfix's transport_maps send its

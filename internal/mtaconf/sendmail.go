@@ -69,15 +69,6 @@ var (
 	defineLine = regexp.MustCompile("^\\s*define\\(\\s*`(\\w+)'\\s*,\\s*`([^`']*)'\\s*\\)")
 )
 
-// ReadMC reads a sendmail.mc file.
-func ReadMC(path string) (*MC, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return ParseMC(path, b)
-}
-
 // ParseMC reads sendmail.mc text. It fails on a tlsgate block that does
 // not end.
 func ParseMC(path string, b []byte) (*MC, error) {
