@@ -103,11 +103,8 @@ func newDiscoverer(p *policy.Policy, log *slog.Logger, withCache bool) (*discove
 
 // discoveryUnchanged refuses a reload that changes the [discovery]
 // settings: the engine, its resolver and its cache are made once at
-// start.
+// start. Part of restartNeeded; its problem names the [discovery] line.
 func discoveryUnchanged(old, cur *policy.Policy) error {
-	if old == nil {
-		return nil
-	}
 	a, b := old.Settings.Discovery, cur.Settings.Discovery
 	if (a == nil) == (b == nil) && (a == nil || *a == *b) {
 		return nil

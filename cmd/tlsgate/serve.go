@@ -126,12 +126,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		printLoadError(stderr, err)
 		return exitUsage
 	}
-	holder.Prepare = func(cur, next *policy.Policy) (func() error, error) {
-		if err := discoveryUnchanged(cur, next); err != nil {
-			return nil, err
-		}
-		return tr.prepare(cur, next)
-	}
+	holder.Prepare = tr.prepare
 	if dr != nil {
 		onReload := holder.OnReload
 		holder.OnReload = func(result string, gen uint64) {
@@ -420,8 +415,11 @@ func (tr *trustState) prepare(cur, next *policy.Policy) (func() error, error) {
 // restartNeeded says which settings differ between cur and next that the
 // running daemon took at start and cannot change: the MTA (it decides
 // which listeners run), every listener with its socket mode and group,
-// the metrics listener and the syslog choice.
+// the metrics listener, the syslog choice and [discovery] (discoveryUnchanged).
 func restartNeeded(cur, next *policy.Policy) error {
+	if err := discoveryUnchanged(cur, next); err != nil {
+		return err
+	}
 	a, b := cur.Settings, next.Settings
 	var changed []string
 	add := func(name string, x, y any) {
