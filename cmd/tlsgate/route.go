@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/mtaconf"
 	"github.com/tlsgate/tlsgate/internal/whatif"
 )
 
@@ -95,7 +96,11 @@ func (r *postfixRoutes) route(ctx context.Context, domains []string, relay bool)
 		for len(lines) < 2 {
 			lines = append(lines, "")
 		}
-		r.maps = strings.FieldsFunc(lines[0], func(c rune) bool { return c == ',' || c == ' ' || c == '\t' })
+		maps, err := mtaconf.SplitList(lines[0])
+		if err != nil {
+			return nil, fmt.Errorf("transport_maps: %w", err)
+		}
+		r.maps = maps
 		r.relayhost = strings.TrimSpace(lines[1])
 		r.cache, r.loaded = map[string]cachedHop{}, now
 	}

@@ -5,18 +5,18 @@ import (
 	"strings"
 )
 
-// splitList splits a Postfix list value the way Postfix reads it
+// SplitList splits a Postfix list value the way Postfix reads it
 // (mystrtokq() with separators comma and blank, braces grouping): at
 // commas and blanks outside braces, so that "{ ... }" stays one element
 // with its braces. "check_policy_service { unix:x, { a = b } }" is two
 // elements: the restriction and its brace group. It fails on unbalanced
 // braces.
-func splitList(s string) ([]string, error) {
+func SplitList(s string) ([]string, error) {
 	elems, _, err := splitSpans(s)
 	return elems, err
 }
 
-// splitSpans is splitList that also returns where each element is in s,
+// splitSpans is SplitList that also returns where each element is in s,
 // so that an edit can keep the rest of the value as it is written.
 func splitSpans(s string) ([]string, [][2]int, error) {
 	var out []string
@@ -73,7 +73,7 @@ func braceFirst(elem string) string {
 		return elem
 	}
 	inner = strings.TrimSuffix(inner, "}")
-	items, err := splitList(inner)
+	items, err := SplitList(inner)
 	if err != nil || len(items) == 0 {
 		return ""
 	}

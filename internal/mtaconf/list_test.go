@@ -19,15 +19,15 @@ func TestSplitList(t *testing.T) {
 		{"a }", nil, true},
 		{"a{b}c d", []string{"a{b}c", "d"}, false},
 	} {
-		got, err := splitList(tc.in)
+		got, err := SplitList(tc.in)
 		if tc.bad {
 			if err == nil {
-				t.Errorf("splitList(%q) = %q, want an error", tc.in, got)
+				t.Errorf("SplitList(%q) = %q, want an error", tc.in, got)
 			}
 			continue
 		}
 		if err != nil || strings.Join(got, "|") != strings.Join(tc.want, "|") {
-			t.Errorf("splitList(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			t.Errorf("SplitList(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
 	}
 	if got := braceFirst("{ unix:x , a=b }"); got != "unix:x" {
@@ -56,7 +56,7 @@ func FuzzSplitList(f *testing.F) {
 			}
 		}
 		for n := -1; n < len(elems); n++ {
-			got, err := splitList(insertAfter(s, spans, n, "X"))
+			got, err := SplitList(insertAfter(s, spans, n, "X"))
 			if err != nil {
 				t.Fatal(err)
 			}
