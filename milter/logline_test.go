@@ -8,6 +8,7 @@ import (
 
 	"github.com/tlsgate/tlsgate/internal/lab/golden"
 	"github.com/tlsgate/tlsgate/internal/policy"
+	"github.com/tlsgate/tlsgate/policyd"
 )
 
 func TestFormatDecision(t *testing.T) {
@@ -90,5 +91,15 @@ func TestDecisionFieldsFirst(t *testing.T) {
 				t.Errorf("%s after client= in %q", f, line)
 			}
 		}
+	}
+}
+
+// TestJudgedByNamesDelegation: judged_by= names the policy-delegation
+// server by the event its own lines carry, so that an admin can grep for
+// it (the milter does not import policyd, which carries the discovery
+// engine, so the two constants are tied here).
+func TestJudgedByNamesDelegation(t *testing.T) {
+	if judgedBy != policyd.DelegationEvent {
+		t.Errorf("judged_by=%s, but the delegation server logs as %s", judgedBy, policyd.DelegationEvent)
 	}
 }
