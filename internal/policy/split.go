@@ -50,7 +50,8 @@ func split(data []byte, main bool) (head []byte, pieces []piece, ok bool) {
 			}
 			return true
 		}
-		if name, isArray := matchHeader(string(text), true); isArray {
+		hdr := string(text)
+		if name, isArray := matchHeader(hdr, true); isArray {
 			if cleanKey(name) != "endpoint" {
 				ok = false
 				return false
@@ -59,7 +60,7 @@ func split(data []byte, main bool) (head []byte, pieces []piece, ok bool) {
 			lines = append(lines, line)
 			return true
 		}
-		name, isTable := matchHeader(string(text), false)
+		name, isTable := matchHeader(hdr, false)
 		if len(starts) == 0 {
 			headBlank = headBlank && !isTable
 			return true
