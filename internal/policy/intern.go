@@ -10,7 +10,6 @@ import (
 // one of a few things (encryption, a validated certificate), and a
 // policy of many endpoints keeps each set once.
 type interner struct {
-	mta  MTA // whose answers are rendered
 	reqs map[string]*Requirements
 	outs map[*Requirements]string
 }
@@ -30,15 +29,15 @@ func (in *interner) requirements(r Requirements) *Requirements {
 }
 
 // outbound returns the shared copy of outbound requirements o with their
-// answer for the MTA.
-func (in *interner) outbound(o *Requirements) (*Requirements, string) {
+// answer for mta. An interner serves one file, compiled for one MTA.
+func (in *interner) outbound(o *Requirements, mta MTA) (*Requirements, string) {
 	o = in.requirements(*o)
 	if in.outs == nil {
 		in.outs = map[*Requirements]string{}
 	}
 	a, ok := in.outs[o]
 	if !ok {
-		switch in.mta {
+		switch mta {
 		case Postfix:
 			a = postfixEntry(o)
 		case Sendmail:

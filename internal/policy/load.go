@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Load reads and compiles the configuration file at path and the files
@@ -120,8 +119,6 @@ type LoadStats struct {
 	// Rereads is how many times a file was read again because it
 	// changed while it was read (it was being written).
 	Rereads int
-	// Took is how long the Load took.
-	Took time.Duration
 }
 
 // NewLoader returns a Loader for the configuration file at path.
@@ -133,8 +130,6 @@ func (l *Loader) Stats() LoadStats { return l.stats }
 // Load reads the main file and every file it includes and returns the
 // policy they make, compiling only what changed since the last Load.
 func (l *Loader) Load() (*Policy, error) {
-	t0 := time.Now()
-	defer func() { l.stats.Took = time.Since(t0) }()
 	l.stats = LoadStats{Files: 1}
 	next := make(map[string]*fileRec, len(l.files))
 	data, pr := readFile(l.path, l.files[l.path])

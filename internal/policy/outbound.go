@@ -112,8 +112,7 @@ func (ep *Endpoint) compileAnswers(ctx unitCtx, in *interner) {
 		cp.TrustAnchorFile = filepath.Join(ctx.trustAnchorDir, ep.Name+".pem")
 		o = &cp
 	}
-	in.mta = ctx.mta
-	ep.Outbound, ep.out = in.outbound(o)
+	ep.Outbound, ep.out = in.outbound(o, ctx.mta)
 }
 
 // postfixEntry renders an smtp_tls_policy_maps entry using only what

@@ -52,14 +52,15 @@ func Same(a, b *Policy) error {
 			return fmt.Errorf("warning %d: %v, %v", i, x, y)
 		}
 	}
-	for _, p := range []*Policy{a, b} {
-		for i, pos := range p.positions() {
+	posA, posB := a.positions(), b.positions()
+	for k, p := range []*Policy{a, b} {
+		for i, pos := range [][]int32{posA, posB}[k] {
 			if (pos >= 0) != (p.byID[i] != nil) || pos >= 0 && p.byID[i] != p.Endpoints[pos] {
 				return fmt.Errorf("%s: endpoint ID %d is not the endpoint at its position", p.File, i)
 			}
 		}
 	}
-	if err := a.ix[0].same(b.ix[0].hostIndex, a.positions(), b.positions()); err != nil {
+	if err := a.ix[0].same(b.ix[0].hostIndex, posA, posB); err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
 	return nil

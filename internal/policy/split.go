@@ -50,7 +50,8 @@ func split(data []byte, main bool) (head []byte, pieces []piece, ok bool) {
 			}
 			return true
 		}
-		if name, isArray := matchHeader(string(text), true); isArray {
+		hdr := string(text)
+		if name, isArray := matchHeader(hdr, true); isArray {
 			if cleanKey(name) != "endpoint" {
 				ok = false
 				return false
@@ -59,7 +60,7 @@ func split(data []byte, main bool) (head []byte, pieces []piece, ok bool) {
 			lines = append(lines, line)
 			return true
 		}
-		name, isTable := matchHeader(string(text), false)
+		name, isTable := matchHeader(hdr, false)
 		if len(starts) == 0 {
 			headBlank = headBlank && !isTable
 			return true
@@ -96,25 +97,15 @@ func split(data []byte, main bool) (head []byte, pieces []piece, ok bool) {
 // scanLines calls f with the offset, number and text of each line that
 // starts outside a string, a comment and any '[' or '{', until f returns
 // false: the lines on which a table header or a top-level key can be. It
-// follows TOML's four string forms as checkShape does.
+// follows TOML's four string forms with tomlLexer, as checkShape does.
 func scanLines(data []byte, f func(off, line int, text []byte) bool) {
-	const (
-		code = iota
-		comment
-		basic
-		literal
-		mlBasic
-		mlLiteral
-	)
-	state, depth, line, lineStart := code, 0, 1, 0
+	var lx tomlLexer
+	line, lineStart := 1, 0
 	atLineStart := true
-	has := func(i int, s string) bool {
-		return len(data)-i >= len(s) && string(data[i:i+len(s)]) == s
-	}
 	for i := 0; i <= len(data); i++ {
 		if atLineStart {
 			atLineStart = false
-			if state == code && depth == 0 {
+			if lx.state == lexCode && lx.depth == 0 {
 				end := bytes.IndexByte(data[lineStart:], '\n')
 				if end < 0 {
 					end = len(data) - lineStart
@@ -127,67 +118,10 @@ func scanLines(data []byte, f func(off, line int, text []byte) bool) {
 		if i == len(data) {
 			return
 		}
-		c := data[i]
-		if c == '\n' {
+		if data[i] == '\n' {
 			line++
 			lineStart, atLineStart = i+1, true
-			if state == code || state == comment || state == basic || state == literal {
-				state = code
-				continue
-			}
 		}
-		switch state {
-		case code:
-			switch c {
-			case '#':
-				state = comment
-			case '"':
-				if has(i, `"""`) {
-					state, i = mlBasic, i+2
-				} else {
-					state = basic
-				}
-			case '\'':
-				if has(i, `'''`) {
-					state, i = mlLiteral, i+2
-				} else {
-					state = literal
-				}
-			case '[', '{':
-				depth++
-			case ']', '}':
-				if depth > 0 {
-					depth--
-				}
-			}
-		case basic:
-			switch c {
-			case '\\':
-				i = skipEscaped(data, i)
-			case '"':
-				state = code
-			}
-		case literal:
-			if c == '\'' {
-				state = code
-			}
-		case mlBasic:
-			switch {
-			case c == '\\':
-				i = skipEscaped(data, i)
-			case has(i, `"""`):
-				for i+3 < len(data) && data[i+3] == '"' {
-					i++
-				}
-				state, i = code, i+2
-			}
-		case mlLiteral:
-			if has(i, `'''`) {
-				for i+3 < len(data) && data[i+3] == '\'' {
-					i++
-				}
-				state, i = code, i+2
-			}
-		}
+		i, _ = lx.step(data, i)
 	}
 }

@@ -192,13 +192,14 @@ func (plan *Plan) Lost(prev *Plan) error {
 	}
 	var lost []string
 	seen := map[string]bool{}
+	prevCAs := prev.Store.List()
 	for _, k := range plan.Store.Skipped() {
 		if seen[k.File] {
 			continue
 		}
 		seen[k.File] = true
 		var cas []string
-		for _, e := range prev.Store.List() {
+		for _, e := range prevCAs {
 			if e.File == k.File && !plan.Store.Contains(e.Cert) {
 				cas = append(cas, certid.Printable(e.Subject))
 			}
